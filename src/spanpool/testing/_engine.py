@@ -1,0 +1,707 @@
+"""LocalSpanner's data engine: GoogleSQL queries, DML, reads and mutations on SQLite.
+
+Each database is one SQLite file (see ``_schema`` for its tables and ``_values`` for how values
+are stored). Statements are translated once per catalog and text (``_sqltranslate``) and kept in
+the catalog's LRU cache together with the encoders of their result columns.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import re
+import sqlite3
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from . import _values as v
+from ._schema import Catalog, ColumnInfo, IndexInfo, TableInfo, apply_ddl, load_catalog
+from ._sqltokens import quote_ident
+from ._sqltranslate import Translation, translate
+from ._values import EngineError, TypeMsg
+
+__all__ = [
+    "Catalog",
+    "ColumnInfo",
+    "EngineError",
+    "IndexInfo",
+    "Result",
+    "TableInfo",
+    "apply_ddl",
+    "apply_mutations",
+    "connect",
+    "execute_sql",
+    "load_catalog",
+    "read",
+    "statement_kind",
+]
+
+_Field = v.StructTypePb.Field
+_SAVEPOINT = "spanpool_mutations"
+
+
+@dataclass
+class Result:
+    """Rows of a query, read or DML statement, with their Cloud Spanner types."""
+
+    fields: list[Any]  # google.spanner.v1.StructType.Field messages
+    rows: list[list[Any]]  # google.protobuf.Value messages
+    row_count: int | None = None
+
+
+def _invalid(message: str) -> EngineError:
+    return EngineError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+# --- connections and SQL functions -------------------------------------------------------------
+
+_function_errors = threading.local()
+
+
+def _reporting(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Keep the message of an error raised inside SQLite, which only says that one happened."""
+
+    @functools.wraps(function)
+    def call(*args: object) -> Any:
+        try:
+            return function(*args)
+        except (ValueError, TypeError, OverflowError, ArithmeticError) as exc:
+            _function_errors.message = str(exc)
+            raise
+
+    return call
+
+
+def _safe_cast(value: object, target: int, source: int) -> object:
+    try:
+        return v.cast_value(value, target, source)
+    except (ValueError, ArithmeticError):
+        return None
+
+
+def _starts_with(text: object, prefix: object) -> bool | None:
+    if text is None or prefix is None:
+        return None
+    if isinstance(text, bytes) and isinstance(prefix, bytes):
+        return text.startswith(prefix)
+    return str(text).startswith(str(prefix))
+
+
+def _ends_with(text: object, suffix: object) -> bool | None:
+    if text is None or suffix is None:
+        return None
+    if isinstance(text, bytes) and isinstance(suffix, bytes):
+        return text.endswith(suffix)
+    return str(text).endswith(str(suffix))
+
+
+@functools.lru_cache(maxsize=256)
+def _regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _regexp_contains(text: object, pattern: object) -> bool | None:
+    if text is None or pattern is None:
+        return None
+    try:
+        return _regex(str(pattern)).search(str(text)) is not None
+    except re.error as exc:
+        raise ValueError(f"Cannot parse regular expression: {exc}") from None
+
+
+def _unbase64(text: object) -> object:
+    if isinstance(text, str):
+        return base64.b64decode(text)
+    return text
+
+
+def _numeric_collation(left: str, right: str) -> int:
+    return v.compare_numeric(left, right)
+
+
+_FUNCTIONS: list[tuple[str, int, Callable[..., Any], bool]] = [
+    ("spanpool_now", 0, v.timestamp_now, False),
+    ("spanpool_today", 0, v.date_today, False),
+    ("spanpool_uuid", 0, lambda: str(uuid.uuid4()), False),
+    ("spanpool_cast", 3, v.cast_value, True),
+    ("spanpool_safe_cast", 3, _safe_cast, True),
+    ("spanpool_starts_with", 2, _starts_with, True),
+    ("spanpool_ends_with", 2, _ends_with, True),
+    ("spanpool_regexp_contains", 2, _regexp_contains, True),
+    ("spanpool_unbase64", 1, _unbase64, True),
+]
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open (or create) the SQLite file of one database, ready for the engine."""
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, cached_statements=512
+    )
+    conn.execute("PRAGMA busy_timeout = 2000")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = OFF")
+    conn.execute("PRAGMA foreign_keys = ON")
+    conn.execute("PRAGMA case_sensitive_like = ON")
+    for name, arity, function, deterministic in _FUNCTIONS:
+        conn.create_function(name, arity, _reporting(function), deterministic=deterministic)
+    conn.create_collation("SPANPOOL_NUMERIC", _numeric_collation)
+    return conn
+
+
+# --- statements --------------------------------------------------------------------------------
+
+_DML_WORDS = frozenset({"INSERT", "UPDATE", "DELETE"})
+_DDL_WORDS = frozenset({"CREATE", "ALTER", "DROP", "GRANT", "REVOKE", "RENAME", "ANALYZE"})
+
+
+@functools.lru_cache(maxsize=4096)
+def statement_kind(sql: str) -> str:
+    """``"query"``, ``"dml"`` or ``"ddl"``, from the first word of a statement."""
+    i, n = 0, len(sql)
+    while i < n:
+        char = sql[i]
+        if char.isspace() or char == "(":
+            i += 1
+        elif char == "#" or sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif sql.startswith("/*", i):
+            end = sql.find("*/", i + 2)
+            i = n if end < 0 else end + 2
+        elif sql.startswith("@{", i):
+            end = sql.find("}", i)
+            i = n if end < 0 else end + 1
+        else:
+            break
+    end = i
+    while end < n and (sql[end].isalnum() or sql[end] == "_"):
+        end += 1
+    word = sql[i:end].upper()
+    if word in _DML_WORDS:
+        return "dml"
+    if word in _DDL_WORDS:
+        return "ddl"
+    return "query"
+
+
+class _Prepared:
+    """A translated statement with the encoders and metadata of its result columns."""
+
+    __slots__ = ("encoders", "fields", "names", "translation", "types")
+
+    def __init__(self, translation: Translation) -> None:
+        self.translation = translation
+        self.names = [c.name for c in translation.columns]
+        self.types: list[TypeMsg | None] = [c.type for c in translation.columns]
+        self.fields: list[Any] | None = None
+        self.encoders: list[v.Encoder] = []
+        if all(t is not None for t in self.types):
+            self.fields = _fields(self.names, self.types)
+            self.encoders = [v.encoder(t) for t in self.types]
+
+    def bind(self, params: Any, param_types: Mapping[str, TypeMsg]) -> list[object]:
+        fields = params.fields if params is not None else {}
+        args = []
+        for name in self.translation.params:
+            if name in fields:
+                value = fields[name]
+            else:
+                value = next((fields[k] for k in fields if k.lower() == name.lower()), None)
+                if value is None:
+                    raise _invalid(f"No parameter found for binding: {name}")
+            type_ = param_types.get(name)
+            if type_ is None:
+                lowered = name.lower()
+                type_ = next((t for k, t in param_types.items() if k.lower() == lowered), None)
+            try:
+                args.append(v.to_storage(value, type_))
+            except ValueError as exc:
+                raise _invalid(f"Invalid value for bind parameter {name}: {exc}") from None
+        return args
+
+    def result(self, rows: list[Any], row_count: int | None) -> Result:
+        fields, encoders = self.fields, self.encoders
+        if fields is None:
+            types = [
+                t if t is not None else v.infer_type(row[j] for row in rows)
+                for j, t in enumerate(self.types)
+            ]
+            fields = _fields(self.names, types)
+            encoders = [v.encoder(t) for t in types]
+        encoded = [
+            [encode(value) for encode, value in zip(encoders, row, strict=True)] for row in rows
+        ]
+        return Result(fields, encoded, row_count)
+
+
+def _fields(names: Sequence[str], types: Sequence[TypeMsg]) -> list[Any]:
+    return [_Field(name=name, type_=type_) for name, type_ in zip(names, types, strict=True)]
+
+
+def _types_key(param_types: Mapping[str, TypeMsg]) -> tuple[tuple[str, int, int], ...]:
+    return tuple((name, *v.type_key(type_)) for name, type_ in param_types.items())
+
+
+def execute_sql(
+    conn: sqlite3.Connection,
+    catalog: Catalog,
+    sql: str,
+    params: Any,
+    param_types: Mapping[str, TypeMsg],
+) -> Result:
+    """Run a GoogleSQL query or DML statement (``params`` is a ``google.protobuf.Struct``)."""
+    key = (sql, _types_key(param_types)) if param_types else sql
+    prepared: _Prepared | None = catalog.prepared.get(key)
+    if prepared is None:
+        prepared = _Prepared(translate(sql, catalog, param_types))
+        catalog.prepared.put(key, prepared)
+    translation = prepared.translation
+    args = prepared.bind(params, param_types) if translation.params else ()
+    try:
+        cursor = conn.execute(translation.sql, args)
+        rows = cursor.fetchall()
+    except sqlite3.Error as exc:
+        raise _sql_error(exc, translation) from None
+    if translation.dml is None:
+        return prepared.result(rows, None)
+    if not translation.returning:
+        return Result([], [], cursor.rowcount)
+    return prepared.result(rows, len(rows))
+
+
+def _constraint_parts(message: str) -> tuple[str, list[str]]:
+    """(table, columns) of a SQLite ``... constraint failed: T.a, T.b`` message."""
+    _, _, detail = message.partition(": ")
+    names = [part.strip() for part in detail.split(",") if part.strip()]
+    table = names[0].split(".")[0] if names else ""
+    return table, [name.split(".", 1)[-1] for name in names]
+
+
+def _sql_error(exc: sqlite3.Error, translation: Translation | None) -> EngineError:
+    message = str(exc)
+    dml = translation.dml if translation is not None else None
+    if isinstance(exc, sqlite3.IntegrityError):
+        table, columns = _constraint_parts(message)
+        if message.startswith("UNIQUE") or "PRIMARY KEY" in message:
+            return EngineError(
+                grpc.StatusCode.ALREADY_EXISTS,
+                f"Row already exists in table {table}: duplicate value for {', '.join(columns)}",
+            )
+        if message.startswith("NOT NULL"):
+            return EngineError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"Cannot specify a null value for NOT NULL column {', '.join(columns)} "
+                f"in table {table}",
+            )
+        if message.startswith("FOREIGN KEY"):
+            if dml == "DELETE":
+                return EngineError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "Cannot delete a row that has rows in an interleaved table "
+                    "(ON DELETE NO ACTION)",
+                )
+            return EngineError(
+                grpc.StatusCode.NOT_FOUND,
+                f"Parent row is missing: a row of table {translation.table if translation else ''}"
+                " cannot be written without its parent row",
+            )
+        return EngineError(grpc.StatusCode.FAILED_PRECONDITION, message)
+    if "user-defined function raised exception" in message:
+        detail = getattr(_function_errors, "message", "") or message
+        _function_errors.message = ""
+        return _invalid(detail)
+    if message.startswith("no such table"):
+        return _invalid(f"Table not found: {message.partition(': ')[2]}")
+    if message.startswith("no such column"):
+        return _invalid(f"Unrecognized name: {message.partition(': ')[2]}")
+    if message.startswith("no such function"):
+        return _invalid(f"Function not found: {message.partition(': ')[2]}")
+    if "syntax error" in message or "incomplete input" in message:
+        return _invalid(f"Syntax error: {message}")
+    if message.startswith("ambiguous column name"):
+        return _invalid(f"Column name {message.partition(': ')[2]} is ambiguous")
+    if "integer overflow" in message:
+        return EngineError(grpc.StatusCode.OUT_OF_RANGE, "int64 overflow")
+    if "database is locked" in message or "database is busy" in message:
+        return EngineError(grpc.StatusCode.ABORTED, f"Transaction was aborted: {message}")
+    if isinstance(exc, (sqlite3.OperationalError, sqlite3.ProgrammingError, sqlite3.DataError)):
+        return _invalid(message)
+    return EngineError(grpc.StatusCode.INTERNAL, f"LocalSpanner storage error: {message}")
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+
+def _key_value(table: TableInfo, column: ColumnInfo, value: Any) -> object:
+    try:
+        return v.to_storage(value, column.type)
+    except ValueError as exc:
+        raise _invalid(
+            f"Invalid key value for column {column.name} in table {table.name}: {exc}"
+        ) from None
+
+
+def _key_text(values: Sequence[object]) -> str:
+    """A key as Cloud Spanner prints it in errors: ``[1,abc]``."""
+    parts = []
+    for value in values:
+        if value is None:
+            parts.append("NULL")
+        elif isinstance(value, bool):
+            parts.append("true" if value else "false")
+        elif isinstance(value, bytes):
+            parts.append(base64.b64encode(value).decode("ascii"))
+        else:
+            parts.append(str(value))
+    return "[" + ",".join(parts) + "]"
+
+
+def _any_of(terms: list[str]) -> str:
+    """``t1 OR t2 OR ...`` as a balanced tree, so long lists stay within SQLite's depth limit."""
+    if len(terms) == 1:
+        return terms[0]
+    middle = len(terms) // 2
+    return f"({_any_of(terms[:middle])} OR {_any_of(terms[middle:])})"
+
+
+def _bound(
+    columns: Sequence[str],
+    descending: Sequence[bool],
+    values: list[object],
+    *,
+    lower: bool,
+    inclusive: bool,
+    args: list[object],
+) -> str:
+    """Condition that a key's prefix is at or past (lower) or before (upper) a range bound."""
+    if not values:
+        return "1" if inclusive else "0"
+    if all(value is not None for value in values) and not any(descending[: len(values)]):
+        operator = (">" if lower else "<") + ("=" if inclusive else "")
+        args.extend(values)
+        left = ", ".join(columns[: len(values)])
+        right = ", ".join("?" for _ in values)
+        if len(values) == 1:
+            return f"{left} {operator} ?"
+        return f"({left}) {operator} ({right})"
+    # Lexicographic comparison column by column; NULL sorts first in ascending order.
+    terms = []
+    equal: list[str] = []
+    equal_args: list[object] = []
+    for column, desc, value in zip(columns, descending, values, strict=False):
+        beyond_larger = lower != desc  # whether "past the bound" means a larger value
+        if value is None:
+            past = f"{column} IS NOT NULL" if beyond_larger else "0"
+            past_args: list[object] = []
+        else:
+            past = f"({column} > ?)" if beyond_larger else f"({column} < ? OR {column} IS NULL)"
+            past_args = [value]
+        terms.append((" AND ".join([*equal, past]), [*equal_args, *past_args]))
+        if value is None:
+            equal.append(f"{column} IS NULL")
+        else:
+            equal.append(f"{column} = ?")
+            equal_args.append(value)
+    if inclusive:
+        terms.append((" AND ".join(equal), list(equal_args)))
+    texts = []
+    for text, term_args in terms:
+        texts.append(f"({text})")
+        args.extend(term_args)
+    return "(" + " OR ".join(texts) + ")"
+
+
+def _key_set_condition(
+    key_set: Any,
+    table: TableInfo,
+    key_columns: Sequence[ColumnInfo],
+    descending: Sequence[bool],
+    *,
+    exact_keys: bool,
+) -> tuple[str, list[object]]:
+    """SQL condition selecting the rows of a KeySet, and its arguments."""
+    if key_set.all_:
+        return "1", []
+    quoted = [quote_ident(c.name) for c in key_columns]
+    terms: list[str] = []
+    args: list[object] = []
+    for key in key_set.keys:
+        values = key.values
+        if len(values) > len(key_columns) or (exact_keys and len(values) != len(key_columns)):
+            raise _invalid(
+                f"Wrong number of key parts for table {table.name}: expected "
+                f"{len(key_columns)}, got {len(values)}"
+            )
+        parts = []
+        for column, name, value in zip(key_columns, quoted, values, strict=False):
+            stored = _key_value(table, column, value)
+            if stored is None:
+                parts.append(f"{name} IS NULL")
+            else:
+                parts.append(f"{name} = ?")
+                args.append(stored)
+        terms.append("(" + (" AND ".join(parts) or "1") + ")")
+    for key_range in key_set.ranges:
+        conditions = []
+        for which, lower in (("start_key_type", True), ("end_key_type", False)):
+            bound = key_range.WhichOneof(which)
+            if bound is None:
+                continue
+            values = getattr(key_range, bound).values
+            if len(values) > len(key_columns):
+                raise _invalid(f"Too many key parts in a key range of table {table.name}")
+            stored = [_key_value(table, c, x) for c, x in zip(key_columns, values, strict=False)]
+            inclusive = bound.endswith("closed")
+            conditions.append(
+                _bound(quoted, descending, stored, lower=lower, inclusive=inclusive, args=args)
+            )
+        terms.append("(" + (" AND ".join(conditions) or "1") + ")")
+    if not terms:
+        return "0", []
+    return _any_of(terms), args
+
+
+# --- reads -------------------------------------------------------------------------------------
+
+
+def read(
+    conn: sqlite3.Connection,
+    catalog: Catalog,
+    table: str,
+    index: str,
+    columns: Sequence[str],
+    key_set: Any,
+    limit: int,
+) -> Result:
+    """Cloud Spanner's Read: rows of ``table`` selected by ``key_set``, in key order."""
+    info = catalog.table(table)
+    if not columns:
+        raise _invalid("A read must name at least one column")
+    selected = [info.column(name) for name in columns]
+    filters = []
+    if index:
+        index_info = catalog.index(info.name, index)
+        key_columns = [info.column(name) for name in index_info.columns]
+        descending = list(index_info.descending)
+        for name, desc in zip(info.primary_key, info.key_descending, strict=True):
+            if name not in index_info.columns:
+                key_columns.append(info.column(name))
+                descending.append(desc)
+        if index_info.null_filtered:
+            filters = [f"{quote_ident(name)} IS NOT NULL" for name in index_info.columns]
+    else:
+        key_columns = info.key_columns
+        descending = list(info.key_descending)
+    condition, args = _key_set_condition(
+        key_set, info, key_columns, descending, exact_keys=not index
+    )
+    order = ", ".join(
+        quote_ident(c.name) + (" DESC" if desc else "")
+        for c, desc in zip(key_columns, descending, strict=True)
+    )
+    sql = (
+        f"SELECT {', '.join(quote_ident(c.name) for c in selected)} "
+        f"FROM {quote_ident(info.name)} WHERE {' AND '.join([condition, *filters])}"
+    )
+    if order:
+        sql += f" ORDER BY {order}"
+    if limit > 0:
+        sql += " LIMIT ?"
+        args.append(limit)
+    try:
+        rows = conn.execute(sql, args).fetchall()
+    except sqlite3.Error as exc:
+        raise _sql_error(exc, None) from None
+    names = [c.name for c in selected]
+    types = [c.type for c in selected]
+    encoders = [v.encoder(t) for t in types]
+    encoded = [[encode(value) for encode, value in zip(encoders, row, strict=True)] for row in rows]
+    return Result(_fields(names, types), encoded, None)
+
+
+# --- mutations ---------------------------------------------------------------------------------
+
+
+def apply_mutations(
+    conn: sqlite3.Connection, catalog: Catalog, mutations: Sequence[Any], commit_timestamp: str
+) -> None:
+    """Apply Cloud Spanner mutations; all or nothing (inside the caller's transaction)."""
+    stored_commit_timestamp = v.canonical_timestamp(commit_timestamp)
+    conn.execute(f"SAVEPOINT {_SAVEPOINT}")
+    try:
+        for mutation in mutations:
+            _apply_mutation(conn, catalog, mutation, stored_commit_timestamp)
+    except BaseException:
+        conn.execute(f"ROLLBACK TO {_SAVEPOINT}")
+        conn.execute(f"RELEASE {_SAVEPOINT}")
+        raise
+    conn.execute(f"RELEASE {_SAVEPOINT}")
+
+
+def _apply_mutation(
+    conn: sqlite3.Connection, catalog: Catalog, mutation: Any, commit_timestamp: str
+) -> None:
+    kind = mutation.WhichOneof("operation")
+    if kind == "delete":
+        table = catalog.table(mutation.delete.table)
+        condition, args = _key_set_condition(
+            mutation.delete.key_set,
+            table,
+            table.key_columns,
+            table.key_descending,
+            exact_keys=True,
+        )
+        _run(conn, f"DELETE FROM {quote_ident(table.name)} WHERE {condition}", args, table, "")
+        return
+    if kind not in ("insert", "update", "insert_or_update", "replace"):
+        raise EngineError(
+            grpc.StatusCode.UNIMPLEMENTED, f"Mutation {kind} is not supported by LocalSpanner"
+        )
+    write = getattr(mutation, kind)
+    table = catalog.table(write.table)
+    columns = [table.column(name) for name in write.columns]
+    names = {c.name for c in columns}
+    if len(names) != len(columns):
+        raise _invalid(f"Duplicate column in a mutation of table {table.name}")
+    missing_keys = [k for k in table.primary_key if k not in names]
+    if missing_keys and kind in ("update", "insert_or_update"):
+        raise _invalid(
+            f"A {kind} mutation of table {table.name} must write its primary key columns: "
+            f"{', '.join(missing_keys)}"
+        )
+    if kind in ("insert", "replace"):
+        required = [
+            c.name
+            for c in table.columns
+            if not c.nullable and c.name not in names and c.default_sql is None
+        ]
+        if required:
+            raise EngineError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"A new row in table {table.name} does not specify a non-null value for "
+                f"these NOT NULL columns: {', '.join(required)}",
+            )
+    quoted = quote_ident(table.name)
+    column_list = ", ".join(quote_ident(c.name) for c in columns)
+    insert = f"INSERT INTO {quoted} ({column_list}) VALUES ({', '.join('?' for _ in columns)})"
+    key_positions = [
+        next(i for i, c in enumerate(columns) if c.name == k)
+        for k in table.primary_key
+        if k in names
+    ]
+    key_where = " AND ".join(f"{quote_ident(k)} IS ?" for k in table.primary_key if k in names)
+    updated = [i for i, c in enumerate(columns) if c.name not in table.primary_key]
+    update = (
+        f"UPDATE {quoted} SET "
+        + ", ".join(f"{quote_ident(columns[i].name)} = ?" for i in updated)
+        + f" WHERE {key_where or '1'}"
+    )
+    exists = f"SELECT 1 FROM {quoted} WHERE {key_where or '1'}"
+    for row in write.values:
+        if len(row.values) != len(columns):
+            raise _invalid(
+                f"Mutation of table {table.name} has {len(row.values)} values for "
+                f"{len(columns)} columns"
+            )
+        values = [
+            _stored(table, column, value, commit_timestamp)
+            for column, value in zip(columns, row.values, strict=True)
+        ]
+        key = [values[i] for i in key_positions]
+        key_text = _key_text(key)
+        if kind == "insert":
+            _run(conn, insert, values, table, key_text)
+        elif kind == "replace":
+            _run(conn, f"DELETE FROM {quoted} WHERE {key_where or '1'}", key, table, key_text)
+            _run(conn, insert, values, table, key_text)
+        else:
+            if updated:
+                changed = _run(conn, update, [values[i] for i in updated] + key, table, key_text)
+            else:
+                changed = len(conn.execute(exists, key).fetchall())
+            if changed == 0:
+                if kind == "update":
+                    raise EngineError(
+                        grpc.StatusCode.NOT_FOUND,
+                        f"Row {key_text} in table {table.name} is missing. Row cannot be updated.",
+                    )
+                _check_required(table, names)
+                _run(conn, insert, values, table, key_text)
+
+
+def _check_required(table: TableInfo, names: set[str]) -> None:
+    required = [
+        c.name
+        for c in table.columns
+        if not c.nullable and c.name not in names and c.default_sql is None
+    ]
+    if required:
+        raise EngineError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"A new row in table {table.name} does not specify a non-null value for these "
+            f"NOT NULL columns: {', '.join(required)}",
+        )
+
+
+def _stored(table: TableInfo, column: ColumnInfo, value: Any, commit_timestamp: str) -> object:
+    if (
+        value.WhichOneof("kind") == "string_value"
+        and value.string_value == v.COMMIT_TIMESTAMP_SENTINEL
+        and int(column.type.code) == v.TIMESTAMP
+    ):
+        if not column.allow_commit_timestamp:
+            raise EngineError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"Cannot write a commit timestamp into column {column.name} of table "
+                f"{table.name}: it does not set allow_commit_timestamp=true",
+            )
+        return commit_timestamp
+    try:
+        stored = v.to_storage(value, column.type)
+    except ValueError as exc:
+        raise _invalid(
+            f"Invalid value for column {column.name} in table {table.name}: {exc}"
+        ) from None
+    if stored is None and not column.nullable:
+        raise EngineError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"Cannot specify a null value for column: {table.name}.{column.name}",
+        )
+    return stored
+
+
+def _run(
+    conn: sqlite3.Connection, sql: str, args: Sequence[object], table: TableInfo, key: str
+) -> int:
+    """Execute one mutation statement; returns the number of rows it changed."""
+    try:
+        return conn.execute(sql, args).rowcount
+    except sqlite3.IntegrityError as exc:
+        message = str(exc)
+        if message.startswith("UNIQUE") or "PRIMARY KEY" in message:
+            _, columns = _constraint_parts(message)
+            if [c.lower() for c in columns] == [k.lower() for k in table.primary_key]:
+                text = f"Row {key} in table {table.name} already exists"
+            else:
+                text = f"Unique index violation in table {table.name} on {', '.join(columns)}"
+            raise EngineError(grpc.StatusCode.ALREADY_EXISTS, text) from None
+        if message.startswith("FOREIGN KEY"):
+            if sql.startswith("DELETE"):
+                raise EngineError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"Cannot delete from table {table.name}: rows of an interleaved table "
+                    "(ON DELETE NO ACTION) still refer to it",
+                ) from None
+            raise EngineError(
+                grpc.StatusCode.NOT_FOUND,
+                f"Parent row for row {key} in table {table.name} is missing. "
+                "Row cannot be written.",
+            ) from None
+        raise _sql_error(exc, None) from None
+    except sqlite3.Error as exc:
+        raise _sql_error(exc, None) from None

@@ -1,0 +1,715 @@
+"""LocalSpanner schemas: GoogleSQL DDL parsed into a catalog and into SQLite tables and indexes.
+
+The DDL statements applied to a database are kept, in order, in the private table
+``_spanpool_ddl`` of its SQLite file; ``load_catalog`` replays them to rebuild the catalog.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from . import _values as v
+from ._sqltokens import (
+    NUMBER,
+    QIDENT,
+    STRING,
+    Cursor,
+    Group,
+    Node,
+    Token,
+    is_group,
+    is_op,
+    is_word,
+    parse_tree,
+    quote_ident,
+    split,
+    sql_literal,
+)
+from ._values import EngineError, TypeMsg
+
+DDL_TABLE = "_spanpool_ddl"
+
+_DECLARED_TYPES = {
+    v.INT64: "INT64",  # INTEGER affinity, but not a rowid alias
+    v.FLOAT64: "FLOAT64",  # REAL affinity
+    v.FLOAT32: "FLOAT32",
+    v.BOOL: "BOOL",  # NUMERIC affinity; holds 0 and 1
+    v.STRING: "TEXT",
+    v.BYTES: "BLOB",
+    v.DATE: "TEXT",
+    v.TIMESTAMP: "TEXT",
+    v.NUMERIC: "TEXT COLLATE SPANPOOL_NUMERIC",
+    v.JSON: "TEXT",
+    v.UUID: "TEXT",
+    v.ARRAY: "TEXT",
+}
+_KEYABLE = frozenset(_DECLARED_TYPES) - {v.ARRAY, v.JSON}
+
+
+def _invalid(message: str) -> EngineError:
+    return EngineError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def _precondition(message: str) -> EngineError:
+    return EngineError(grpc.StatusCode.FAILED_PRECONDITION, message)
+
+
+def _not_found(message: str) -> EngineError:
+    return EngineError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def _unimplemented(message: str) -> EngineError:
+    return EngineError(grpc.StatusCode.UNIMPLEMENTED, message)
+
+
+# --- catalog -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """A table column: its Spanner type and options."""
+
+    name: str
+    type: TypeMsg
+    nullable: bool = True
+    allow_commit_timestamp: bool = False
+    default_sql: str | None = None  # SQLite DEFAULT expression, already in storage form
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """A table: columns in order, primary key, and the parent it is interleaved in."""
+
+    name: str
+    columns: list[ColumnInfo]
+    primary_key: list[str]
+    key_descending: list[bool] = field(default_factory=list)
+    parent: str | None = None
+    on_delete_cascade: bool = False
+    _by_name: dict[str, ColumnInfo] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._by_name.update((c.name.lower(), c) for c in self.columns)
+        if not self.key_descending:
+            self.key_descending.extend(False for _ in self.primary_key)
+
+    def find_column(self, name: str) -> ColumnInfo | None:
+        return self._by_name.get(name.lower())
+
+    def column(self, name: str) -> ColumnInfo:
+        """The column called ``name`` (case-insensitive); NOT_FOUND if there is none."""
+        column = self._by_name.get(name.lower())
+        if column is None:
+            raise _not_found(f"Column not found in table {self.name}: {name}")
+        return column
+
+    @property
+    def key_columns(self) -> list[ColumnInfo]:
+        return [self._by_name[name.lower()] for name in self.primary_key]
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """A secondary index; its keys are ``columns`` followed by the table's primary key."""
+
+    name: str
+    table: str
+    columns: list[str]
+    descending: list[bool]
+    unique: bool = False
+    null_filtered: bool = False
+    storing: list[str] = field(default_factory=list)
+    parent: str | None = None
+
+
+class LRUCache:
+    """A small thread-safe LRU mapping."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._data: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class Catalog:
+    """The schema of one database. Immutable: DDL returns a new catalog."""
+
+    def __init__(
+        self,
+        statements: Sequence[str] = (),
+        tables: Sequence[TableInfo] = (),
+        indexes: Sequence[IndexInfo] = (),
+    ) -> None:
+        self.statements: list[str] = list(statements)
+        self._tables = {t.name.lower(): t for t in tables}
+        self._indexes = {i.name.lower(): i for i in indexes}
+        self.prepared = LRUCache(1024)  # translated statements, by the engine
+
+    @property
+    def tables(self) -> list[TableInfo]:
+        return list(self._tables.values())
+
+    @property
+    def indexes(self) -> list[IndexInfo]:
+        return list(self._indexes.values())
+
+    def find_table(self, name: str) -> TableInfo | None:
+        return self._tables.get(name.lower())
+
+    def table(self, name: str) -> TableInfo:
+        """The table called ``name`` (case-insensitive); NOT_FOUND if there is none."""
+        table = self._tables.get(name.lower())
+        if table is None:
+            raise _not_found(f"Table not found: {name}")
+        return table
+
+    def find_index(self, name: str) -> IndexInfo | None:
+        return self._indexes.get(name.lower())
+
+    def index(self, table: str, name: str) -> IndexInfo:
+        """The index ``name`` of ``table``; NOT_FOUND if there is none."""
+        index = self._indexes.get(name.lower())
+        if index is None or index.table.lower() != table.lower():
+            raise _not_found(f"Index not found on table {table}: {name}")
+        return index
+
+
+# --- DDL parsing -------------------------------------------------------------------------------
+
+
+def _parse_type(cur: Cursor) -> TypeMsg:
+    word = cur.name("a column type").upper()
+    if word == "ARRAY":
+        cur.expect_op("<")
+        element = _parse_type(cur)
+        cur.expect_op(">")
+        if int(element.code) == v.ARRAY:
+            raise _invalid("Arrays of arrays are not supported")
+        return v.array_type(element)
+    code = v.SCALAR_NAMES.get(word)
+    if code is None:
+        if word in ("STRUCT", "PROTO", "ENUM", "INTERVAL", "TOKENLIST"):
+            raise _unimplemented(f"Columns of type {word} are not supported by LocalSpanner")
+        raise _invalid(f"Unknown column type: {word}")
+    if code in (v.STRING, v.BYTES):
+        length = cur.group()
+        if not (
+            len(length.items) == 1
+            and isinstance(length.items[0], Token)
+            and (length.items[0].upper == "MAX" or length.items[0].kind == NUMBER)
+        ):
+            raise _invalid(f"Expected {word}(MAX) or {word}(<length>)")
+    return v.scalar_type(code)
+
+
+def _parse_options(group: Group) -> dict[str, object]:
+    options: dict[str, object] = {}
+    for part in split(group.items):
+        if len(part) != 3 or not is_op(part[1], "=") or not isinstance(part[0], Token):
+            raise _invalid("Expected OPTIONS (name = value, ...)")
+        value = part[2]
+        if is_word(value, "TRUE", "FALSE", "NULL"):
+            assert isinstance(value, Token)
+            options[part[0].text.lower()] = {"TRUE": True, "FALSE": False, "NULL": None}[
+                value.upper
+            ]
+        elif isinstance(value, Token):
+            options[part[0].text.lower()] = value.value if value.kind == STRING else value.text
+        else:
+            raise _invalid("Expected OPTIONS (name = value, ...)")
+    return options
+
+
+def _default_sql(nodes: list[Node], type_: TypeMsg) -> str:
+    """SQLite DEFAULT expression for a GoogleSQL DEFAULT: a literal or CURRENT_TIMESTAMP()."""
+    code = int(type_.code)
+    sign = ""
+    if nodes and is_op(nodes[0], "-", "+") and len(nodes) == 2:
+        sign = "-" if is_op(nodes[0], "-") else ""
+        nodes = nodes[1:]
+    if (
+        len(nodes) == 2
+        and is_word(nodes[0], "CURRENT_TIMESTAMP", "PENDING_COMMIT_TIMESTAMP")
+        and is_group(nodes[1])
+        and code == v.TIMESTAMP
+    ):
+        return "(spanpool_now())"
+    if len(nodes) == 2 and is_word(nodes[0], "DATE", "TIMESTAMP", "NUMERIC", "JSON"):
+        nodes = nodes[1:]
+    if len(nodes) == 1 and isinstance(nodes[0], Token):
+        token = nodes[0]
+        try:
+            if is_word(token, "NULL"):
+                return "NULL"
+            if is_word(token, "TRUE", "FALSE") and code == v.BOOL:
+                return "1" if token.upper == "TRUE" else "0"
+            if token.kind == NUMBER and code in (v.INT64, v.FLOAT64, v.FLOAT32, v.NUMERIC):
+                text = sign + token.text
+                if code == v.INT64:
+                    return sql_literal(int(text, 0))
+                if code == v.NUMERIC:
+                    return sql_literal(v.canonical_numeric(text))
+                return sql_literal(float(text))
+            if token.kind == STRING and not sign:
+                assert isinstance(token.value, str)
+                wire = v.Value(string_value=token.value)
+                return sql_literal(v.to_storage(wire, type_))
+        except ValueError as exc:
+            raise _invalid(f"Invalid DEFAULT value: {exc}") from None
+    raise _unimplemented(
+        "LocalSpanner supports only literals and CURRENT_TIMESTAMP() as DEFAULT values"
+    )
+
+
+def _parse_column(cur: Cursor, table: str) -> tuple[ColumnInfo, bool]:
+    """A column definition; also returns whether it says PRIMARY KEY."""
+    name = cur.name("a column name")
+    type_ = _parse_type(cur)
+    nullable, allow_commit_timestamp, default, primary = True, False, None, False
+    while not cur.at_end():
+        if cur.accept("NOT", "NULL"):
+            nullable = False
+        elif cur.accept("PRIMARY", "KEY"):
+            primary = True
+        elif cur.accept("DEFAULT"):
+            default = _default_sql(cur.group().items, type_)
+        elif cur.accept("OPTIONS"):
+            options = _parse_options(cur.group())
+            for key, value in options.items():
+                if key != "allow_commit_timestamp":
+                    raise _invalid(f"Unknown column option: {key}")
+                if int(type_.code) != v.TIMESTAMP and value:
+                    raise _invalid(
+                        f"Column {table}.{name}: allow_commit_timestamp needs a TIMESTAMP column"
+                    )
+                allow_commit_timestamp = bool(value)
+        elif cur.accept("HIDDEN"):
+            pass
+        elif is_word(cur.peek(), "AS", "GENERATED"):
+            raise _unimplemented("Generated columns are not supported by LocalSpanner")
+        else:
+            raise cur.error(f"Unexpected text in the definition of column {name}")
+    column = ColumnInfo(name, type_, nullable, allow_commit_timestamp, default)
+    return column, primary
+
+
+def _parse_key(group: Group) -> tuple[list[str], list[bool]]:
+    names: list[str] = []
+    descending: list[bool] = []
+    for part in split(group.items):
+        cur = Cursor("", part)
+        names.append(cur.name("a key column"))
+        descending.append(cur.accept("DESC"))
+        if not descending[-1]:
+            cur.accept("ASC")
+        if not cur.at_end():
+            raise _invalid("Expected a key column, optionally followed by ASC or DESC")
+    return names, descending
+
+
+# --- schema changes ----------------------------------------------------------------------------
+
+
+def _column_sql(column: ColumnInfo) -> str:
+    sql = f"{quote_ident(column.name)} {_DECLARED_TYPES[int(column.type.code)]}"
+    if not column.nullable:
+        sql += " NOT NULL"
+    if column.default_sql is not None:
+        sql += f" DEFAULT {column.default_sql}"
+    return sql
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(quote_ident(name) for name in names)
+
+
+class _Schema:
+    """A schema being changed: applies DDL statements, returning the SQLite DDL for each."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.statements = list(catalog.statements)
+        self.tables = {t.name.lower(): t for t in catalog.tables}
+        self.indexes = {i.name.lower(): i for i in catalog.indexes}
+
+    def catalog(self) -> Catalog:
+        return Catalog(self.statements, list(self.tables.values()), list(self.indexes.values()))
+
+    def apply(self, statement: str) -> list[str]:
+        """Apply one DDL statement to the schema; returns the SQLite statements it needs."""
+        nodes = parse_tree(statement)
+        cur = Cursor(statement, nodes)
+        sqlite: list[str]
+        if cur.accept("CREATE", "TABLE"):
+            sqlite = self._create_table(cur)
+        elif is_word(cur.peek(), "CREATE") and self._is_index(cur):
+            sqlite = self._create_index(cur)
+        elif cur.accept("DROP", "TABLE"):
+            sqlite = self._drop_table(cur)
+        elif cur.accept("DROP", "INDEX"):
+            sqlite = self._drop_index(cur)
+        elif cur.accept("ALTER", "TABLE"):
+            sqlite = self._alter_table(cur)
+        elif cur.accept("ALTER", "DATABASE") or cur.accept("ANALYZE"):
+            sqlite = []  # database options and statistics do not matter to LocalSpanner
+        elif is_word(cur.peek(), "CREATE", "ALTER", "DROP", "GRANT", "REVOKE", "RENAME"):
+            words = " ".join(n.text.upper() for n in nodes[:3] if isinstance(n, Token))
+            raise _unimplemented(f"LocalSpanner does not support this DDL statement: {words} ...")
+        else:
+            raise _invalid(f"Not a DDL statement: {statement.strip()[:80]!r}")
+        self.statements.append(statement)
+        return sqlite
+
+    @staticmethod
+    def _is_index(cur: Cursor) -> bool:
+        for ahead in range(1, 4):
+            if is_word(cur.peek(ahead), "INDEX"):
+                return True
+            if not is_word(cur.peek(ahead), "UNIQUE", "NULL_FILTERED"):
+                return False
+        return False
+
+    def _check_new_name(self, name: str) -> None:
+        if name.lower() == DDL_TABLE or name.lower().startswith("sqlite_"):
+            raise _invalid(f"The name {name} is reserved by LocalSpanner")
+        if name.lower() in self.tables or name.lower() in self.indexes:
+            raise _precondition(f"Duplicate name in schema: {name}.")
+
+    def _table(self, name: str) -> TableInfo:
+        table = self.tables.get(name.lower())
+        if table is None:
+            raise _not_found(f"Table not found: {name}")
+        return table
+
+    def _create_table(self, cur: Cursor) -> list[str]:
+        if_not_exists = cur.accept("IF", "NOT", "EXISTS")
+        name = cur.name("a table name")
+        if if_not_exists and name.lower() in self.tables:
+            return []
+        self._check_new_name(name)
+        columns: list[ColumnInfo] = []
+        inline_key: list[str] = []
+        for part in split(cur.group().items):
+            if is_word(part[0] if part else None, "CONSTRAINT", "FOREIGN", "CHECK"):
+                raise _unimplemented(
+                    "Table constraints (FOREIGN KEY, CHECK) are not supported by LocalSpanner"
+                )
+            column, primary = _parse_column(Cursor(cur.sql, part), name)
+            if column.name.lower() in {c.name.lower() for c in columns}:
+                raise _invalid(f"Duplicate column name {name}.{column.name}")
+            columns.append(column)
+            if primary:
+                inline_key.append(column.name)
+        if cur.accept("PRIMARY", "KEY"):
+            if inline_key:
+                raise _invalid(f"Table {name} has two primary key definitions")
+            key, descending = _parse_key(cur.group())
+        elif inline_key:
+            key, descending = inline_key, [False] * len(inline_key)
+        else:
+            raise cur.error("Expected PRIMARY KEY")
+        parent, cascade = None, False
+        while cur.accept_op(","):
+            if cur.accept("INTERLEAVE", "IN"):
+                enforced = cur.accept("PARENT")
+                parent = cur.name("a parent table")
+                if cur.accept("ON", "DELETE"):
+                    cascade = cur.accept("CASCADE")
+                    if not cascade:
+                        cur.expect("NO", "ACTION")
+                if not enforced:
+                    raise _unimplemented(
+                        "INTERLEAVE IN without PARENT is not supported by LocalSpanner"
+                    )
+            elif cur.accept("ROW", "DELETION", "POLICY"):
+                cur.group()  # row deletion policies never run in LocalSpanner
+            else:
+                raise cur.error("Expected INTERLEAVE IN PARENT or ROW DELETION POLICY")
+        if not cur.at_end():
+            raise cur.error("Unexpected text after the table definition")
+        by_name = {c.name.lower(): c for c in columns}
+        for column_name in key:
+            key_column = by_name.get(column_name.lower())
+            if key_column is None:
+                raise _invalid(f"Primary key column {column_name} is not a column of {name}")
+            if int(key_column.type.code) not in _KEYABLE:
+                raise _invalid(
+                    f"Column {name}.{key_column.name} of type {v.type_name(key_column.type)} "
+                    "cannot be part of a primary key"
+                )
+        if len({k.lower() for k in key}) != len(key):
+            raise _invalid(f"Duplicate column in the primary key of {name}")
+        key = [by_name[k.lower()].name for k in key]
+        table = TableInfo(name, columns, key, descending, None, cascade)
+        clauses = [_column_sql(c) for c in columns]
+        if key:
+            parts = [
+                quote_ident(k) + (" DESC" if d else "")
+                for k, d in zip(key, descending, strict=True)
+            ]
+            clauses.append(f"PRIMARY KEY ({', '.join(parts)})")
+        if parent is not None:
+            parent_table = self._table(parent)
+            parent_key = parent_table.key_columns
+            own = table.key_columns[: len(parent_key)]
+            if len(own) < len(parent_key) or any(
+                a.name.lower() != b.name.lower() or v.type_key(a.type) != v.type_key(b.type)
+                for a, b in zip(own, parent_key, strict=False)
+            ):
+                raise _precondition(
+                    f"The primary key of {name} must start with the primary key of its parent "
+                    f"{parent_table.name}: {', '.join(parent_table.primary_key)}"
+                )
+            table = TableInfo(name, columns, key, descending, parent_table.name, cascade)
+            action = "CASCADE" if cascade else "NO ACTION"
+            clauses.append(
+                f"FOREIGN KEY ({_names(parent_table.primary_key)}) REFERENCES "
+                f"{quote_ident(parent_table.name)} ({_names(parent_table.primary_key)}) "
+                f"ON DELETE {action}"
+            )
+        self.tables[name.lower()] = table
+        return [f"CREATE TABLE {quote_ident(name)} ({', '.join(clauses)})"]
+
+    def _create_index(self, cur: Cursor) -> list[str]:
+        cur.expect("CREATE")
+        unique = null_filtered = False
+        while True:
+            if cur.accept("UNIQUE"):
+                unique = True
+            elif cur.accept("NULL_FILTERED"):
+                null_filtered = True
+            else:
+                break
+        cur.expect("INDEX")
+        if_not_exists = cur.accept("IF", "NOT", "EXISTS")
+        name = cur.name("an index name")
+        if if_not_exists and name.lower() in self.indexes:
+            return []
+        self._check_new_name(name)
+        cur.expect("ON")
+        table = self._table(cur.name("a table name"))
+        columns, descending = _parse_key(cur.group())
+        storing: list[str] = []
+        parent = None
+        if cur.accept("STORING"):
+            storing = [table.column(n).name for n in _parse_key(cur.group())[0]]
+        if cur.accept_op(","):
+            cur.expect("INTERLEAVE", "IN")
+            parent = self._table(cur.name("a table name")).name
+        if cur.accept("WHERE"):
+            null_filtered = True  # WHERE c IS NOT NULL [AND ...] filters NULLs like NULL_FILTERED
+            cur.rest()
+        if not cur.at_end():
+            raise cur.error("Unexpected text after the index definition")
+        columns = [table.column(c).name for c in columns]
+        if len({c.lower() for c in columns}) != len(columns):
+            raise _invalid(f"Duplicate column in index {name}")
+        index = IndexInfo(
+            name, table.name, columns, descending, unique, null_filtered, storing, parent
+        )
+        self.indexes[name.lower()] = index
+        parts = [
+            quote_ident(c) + (" DESC" if d else "")
+            for c, d in zip(columns, descending, strict=True)
+        ]
+        sql = (
+            f"CREATE {'UNIQUE ' if unique else ''}INDEX {quote_ident(name)} "
+            f"ON {quote_ident(table.name)} ({', '.join(parts)})"
+        )
+        if null_filtered:
+            sql += " WHERE " + " AND ".join(f"{quote_ident(c)} IS NOT NULL" for c in columns)
+        return [sql]
+
+    def _drop_table(self, cur: Cursor) -> list[str]:
+        if_exists = cur.accept("IF", "EXISTS")
+        name = cur.name("a table name")
+        if not cur.at_end():
+            raise cur.error("Unexpected text after DROP TABLE")
+        if if_exists and name.lower() not in self.tables:
+            return []
+        table = self._table(name)
+        indexes = [i.name for i in self.indexes.values() if i.table.lower() == name.lower()]
+        if indexes:
+            raise _precondition(
+                f"Cannot drop table {table.name} with indices: {', '.join(indexes)}."
+            )
+        children = [
+            t.name for t in self.tables.values() if (t.parent or "").lower() == name.lower()
+        ]
+        if children:
+            raise _precondition(
+                f"Cannot drop table {table.name} with interleaved tables: {', '.join(children)}."
+            )
+        del self.tables[name.lower()]
+        return [f"DROP TABLE {quote_ident(table.name)}"]
+
+    def _drop_index(self, cur: Cursor) -> list[str]:
+        if_exists = cur.accept("IF", "EXISTS")
+        name = cur.name("an index name")
+        if not cur.at_end():
+            raise cur.error("Unexpected text after DROP INDEX")
+        index = self.indexes.pop(name.lower(), None)
+        if index is None:
+            if if_exists:
+                return []
+            raise _not_found(f"Index not found: {name}")
+        return [f"DROP INDEX {quote_ident(index.name)}"]
+
+    def _alter_table(self, cur: Cursor) -> list[str]:
+        table = self._table(cur.name("a table name"))
+        quoted = quote_ident(table.name)
+        if cur.accept("ADD", "COLUMN"):
+            if_not_exists = cur.accept("IF", "NOT", "EXISTS")
+            column, primary = _parse_column(Cursor(cur.sql, cur.rest()), table.name)
+            if table.find_column(column.name) is not None:
+                if if_not_exists:
+                    return []
+                raise _precondition(f"Duplicate column name {table.name}.{column.name}.")
+            if primary:
+                raise _precondition("Cannot add a primary key column to an existing table")
+            if not column.nullable and column.default_sql in (None, "NULL"):
+                raise _precondition(
+                    f"Cannot add NOT NULL column {table.name}.{column.name} to an existing "
+                    "table without a DEFAULT value."
+                )
+            if column.default_sql is not None and column.default_sql.startswith("("):
+                raise _unimplemented(
+                    "LocalSpanner cannot add a column whose DEFAULT is not a literal"
+                )
+            self._replace_table(table, columns=[*table.columns, column])
+            return [f"ALTER TABLE {quoted} ADD COLUMN {_column_sql(column)}"]
+        if cur.accept("DROP", "COLUMN"):
+            column = table.column(cur.name("a column name"))
+            if not cur.at_end():
+                raise cur.error("Unexpected text after DROP COLUMN")
+            if column.name in table.primary_key:
+                raise _precondition(f"Cannot drop key column {table.name}.{column.name}.")
+            for index in self.indexes.values():
+                if index.table == table.name and column.name in (*index.columns, *index.storing):
+                    raise _precondition(
+                        f"Cannot drop column {table.name}.{column.name}: index {index.name} "
+                        "uses it."
+                    )
+            columns = [c for c in table.columns if c is not column]
+            self._replace_table(table, columns=columns)
+            return [f"ALTER TABLE {quoted} DROP COLUMN {quote_ident(column.name)}"]
+        if cur.accept("ALTER", "COLUMN"):
+            return self._alter_column(cur, table)
+        raise _unimplemented(
+            "LocalSpanner supports ALTER TABLE ... ADD COLUMN, DROP COLUMN and ALTER COLUMN only"
+        )
+
+    def _alter_column(self, cur: Cursor, table: TableInfo) -> list[str]:
+        column = table.column(cur.name("a column name"))
+        if cur.accept("SET", "OPTIONS"):
+            options = _parse_options(cur.group())
+            allow = bool(options.get("allow_commit_timestamp"))
+            if allow and int(column.type.code) != v.TIMESTAMP:
+                raise _invalid("allow_commit_timestamp needs a TIMESTAMP column")
+            changed = ColumnInfo(
+                column.name, column.type, column.nullable, allow, column.default_sql
+            )
+        else:
+            changed, _ = _parse_column(
+                Cursor(cur.sql, [Token(QIDENT, column.name, 0), *cur.rest()]), table.name
+            )
+            if (
+                v.type_key(changed.type) != v.type_key(column.type)
+                or changed.nullable != column.nullable
+            ):
+                raise _unimplemented(
+                    "LocalSpanner cannot change the type or nullability of a column"
+                )
+            changed = ColumnInfo(
+                column.name,
+                column.type,
+                column.nullable,
+                changed.allow_commit_timestamp,
+                column.default_sql,
+            )
+        self._replace_table(table, columns=[changed if c is column else c for c in table.columns])
+        return []
+
+    def _replace_table(self, table: TableInfo, *, columns: list[ColumnInfo]) -> None:
+        self.tables[table.name.lower()] = TableInfo(
+            table.name,
+            columns,
+            table.primary_key,
+            table.key_descending,
+            table.parent,
+            table.on_delete_cascade,
+        )
+
+
+# --- loading and applying ----------------------------------------------------------------------
+
+
+def _sqlite_ddl_error(exc: sqlite3.Error, statement: str) -> EngineError:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return _precondition(f"Existing data violates {statement.strip()[:80]!r}: {exc}")
+    return _invalid(f"Could not apply {statement.strip()[:80]!r}: {exc}")
+
+
+def load_catalog(conn: sqlite3.Connection) -> Catalog:
+    """The catalog stored in a database file (empty for a new file)."""
+    try:
+        rows = conn.execute(f"SELECT statement FROM {DDL_TABLE} ORDER BY seq").fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return Catalog()
+        raise
+    schema = _Schema(Catalog())
+    for (statement,) in rows:
+        schema.apply(statement)
+    return schema.catalog()
+
+
+def apply_ddl(conn: sqlite3.Connection, catalog: Catalog, statements: Sequence[str]) -> Catalog:
+    """Apply DDL statements atomically; returns the new catalog."""
+    if not statements:
+        raise _invalid("No DDL statements given")
+    schema = _Schema(catalog)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {DDL_TABLE} "
+            "(seq INTEGER PRIMARY KEY, statement TEXT NOT NULL)"
+        )
+        for statement in statements:
+            for sql in schema.apply(statement):
+                try:
+                    conn.execute(sql)
+                except sqlite3.Error as exc:
+                    raise _sqlite_ddl_error(exc, statement) from None
+            conn.execute(f"INSERT INTO {DDL_TABLE} (statement) VALUES (?)", (statement,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return schema.catalog()
+
+
+Loader = Callable[[sqlite3.Connection], Catalog]

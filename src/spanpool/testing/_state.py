@@ -1,0 +1,517 @@
+"""LocalSpanner's model of Cloud Spanner: databases, sessions and transactions.
+
+Data lives in one SQLite file per database, in WAL mode. Read-write transactions are made
+serializable by running them one at a time: a transaction takes its database's *writer* (one
+SQLite connection inside ``BEGIN IMMEDIATE``) at its first statement and keeps it until it
+commits or rolls back. A transaction that cannot get the writer within ``lock_timeout`` is
+aborted with a retry delay, as Cloud Spanner aborts conflicting transactions, and the official
+client's ``run_in_transaction`` retries it. Reads outside read-write transactions use separate
+connections, which see the last committed state.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import random
+import re
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from . import _engine
+from ._status import SpannerError, aborted, failed_precondition, invalid, session_not_found
+
+_LABEL_KEY = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
+_LABEL_VALUE = re.compile(r"([a-z0-9]([-_a-z0-9]{0,61}[a-z0-9])?)?")
+_DATABASE_NAME = re.compile(r"projects/[^/]+/instances/[^/]+/databases/([A-Za-z][A-Za-z0-9_\-]*)")
+MAX_LABELS = 64
+
+ACTIVE, COMMITTED, ROLLED_BACK, ABORTED = "active", "committed", "rolled back", "aborted"
+
+
+def validate_labels(labels: Mapping[str, str]) -> None:
+    """Check session labels the way Cloud Spanner does; raise INVALID_ARGUMENT otherwise."""
+    if len(labels) > MAX_LABELS:
+        raise invalid(f"A session can have at most {MAX_LABELS} labels, got {len(labels)}.")
+    for key, value in labels.items():
+        if not _LABEL_KEY.fullmatch(key):
+            raise invalid(
+                f"Invalid label key {key!r}: keys must be 1-63 characters of lowercase letters, "
+                "digits and dashes, starting with a letter and not ending with a dash."
+            )
+        if not _LABEL_VALUE.fullmatch(value):
+            raise invalid(
+                f"Invalid value {value!r} for label {key!r}: values must be at most 63 "
+                "characters of lowercase letters, digits, underscores and dashes."
+            )
+
+
+class Timestamps:
+    """Strictly increasing wall-clock timestamps (nanoseconds), for reads and commits."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = 0
+
+    def next(self) -> int:
+        with self._lock:
+            self._last = max(self._last + 1000, time.time_ns())
+            return self._last
+
+
+def rfc3339(nanos: int) -> str:
+    seconds, rest = divmod(nanos, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest:09d}Z"
+
+
+@dataclass(eq=False)
+class Transaction:
+    id: bytes
+    session: SessionState
+    read_write: bool
+    partitioned: bool
+    last_used: float
+    state: str = ACTIVE
+    reason: str = ""
+    holds_writer: bool = False
+    read_timestamp: int = 0
+
+
+@dataclass(eq=False)
+class SessionState:
+    name: str
+    database: DatabaseState
+    labels: dict[str, str]
+    creator_role: str
+    multiplexed: bool
+    create_time: int
+    last_used: float
+    last_use_time: int
+    transactions: dict[bytes, Transaction] = field(default_factory=dict)
+
+
+class DatabaseState:
+    """One database: its SQLite file, schema, writer and reader connections, and sessions."""
+
+    def __init__(self, name: str, path: Path) -> None:
+        self.name = name
+        self.path = path
+        self.writer = _engine.connect(str(path))
+        self.catalog = _engine.load_catalog(self.writer)
+        self.sql_mutex = threading.Lock()  # one statement at a time on the writer connection
+        self.writer_changed = threading.Condition(threading.Lock())
+        self.writer_owner: Transaction | None = None
+        self.sessions: dict[str, SessionState] = {}
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+
+    @contextmanager
+    def reader(self) -> Iterator[sqlite3.Connection]:
+        with self._readers_lock:
+            conn = self._readers.pop() if self._readers else None
+        if conn is None:
+            conn = _engine.connect(str(self.path))
+        try:
+            yield conn
+        finally:
+            if conn.in_transaction:
+                conn.rollback()
+            with self._readers_lock:
+                if len(self._readers) < 16:
+                    self._readers.append(conn)
+                    conn = None
+            if conn is not None:
+                conn.close()
+
+    def close(self) -> None:
+        with self._readers_lock:
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
+        with self.sql_mutex:
+            self.writer.close()
+
+
+class Backend:
+    """Databases, sessions and transactions of one LocalSpanner, and the rules they follow."""
+
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        clock: Callable[[], float],
+        session_idle_timeout: float,
+        transaction_idle_timeout: float,
+        max_sessions_per_database: int,
+        max_sessions_per_batch: int,
+        lock_timeout: float,
+        abort_retry_delay: float,
+        strict: bool,
+        ddl: Sequence[str],
+    ) -> None:
+        self.data_dir = data_dir
+        self.clock = clock
+        self.session_idle_timeout = session_idle_timeout
+        self.transaction_idle_timeout = transaction_idle_timeout
+        self.max_sessions_per_database = max_sessions_per_database
+        self.max_sessions_per_batch = max_sessions_per_batch
+        self.lock_timeout = lock_timeout
+        self.abort_retry_delay = abort_retry_delay
+        self.strict = strict
+        self.ddl = list(ddl)
+        self.timestamps = Timestamps()
+        self._lock = threading.RLock()
+        self._databases: dict[str, DatabaseState] = {}
+        self._sessions: dict[str, SessionState] = {}
+        self._ids = itertools.count(1)
+        self._prefix = os.urandom(4).hex()
+        self._random = random.Random()
+        self.sessions_created = 0
+
+    # -- databases ------------------------------------------------------------------------
+
+    def database(self, name: str, *, create: bool | None = None) -> DatabaseState:
+        """The database called ``name``; created empty (with the start-up DDL) on first use
+        unless the server is strict."""
+        with self._lock:
+            db = self._databases.get(name)
+            if db is not None:
+                return db
+            if create is None:
+                create = not self.strict
+            if not create:
+                raise SpannerError(grpc.StatusCode.NOT_FOUND, f"Database not found: {name}")
+            return self._create_database(name, self.ddl)
+
+    def create_database(self, name: str, statements: Sequence[str]) -> DatabaseState:
+        with self._lock:
+            if name in self._databases:
+                raise SpannerError(
+                    grpc.StatusCode.ALREADY_EXISTS, f"Database already exists: {name}"
+                )
+            return self._create_database(name, statements)
+
+    def _create_database(self, name: str, statements: Sequence[str]) -> DatabaseState:
+        match = _DATABASE_NAME.fullmatch(name)
+        if match is None:
+            raise invalid(
+                f"Invalid database name: {name!r} (expected "
+                "projects/<project>/instances/<instance>/databases/<id>)"
+            )
+        path = self.data_dir / (re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".sqlite")
+        db = DatabaseState(name, path)
+        if statements:
+            try:
+                db.catalog = _engine.apply_ddl(db.writer, db.catalog, statements)
+            except _engine.EngineError as exc:
+                db.close()
+                path.unlink(missing_ok=True)
+                raise SpannerError(exc.code, exc.message) from exc
+        self._databases[name] = db
+        return db
+
+    def databases(self) -> list[DatabaseState]:
+        with self._lock:
+            return list(self._databases.values())
+
+    def drop_database(self, name: str) -> None:
+        with self._lock:
+            db = self._databases.pop(name, None)
+            if db is None:
+                raise SpannerError(grpc.StatusCode.NOT_FOUND, f"Database not found: {name}")
+            for session in list(db.sessions.values()):
+                self._forget_session(session)
+        db.close()
+        db.path.unlink(missing_ok=True)
+
+    def update_ddl(self, db: DatabaseState, statements: Sequence[str]) -> None:
+        """Apply schema changes; an active read-write transaction of the database is aborted."""
+        with db.writer_changed:
+            if db.writer_owner is not None:
+                self._abort_owner(db, db.writer_owner, "interrupted by a schema change")
+            try:
+                with db.sql_mutex:
+                    db.catalog = _engine.apply_ddl(db.writer, db.catalog, statements)
+            except _engine.EngineError as exc:
+                raise SpannerError(exc.code, exc.message) from exc
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def create_sessions(
+        self,
+        database: str,
+        count: int,
+        *,
+        labels: Mapping[str, str],
+        creator_role: str,
+        multiplexed: bool,
+    ) -> list[SessionState]:
+        if count < 1:
+            raise invalid("session_count must be at least 1")
+        if multiplexed and labels:
+            raise invalid("Multiplexed sessions cannot have labels.")
+        validate_labels(labels)
+        db = self.database(database)
+        now, wall = self.clock(), time.time_ns()
+        with self._lock:
+            room = self.max_sessions_per_database - len(db.sessions)
+            if room < count:
+                self._sweep(db)
+                room = self.max_sessions_per_database - len(db.sessions)
+            if room <= 0:
+                raise SpannerError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"Too many sessions in database {database}: the limit is "
+                    f"{self.max_sessions_per_database}. Delete sessions that are no longer used.",
+                )
+            created = []
+            for _ in range(min(count, room)):
+                name = f"{database}/sessions/{self._prefix}{next(self._ids):08x}"
+                session = SessionState(
+                    name, db, dict(labels), creator_role, multiplexed, wall, now, wall
+                )
+                self._sessions[name] = session
+                db.sessions[name] = session
+                created.append(session)
+            self.sessions_created += len(created)
+            return created
+
+    def session(self, name: str) -> SessionState:
+        """The live session called ``name``, marked as used now; NOT_FOUND if it is gone."""
+        now = self.clock()
+        with self._lock:
+            session = self._sessions.get(name)
+            if session is None:
+                raise session_not_found(name)
+            if not session.multiplexed and now - session.last_used > self.session_idle_timeout:
+                self._forget_session(session)
+                raise session_not_found(name)
+            session.last_used = now
+            session.last_use_time = time.time_ns()
+            return session
+
+    def delete_session(self, name: str) -> None:
+        session = self.session(name)
+        if session.multiplexed:
+            raise invalid(f"Multiplexed sessions cannot be deleted: {name}")
+        with self._lock:
+            self._forget_session(session)
+
+    def list_sessions(self, database: str) -> list[SessionState]:
+        db = self.database(database)
+        with self._lock:
+            self._sweep(db)
+            return list(db.sessions.values())
+
+    def session_count(self, database: str | None = None) -> int:
+        with self._lock:
+            dbs = list(self._databases.values())
+            if database is not None:
+                dbs = [db for db in dbs if db.name == database]
+            total = 0
+            for db in dbs:
+                self._sweep(db)
+                total += len(db.sessions)
+            return total
+
+    def expire_sessions(self, fraction: float = 1.0, database: str | None = None) -> int:
+        """Drop a share of the regular sessions, as if the server had dropped them."""
+        if not 0.0 <= fraction <= 1.0:
+            raise ValueError("fraction must be within [0, 1]")
+        with self._lock:
+            candidates = [
+                s
+                for s in self._sessions.values()
+                if not s.multiplexed and (database is None or s.database.name == database)
+            ]
+            victims = self._random.sample(candidates, round(len(candidates) * fraction))
+            for session in victims:
+                self._forget_session(session)
+            return len(victims)
+
+    def reset(self) -> None:
+        """Forget every session and transaction; keep databases and data."""
+        with self._lock:
+            for session in list(self._sessions.values()):
+                self._forget_session(session)
+
+    def close(self) -> None:
+        self.reset()
+        with self._lock:
+            dbs, self._databases = list(self._databases.values()), {}
+        for db in dbs:
+            db.close()
+
+    def _sweep(self, db: DatabaseState) -> None:
+        limit = self.clock() - self.session_idle_timeout
+        for session in list(db.sessions.values()):
+            if not session.multiplexed and session.last_used < limit:
+                self._forget_session(session)
+
+    def _forget_session(self, session: SessionState) -> None:
+        self._sessions.pop(session.name, None)
+        session.database.sessions.pop(session.name, None)
+        for txn in list(session.transactions.values()):
+            if txn.state == ACTIVE:
+                self.abort(txn, "Transaction was aborted because its session was deleted.")
+        session.transactions.clear()
+
+    # -- transactions -----------------------------------------------------------------------
+
+    def begin(
+        self, session: SessionState, *, read_write: bool, partitioned: bool = False
+    ) -> Transaction:
+        txn_id = f"{self._prefix}-{next(self._ids)}".encode()
+        txn = Transaction(
+            txn_id,
+            session,
+            read_write=read_write or partitioned,
+            partitioned=partitioned,
+            last_used=self.clock(),
+            read_timestamp=self.timestamps.next(),
+        )
+        with self._lock:
+            if not session.multiplexed:
+                # A regular session carries one transaction at a time: starting a new one
+                # ends the previous one, as on Cloud Spanner.
+                for old in list(session.transactions.values()):
+                    if old.state == ACTIVE and old.read_write:
+                        self.abort(old, "Transaction was invalidated by a later transaction.")
+                session.transactions.clear()
+            elif len(session.transactions) >= 1000:
+                for old_id, old in list(session.transactions.items())[:100]:
+                    if old.state != ACTIVE or not old.read_write:
+                        del session.transactions[old_id]
+            session.transactions[txn_id] = txn
+        return txn
+
+    def transaction(self, session: SessionState, txn_id: bytes) -> Transaction:
+        with self._lock:
+            txn = session.transactions.get(txn_id)
+        if txn is None:
+            raise failed_precondition(
+                f"Transaction {txn_id!r} not found in session {session.name}: it was never "
+                "begun there, or a later transaction replaced it."
+            )
+        self.check_usable(txn)
+        txn.last_used = self.clock()
+        return txn
+
+    def check_usable(self, txn: Transaction) -> None:
+        if (
+            txn.state == ACTIVE
+            and txn.read_write
+            and not txn.partitioned
+            and self.clock() - txn.last_used > self.transaction_idle_timeout
+        ):
+            self.abort(txn, "Transaction was aborted because it was idle for too long.")
+        if txn.state == ABORTED:
+            raise aborted(txn.reason, self._retry_delay())
+        if txn.state != ACTIVE:
+            raise failed_precondition(f"Transaction has already been {txn.state}.")
+
+    def _retry_delay(self) -> float:
+        return self.abort_retry_delay * (1.0 + self._random.random())
+
+    def acquire_writer(self, txn: Transaction) -> None:
+        """Make ``txn`` the database's only writer, or abort it if that takes too long."""
+        if txn.holds_writer:
+            return
+        db = txn.session.database
+        deadline = time.monotonic() + self.lock_timeout
+        with db.writer_changed:
+            while db.writer_owner is not None:
+                owner = db.writer_owner
+                if self.clock() - owner.last_used > self.transaction_idle_timeout:
+                    self._abort_owner(db, owner, "idle for too long")
+                    continue
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or txn.state != ACTIVE:
+                    break
+                db.writer_changed.wait(remaining)
+            if db.writer_owner is None and txn.state == ACTIVE:
+                with db.sql_mutex:
+                    db.writer.execute("BEGIN IMMEDIATE")
+                db.writer_owner = txn
+                txn.holds_writer = True
+                return
+        self.abort(txn, "Transaction was aborted because of a conflict with another transaction.")
+        raise aborted(txn.reason, self._retry_delay())
+
+    def abort(self, txn: Transaction, reason: str) -> None:
+        db = txn.session.database
+        with db.writer_changed:
+            if txn.state == ACTIVE:
+                txn.state, txn.reason = ABORTED, reason
+            if db.writer_owner is txn:
+                self._release_writer(db, rollback=True)
+
+    def _abort_owner(self, db: DatabaseState, owner: Transaction, why: str) -> None:
+        # Called with db.writer_changed held.
+        owner.state, owner.reason = ABORTED, f"Transaction was aborted because it was {why}."
+        self._release_writer(db, rollback=True)
+
+    def _release_writer(self, db: DatabaseState, *, rollback: bool) -> None:
+        # Called with db.writer_changed held.
+        owner = db.writer_owner
+        if owner is None:
+            return
+        with db.sql_mutex:
+            if db.writer.in_transaction:
+                if rollback:
+                    db.writer.rollback()
+                else:
+                    db.writer.commit()
+        owner.holds_writer = False
+        db.writer_owner = None
+        db.writer_changed.notify_all()
+
+    def run_write(
+        self, txn: Transaction, work: Callable[[sqlite3.Connection], _engine.Result]
+    ) -> _engine.Result:
+        """Run ``work`` on the writer connection inside ``txn``."""
+        self.acquire_writer(txn)
+        db = txn.session.database
+        with db.sql_mutex:
+            if db.writer_owner is not txn:
+                raise aborted(txn.reason or "Transaction was aborted.", self._retry_delay())
+            return work(db.writer)
+
+    def commit(self, txn: Transaction, mutations: Sequence[object]) -> int:
+        """Apply ``mutations`` and commit; returns the commit timestamp in nanoseconds."""
+        self.check_usable(txn)
+        if not txn.read_write:
+            raise failed_precondition("Cannot commit a read-only transaction.")
+        self.acquire_writer(txn)
+        db = txn.session.database
+        commit_ts = self.timestamps.next()
+        with db.writer_changed:
+            if db.writer_owner is not txn:
+                raise aborted(txn.reason or "Transaction was aborted.", self._retry_delay())
+            try:
+                if mutations:
+                    stamp = rfc3339(commit_ts)
+                    with db.sql_mutex:
+                        _engine.apply_mutations(db.writer, db.catalog, mutations, stamp)
+            except _engine.EngineError as exc:
+                txn.state = ROLLED_BACK
+                self._release_writer(db, rollback=True)
+                raise SpannerError(exc.code, exc.message) from exc
+            txn.state = COMMITTED
+            self._release_writer(db, rollback=False)
+        return commit_ts
+
+    def rollback(self, txn: Transaction) -> None:
+        db = txn.session.database
+        with db.writer_changed:
+            if txn.state == ACTIVE:
+                txn.state = ROLLED_BACK
+            if db.writer_owner is txn:
+                self._release_writer(db, rollback=True)

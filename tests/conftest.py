@@ -1,0 +1,60 @@
+"""Shared fixtures: LocalSpanner servers and official clients pointed at them."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from spanpool.testing import LocalSpanner
+
+ACCOUNTS_DDL = [
+    "CREATE TABLE Accounts (Id INT64 NOT NULL, Owner STRING(MAX), Balance INT64 NOT NULL) "
+    "PRIMARY KEY (Id)"
+]
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def server() -> Iterator[LocalSpanner]:
+    with LocalSpanner(ddl=ACCOUNTS_DDL) as srv:
+        yield srv
+
+
+@pytest.fixture
+def regular_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the official Database use its pool's regular sessions, not multiplexed ones."""
+    monkeypatch.setenv("GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS", "false")
+    monkeypatch.setenv("GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS_FOR_RW", "false")
+    monkeypatch.setenv("GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS_PARTITIONED_OPS", "false")
+
+
+@pytest.fixture
+def database(server: LocalSpanner) -> Any:
+    return server.database("testdb")
+
+
+def database_name(database_id: str = "testdb") -> str:
+    return f"projects/test-project/instances/test-instance/databases/{database_id}"
