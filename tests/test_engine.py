@@ -10,7 +10,6 @@ import base64
 import datetime
 import decimal
 import math
-import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -119,7 +118,9 @@ class Db:
         self.conn.execute("COMMIT")
         return result
 
-    def mutate(self, *mutations: Any, commit_timestamp: str = "2024-01-02T03:04:05.123456789Z") -> None:
+    def mutate(
+        self, *mutations: Any, commit_timestamp: str = "2024-01-02T03:04:05.123456789Z"
+    ) -> None:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             _engine.apply_mutations(self.conn, self.catalog, mutations, commit_timestamp)
@@ -140,7 +141,13 @@ class Db:
         return decode(self.read_result(table, columns, key_set, index=index, limit=limit))
 
     def read_result(
-        self, table: str, columns: Sequence[str], key_set: KeySet, *, index: str = "", limit: int = 0
+        self,
+        table: str,
+        columns: Sequence[str],
+        key_set: KeySet,
+        *,
+        index: str = "",
+        limit: int = 0,
     ) -> _engine.Result:
         key_set_pb = keys_types.KeySet.pb(key_set._to_pb())
         return _engine.read(self.conn, self.catalog, table, index, list(columns), key_set_pb, limit)
@@ -148,7 +155,10 @@ class Db:
 
 def decode(result: _engine.Result) -> list[list[Any]]:
     return [
-        [_parse_value_pb(value, field.type_, field.name) for value, field in zip(row, result.fields)]
+        [
+            _parse_value_pb(value, field.type_, field.name)
+            for value, field in zip(row, result.fields, strict=True)
+        ]
         for row in result.rows
     ]
 
@@ -162,7 +172,9 @@ def write(kind: str, table: str, columns: Sequence[str], rows: Sequence[Sequence
 
 def delete(table: str, key_set: KeySet) -> Any:
     return mutation_types.Mutation.pb(
-        mutation_types.Mutation(delete=mutation_types.Mutation.Delete(table=table, key_set=key_set._to_pb()))
+        mutation_types.Mutation(
+            delete=mutation_types.Mutation.Delete(table=table, key_set=key_set._to_pb())
+        )
     )
 
 
@@ -284,8 +296,11 @@ def test_ddl_errors(db: Db) -> None:
         db.ddl("DROP TABLE Missing")
     with expect_error(grpc.StatusCode.INVALID_ARGUMENT):
         db.ddl("SELECT 1")
-    db.ddl("DROP TABLE IF EXISTS Missing", "CREATE TABLE IF NOT EXISTS Accounts (X INT64) PRIMARY KEY (X)")
-    assert [c.name for c in db.catalog.table("Accounts").columns][0] == "Id"
+    db.ddl(
+        "DROP TABLE IF EXISTS Missing",
+        "CREATE TABLE IF NOT EXISTS Accounts (X INT64) PRIMARY KEY (X)",
+    )
+    assert db.catalog.table("Accounts").columns[0].name == "Id"
 
 
 def test_ddl_is_atomic(db: Db) -> None:
@@ -388,7 +403,20 @@ def test_expressions_and_functions(accounts: Db) -> None:
         "Balance / 3, DIV(Balance, 3), MOD(Balance, 7), Balance * 2 + 1, Balance > 10 "
         "FROM Accounts ORDER BY Id"
     )
-    assert rows[0] == ["alice!", True, False, "alice", "alice", "ALICE", 5, 100 / 3, 33, 2, 201, True]
+    assert rows[0] == [
+        "alice!",
+        True,
+        False,
+        "alice",
+        "alice",
+        "ALICE",
+        5,
+        100 / 3,
+        33,
+        2,
+        201,
+        True,
+    ]
     assert rows[1][:3] == ["bob!", False, True]
     assert rows[2][:5] == [None, None, None, "none", "x"]
 
@@ -412,7 +440,18 @@ def test_casts(db: Db) -> None:
         "STRING",
     ]
     assert decode(result) == [
-        [12, 2, "7", "true", 2.5, True, base64.b64encode(b"abc"), datetime.date(2024, 1, 2), None, "2"]
+        [
+            12,
+            2,
+            "7",
+            "true",
+            2.5,
+            True,
+            base64.b64encode(b"abc"),
+            datetime.date(2024, 1, 2),
+            None,
+            "2",
+        ]
     ]
     with expect_error(grpc.StatusCode.INVALID_ARGUMENT, "int64"):
         db.query("SELECT CAST('x' AS INT64)")
@@ -460,7 +499,11 @@ def test_null_params_of_every_type(db: Db) -> None:
 def test_special_floats(db: Db) -> None:
     db.ddl("CREATE TABLE Floats (Id INT64 NOT NULL, F FLOAT64, A ARRAY<FLOAT64>) PRIMARY KEY (Id)")
     specials = [math.inf, -math.inf, math.nan, -0.0, 1e308]
-    db.mutate(write("insert", "Floats", ["Id", "F", "A"], [[i, x, specials] for i, x in enumerate(specials)]))
+    db.mutate(
+        write(
+            "insert", "Floats", ["Id", "F", "A"], [[i, x, specials] for i, x in enumerate(specials)]
+        )
+    )
     rows = db.query("SELECT F, A FROM Floats ORDER BY Id")
     values = [row[0] for row in rows]
     assert values[0] == math.inf and values[1] == -math.inf and math.isnan(values[2])
@@ -484,7 +527,9 @@ def test_missing_param(db: Db) -> None:
 def test_unnest(accounts: Db) -> None:
     ids = {"ids": [1, 3, 99]}
     types = {"ids": pt.Array(pt.INT64)}
-    rows = accounts.query("SELECT Id FROM Accounts WHERE Id IN UNNEST(@ids) ORDER BY Id", ids, types)
+    rows = accounts.query(
+        "SELECT Id FROM Accounts WHERE Id IN UNNEST(@ids) ORDER BY Id", ids, types
+    )
     assert rows == [[1], [3]]
     rows = accounts.query("SELECT Id FROM Accounts WHERE Id NOT IN UNNEST(@ids)", ids, types)
     assert rows == [[2]]
@@ -497,7 +542,9 @@ def test_unnest(accounts: Db) -> None:
     assert decode(result) == [["b", 0], ["a", 1], [None, 2]]
     blobs = [base64.b64encode(b"\x00"), base64.b64encode(b"\x01")]
     rows = accounts.query(
-        "SELECT b FROM UNNEST(@b) AS b WHERE b IN UNNEST(@b)", {"b": blobs}, {"b": pt.Array(pt.BYTES)}
+        "SELECT b FROM UNNEST(@b) AS b WHERE b IN UNNEST(@b)",
+        {"b": blobs},
+        {"b": pt.Array(pt.BYTES)},
     )
     assert rows == [[blobs[0]], [blobs[1]]]
     assert accounts.query("SELECT 'b' IN UNNEST(Tags) FROM Accounts ORDER BY Id") == [
@@ -519,7 +566,8 @@ def test_where_order_group_limit_offset(accounts: Db) -> None:
     )
     assert rows == [["alice", 2, 107], ["bob", 1, 50]]
     rows = accounts.query(
-        "SELECT Id FROM Accounts ORDER BY Id LIMIT @n OFFSET @o", {"n": 2, "o": 1},
+        "SELECT Id FROM Accounts ORDER BY Id LIMIT @n OFFSET @o",
+        {"n": 2, "o": 1},
         {"n": pt.INT64, "o": pt.INT64},
     )
     assert rows == [[2], [3]]
@@ -527,7 +575,9 @@ def test_where_order_group_limit_offset(accounts: Db) -> None:
 
 
 def test_joins_subqueries_and_set_operations(accounts: Db) -> None:
-    accounts.ddl("CREATE TABLE Owners (Name STRING(MAX) NOT NULL, City STRING(MAX)) PRIMARY KEY (Name)")
+    accounts.ddl(
+        "CREATE TABLE Owners (Name STRING(MAX) NOT NULL, City STRING(MAX)) PRIMARY KEY (Name)"
+    )
     accounts.dml("INSERT INTO Owners (Name, City) VALUES ('alice', 'Paris'), ('bob', 'Oslo')")
     result = accounts.result(
         "SELECT a.Id, o.City FROM Accounts AS a JOIN Owners o ON a.Name = o.Name ORDER BY a.Id"
@@ -566,7 +616,9 @@ def test_backticks_comments_hints_and_strings(accounts: Db) -> None:
 
 
 def test_time_functions(db: Db) -> None:
-    result = db.result("SELECT CURRENT_TIMESTAMP(), CURRENT_DATE(), TIMESTAMP '2024-01-01 00:00:00+00'")
+    result = db.result(
+        "SELECT CURRENT_TIMESTAMP(), CURRENT_DATE(), TIMESTAMP '2024-01-01 00:00:00+00'"
+    )
     assert [t for _, t in type_names(result)] == ["TIMESTAMP", "DATE", "TIMESTAMP"]
     now, today, fixed = decode(result)[0]
     assert abs((now - datetime.datetime.now(datetime.timezone.utc)).total_seconds()) < 60
@@ -592,8 +644,9 @@ def test_information_schema_answers_the_client(accounts: Db) -> None:
 
 
 def test_dml_row_counts(accounts: Db) -> None:
-    result = accounts.dml("UPDATE Accounts SET Balance = Balance + @d WHERE Balance < 100",
-                          {"d": 5}, {"d": pt.INT64})
+    result = accounts.dml(
+        "UPDATE Accounts SET Balance = Balance + @d WHERE Balance < 100", {"d": 5}, {"d": pt.INT64}
+    )
     assert result.row_count == 2 and result.rows == []
     assert accounts.dml("UPDATE Accounts SET Name = 'x' WHERE Id = 42").row_count == 0
     assert accounts.dml("DELETE FROM Accounts WHERE Id = 3").row_count == 1
@@ -612,14 +665,23 @@ def test_then_return(accounts: Db) -> None:
     result = accounts.dml(
         "INSERT INTO Accounts (Id, Name, Balance) VALUES (7, 'g', 1) THEN RETURN WITH ACTION *"
     )
-    assert [n for n, _ in type_names(result)] == ["Id", "Name", "Balance", "Tags", "Updated", "ACTION"]
+    assert [n for n, _ in type_names(result)] == [
+        "Id",
+        "Name",
+        "Balance",
+        "Tags",
+        "Updated",
+        "ACTION",
+    ]
     assert decode(result) == [[7, "g", 1, None, None, "INSERT"]]
     result = accounts.dml("DELETE FROM Accounts WHERE Id = 7 THEN RETURN Name")
     assert decode(result) == [["g"]] and result.row_count == 1
 
 
 def test_insert_or_update_and_ignore(accounts: Db) -> None:
-    accounts.dml("INSERT OR UPDATE INTO Accounts (Id, Name, Balance) VALUES (1, 'new', 1), (8, 'h', 2)")
+    accounts.dml(
+        "INSERT OR UPDATE INTO Accounts (Id, Name, Balance) VALUES (1, 'new', 1), (8, 'h', 2)"
+    )
     assert accounts.query("SELECT Id, Name, Tags FROM Accounts WHERE Id IN (1, 8) ORDER BY Id") == [
         [1, "new", ["a", "b"]],
         [8, "h", None],
@@ -629,9 +691,7 @@ def test_insert_or_update_and_ignore(accounts: Db) -> None:
 
 
 def test_dml_timestamps_are_stored_canonically(accounts: Db) -> None:
-    accounts.dml(
-        "UPDATE Accounts SET Updated = PENDING_COMMIT_TIMESTAMP() WHERE Id = 1"
-    )
+    accounts.dml("UPDATE Accounts SET Updated = PENDING_COMMIT_TIMESTAMP() WHERE Id = 1")
     accounts.dml("UPDATE Accounts SET Updated = '2024-03-04T05:06:07Z' WHERE Id = 2")
     rows = accounts.query(
         "SELECT Id FROM Accounts WHERE Updated > @t ORDER BY Id",
@@ -696,7 +756,9 @@ def test_statement_kind() -> None:
     assert _engine.statement_kind("  -- c\n/* x */ (SELECT 1)") == "query"
     assert _engine.statement_kind("WITH a AS (SELECT 1) SELECT * FROM a") == "query"
     assert _engine.statement_kind("insert into T (a) values (1)") == "dml"
-    assert _engine.statement_kind("@{PDML_MAX_PARALLELISM=1} UPDATE T SET a = 1 WHERE TRUE") == "dml"
+    assert (
+        _engine.statement_kind("@{PDML_MAX_PARALLELISM=1} UPDATE T SET a = 1 WHERE TRUE") == "dml"
+    )
     assert _engine.statement_kind("DELETE FROM T WHERE TRUE") == "dml"
     assert _engine.statement_kind("CREATE TABLE T (a INT64) PRIMARY KEY (a)") == "ddl"
     assert _engine.statement_kind("drop index I") == "ddl"
@@ -714,8 +776,19 @@ def test_translations_are_cached_per_catalog(db: Db) -> None:
 
 
 def test_only_engine_errors_escape(db: Db) -> None:
-    weird = ["SELECT ?", "SELECT :a", "SELECT {", "SELECT 1 +", "SELECT CAST(1 AS ARRAY<INT64>)",
-             "SELECT x'zz'", "SELECT 0xZZ", "UPDATE", "INSERT INTO", "SELECT \\", "SELECT '\\q'"]
+    weird = [
+        "SELECT ?",
+        "SELECT :a",
+        "SELECT {",
+        "SELECT 1 +",
+        "SELECT CAST(1 AS ARRAY<INT64>)",
+        "SELECT x'zz'",
+        "SELECT 0xZZ",
+        "UPDATE",
+        "INSERT INTO",
+        "SELECT \\",
+        "SELECT '\\q'",
+    ]
     for sql in weird:
         with pytest.raises(EngineError):
             db.query(sql)
@@ -726,15 +799,26 @@ def test_only_engine_errors_escape(db: Db) -> None:
 
 def test_read_by_keys_ranges_and_all(accounts: Db) -> None:
     columns = ["Id", "Name"]
-    assert accounts.read("Accounts", columns, KeySet(keys=[[3], [1], [99]])) == [[1, "alice"], [3, None]]
+    assert accounts.read("Accounts", columns, KeySet(keys=[[3], [1], [99]])) == [
+        [1, "alice"],
+        [3, None],
+    ]
     assert accounts.read("Accounts", columns, KeySet(all_=True)) == [
         [1, "alice"],
         [2, "bob"],
         [3, None],
     ]
-    assert accounts.read("Accounts", ["Id"], KeySet(ranges=[KeyRange(start_closed=[2])])) == [[2], [3]]
-    assert accounts.read("Accounts", ["Id"], KeySet(ranges=[KeyRange(start_open=[1], end_open=[3])])) == [[2]]
-    assert accounts.read("Accounts", ["Id"], KeySet(ranges=[KeyRange(end_closed=[2])])) == [[1], [2]]
+    assert accounts.read("Accounts", ["Id"], KeySet(ranges=[KeyRange(start_closed=[2])])) == [
+        [2],
+        [3],
+    ]
+    assert accounts.read(
+        "Accounts", ["Id"], KeySet(ranges=[KeyRange(start_open=[1], end_open=[3])])
+    ) == [[2]]
+    assert accounts.read("Accounts", ["Id"], KeySet(ranges=[KeyRange(end_closed=[2])])) == [
+        [1],
+        [2],
+    ]
     both = KeySet(keys=[[1]], ranges=[KeyRange(start_closed=[1], end_closed=[2])])
     assert accounts.read("Accounts", ["Id"], both) == [[1], [2]]
     assert accounts.read("Accounts", ["Id"], KeySet(all_=True), limit=2) == [[1], [2]]
@@ -744,15 +828,24 @@ def test_read_by_keys_ranges_and_all(accounts: Db) -> None:
 def test_read_types_are_exact_for_empty_results(db: Db) -> None:
     result = db.read_result("Accounts", ["Tags", "Updated", "Balance"], KeySet(all_=True))
     assert result.rows == []
-    assert type_names(result) == [("Tags", "ARRAY<STRING>"), ("Updated", "TIMESTAMP"), ("Balance", "INT64")]
+    assert type_names(result) == [
+        ("Tags", "ARRAY<STRING>"),
+        ("Updated", "TIMESTAMP"),
+        ("Balance", "INT64"),
+    ]
 
 
 def test_read_composite_keys_with_prefixes_and_descending(db: Db) -> None:
-    db.ddl("CREATE TABLE Events (Kind STRING(MAX) NOT NULL, At INT64 NOT NULL, V INT64) PRIMARY KEY (Kind, At DESC)")
+    db.ddl(
+        "CREATE TABLE Events (Kind STRING(MAX) NOT NULL, Seq INT64 NOT NULL, V INT64) "
+        "PRIMARY KEY (Kind, Seq DESC)"
+    )
     rows = [["a", 1, 10], ["a", 2, 20], ["a", 3, 30], ["b", 1, 40]]
-    db.mutate(write("insert", "Events", ["Kind", "At", "V"], rows))
+    db.mutate(write("insert", "Events", ["Kind", "Seq", "V"], rows))
     assert db.read("Events", ["V"], KeySet(all_=True)) == [[30], [20], [10], [40]]
-    assert db.read("Events", ["V"], KeySet(ranges=[KeyRange(start_closed=["a"], end_closed=["a"])])) == [
+    assert db.read(
+        "Events", ["V"], KeySet(ranges=[KeyRange(start_closed=["a"], end_closed=["a"])])
+    ) == [
         [30],
         [20],
         [10],
@@ -772,7 +865,10 @@ def test_read_by_index(accounts: Db) -> None:
     rows = accounts.read("Accounts", ["Id"], KeySet(keys=[[50]]), index="ByBalance")
     assert rows == [[2]]
     rows = accounts.read(
-        "Accounts", ["Id"], KeySet(ranges=[KeyRange(start_closed=[100], end_open=[50])]), index="ByBalance"
+        "Accounts",
+        ["Id"],
+        KeySet(ranges=[KeyRange(start_closed=[100], end_open=[50])]),
+        index="ByBalance",
     )
     assert rows == [[1]]
     with expect_error(grpc.StatusCode.NOT_FOUND, "Index not found"):
@@ -799,7 +895,12 @@ def test_read_many_keys(accounts: Db) -> None:
 def test_insert_update_replace_delete(accounts: Db) -> None:
     accounts.mutate(
         write("update", "Accounts", ["Id", "Balance"], [[1, 111]]),
-        write("insert_or_update", "Accounts", ["Id", "Name", "Balance"], [[2, "bobby", 5], [4, "d", 4]]),
+        write(
+            "insert_or_update",
+            "Accounts",
+            ["Id", "Name", "Balance"],
+            [[2, "bobby", 5], [4, "d", 4]],
+        ),
         write("replace", "Accounts", ["Id", "Balance"], [[3, 33]]),
     )
     rows = accounts.query("SELECT Id, Name, Balance, Tags FROM Accounts ORDER BY Id")
@@ -811,7 +912,9 @@ def test_insert_update_replace_delete(accounts: Db) -> None:
     ]
     accounts.mutate(write("replace", "Accounts", ["Id", "Balance"], [[1, 1]]))
     assert accounts.query("SELECT Name, Tags FROM Accounts WHERE Id = 1") == [[None, None]]
-    accounts.mutate(delete("Accounts", KeySet(keys=[[1], [404]], ranges=[KeyRange(start_closed=[3])])))
+    accounts.mutate(
+        delete("Accounts", KeySet(keys=[[1], [404]], ranges=[KeyRange(start_closed=[3])]))
+    )
     assert accounts.query("SELECT Id FROM Accounts") == [[2]]
     accounts.mutate(delete("Accounts", KeySet(all_=True)))
     assert accounts.query("SELECT COUNT(*) FROM Accounts") == [[0]]
@@ -849,7 +952,9 @@ def test_mutation_errors(accounts: Db) -> None:
 
 def test_mutations_are_atomic(accounts: Db) -> None:
     accounts.conn.execute("BEGIN IMMEDIATE")
-    accounts.conn.execute("UPDATE Accounts SET Balance = 1 WHERE Id = 3")  # earlier work of the transaction
+    accounts.conn.execute(
+        "UPDATE Accounts SET Balance = 1 WHERE Id = 3"
+    )  # earlier work of the transaction
     with expect_error(grpc.StatusCode.ALREADY_EXISTS):
         _engine.apply_mutations(
             accounts.conn,
@@ -883,14 +988,18 @@ def test_commit_timestamp(accounts: Db) -> None:
 _floats = st.floats(allow_nan=False) | st.just(math.inf) | st.just(-math.inf)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     number=st.integers(min_value=-(2**63), max_value=2**63 - 1),
     text=st.text(),
     data=st.binary(),
     real=_floats,
 )
-def test_values_round_trip_exactly(db: Db, number: int, text: str, data: bytes, real: float) -> None:
+def test_values_round_trip_exactly(
+    db: Db, number: int, text: str, data: bytes, real: float
+) -> None:
     encoded = base64.b64encode(data)
     types = {"i": pt.INT64, "s": pt.STRING, "b": pt.BYTES, "f": pt.FLOAT64}
     params = {"i": number, "s": text, "b": encoded, "f": real}
@@ -915,17 +1024,124 @@ def test_float_values_compare_in_sqlite(db: Db) -> None:
 def test_connections_share_data(db: Db) -> None:
     db.mutate(write("insert", "Accounts", ["Id", "Balance"], [[1, 2]]))
     reader = _engine.connect(str(db.path))
-    assert decode(_engine.execute_sql(reader, db.catalog, "SELECT Balance FROM Accounts", None, {})) == [[2]]
+    assert decode(
+        _engine.execute_sql(reader, db.catalog, "SELECT Balance FROM Accounts", None, {})
+    ) == [[2]]
     reader.close()
 
 
 def test_sqlite_level_invariants(db: Db) -> None:
-    """NUMERIC columns order numerically, LIKE is case sensitive, foreign keys are enforced."""
+    """NUMERIC columns order numerically, LIKE is case sensitive, WAL and foreign keys are on."""
     db.ddl("CREATE TABLE Nums (Id INT64 NOT NULL, N NUMERIC) PRIMARY KEY (Id)")
     values = [decimal.Decimal(x) for x in ("10", "9.5", "-1", "100.25")]
     db.mutate(write("insert", "Nums", ["Id", "N"], [[i, n] for i, n in enumerate(values)]))
     assert db.query("SELECT N FROM Nums ORDER BY N") == [[n] for n in sorted(values)]
     assert db.query("SELECT MAX(N) FROM Nums") == [[decimal.Decimal("100.25")]]
-    pragma = db.conn.execute("PRAGMA foreign_keys").fetchone()
-    assert pragma == (1,)
-    assert isinstance(db.conn, sqlite3.Connection)
+    assert db.conn.execute("PRAGMA foreign_keys").fetchone() == (1,)
+    assert db.conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert db.query("SELECT 'abc' LIKE 'A%', 'abc' LIKE 'a%'") == [[False, True]]
+
+
+def test_dml_checks_written_values(accounts: Db) -> None:
+    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, "int64"):
+        accounts.dml("UPDATE Accounts SET Balance = 'lots' WHERE Id = 1")
+    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, "INT64"):
+        accounts.dml("UPDATE Accounts SET Balance = Balance / 2 WHERE Id = 1")
+    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, "TIMESTAMP"):
+        accounts.dml("UPDATE Accounts SET Updated = 'yesterday' WHERE Id = 1")
+    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, "STRING"):
+        accounts.dml("UPDATE Accounts SET Name = 12 WHERE Id = 1")
+    accounts.dml("UPDATE Accounts SET Balance = @b WHERE Id = @id", {"b": 7, "id": 1})  # untyped
+    accounts.dml("UPDATE Accounts SET Tags = ['x', NULL] WHERE Id = 2")
+    rows = accounts.query("SELECT Balance, Tags FROM Accounts WHERE Id IN (1, 2) ORDER BY Id")
+    assert rows == [[7, ["a", "b"]], [50, ["x", None]]]
+
+
+def test_int64_extremes_as_literals(db: Db) -> None:
+    assert db.query("SELECT -9223372036854775808, 9223372036854775807") == [[-(2**63), 2**63 - 1]]
+
+
+def test_parenthesized_expressions_and_queries(db: Db) -> None:
+    result = db.result("SELECT ((1 + 2) * 3), (SELECT 4), ((SELECT 5)) + 1, (2) AS two")
+    assert decode(result) == [[9, 4, 6, 2]]
+    assert [t for _, t in type_names(result)] == ["INT64"] * 4
+    assert db.query("((SELECT 1 AS a) UNION ALL (SELECT 2)) ORDER BY a DESC") == [[2], [1]]
+
+
+def test_array_literals(db: Db) -> None:
+    result = db.result("SELECT [1, 2], ARRAY<STRING>[], ARRAY<FLOAT64>[1, 2.5], ['a', NULL]")
+    assert [t for _, t in type_names(result)] == [
+        "ARRAY<INT64>",
+        "ARRAY<STRING>",
+        "ARRAY<FLOAT64>",
+        "ARRAY<STRING>",
+    ]
+    assert decode(result) == [[[1, 2], [], [1.0, 2.5], ["a", None]]]
+
+
+_bounds = st.tuples(
+    st.sampled_from(["start_closed", "start_open"]),
+    st.lists(st.integers(0, 3), max_size=2),
+    st.sampled_from(["end_closed", "end_open"]),
+    st.lists(st.integers(0, 3), max_size=2),
+)
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    keys=st.sets(st.tuples(st.integers(0, 3), st.integers(0, 3)), max_size=12),
+    ranges=st.lists(_bounds, min_size=1, max_size=3),
+    limit=st.integers(0, 5),
+)
+def test_range_reads_match_a_model(
+    db: Db, keys: set[tuple[int, int]], ranges: list[Any], limit: int
+) -> None:
+    """Reads of key ranges on a (A ASC, B DESC) key return what Cloud Spanner's rules say."""
+    if db.catalog.find_table("K") is None:
+        db.ddl("CREATE TABLE K (A INT64 NOT NULL, B INT64 NOT NULL) PRIMARY KEY (A, B DESC)")
+    db.mutate(delete("K", KeySet(all_=True)))
+    if keys:
+        db.mutate(write("insert", "K", ["A", "B"], [list(k) for k in keys]))
+
+    def order(key: Sequence[int]) -> tuple[int, ...]:
+        return tuple(x if i == 0 else -x for i, x in enumerate(key))
+
+    def inside(key: tuple[int, int], bound: Any) -> bool:
+        start_kind, start, end_kind, end = bound
+        low = order(key[: len(start)])
+        high = order(key[: len(end)])
+        after_start = low > order(start) or (low == order(start) and start_kind == "start_closed")
+        before_end = high < order(end) or (high == order(end) and end_kind == "end_closed")
+        return after_start and before_end
+
+    expected = sorted((k for k in keys if any(inside(k, b) for b in ranges)), key=order)
+    if limit:
+        expected = expected[:limit]
+    key_set = keys_types.KeySet.pb()(
+        ranges=[
+            keys_types.KeyRange.pb()(
+                **{
+                    start_kind: _make_value_pb(start).list_value,
+                    end_kind: _make_value_pb(end).list_value,
+                }
+            )
+            for start_kind, start, end_kind, end in ranges
+        ]
+    )
+    result = _engine.read(db.conn, db.catalog, "K", "", ["A", "B"], key_set, limit)
+    assert [tuple(row) for row in decode(result)] == expected
+
+
+def test_nullable_key_columns(db: Db) -> None:
+    db.ddl("CREATE TABLE Pairs (A INT64 NOT NULL, B STRING(MAX), V INT64) PRIMARY KEY (A, B)")
+    db.mutate(write("insert", "Pairs", ["A", "B", "V"], [[1, "x", 1], [1, "y", 2]]))
+    db.mutate(write("insert", "Pairs", ["A", "V"], [[1, 3]]))  # B is NULL
+    with expect_error(grpc.StatusCode.ALREADY_EXISTS, "Row [1,NULL] in table Pairs"):
+        db.mutate(write("insert", "Pairs", ["A", "V"], [[1, 4]]))
+    with expect_error(grpc.StatusCode.ALREADY_EXISTS):
+        db.dml("INSERT INTO Pairs (A, V) VALUES (1, 9)")
+    db.mutate(write("replace", "Pairs", ["A", "V"], [[1, 5]]))
+    assert db.read("Pairs", ["B", "V"], KeySet(all_=True)) == [[None, 5], ["x", 1], ["y", 2]]
+    assert db.read("Pairs", ["V"], KeySet(keys=[[1, None]])) == [[5]]

@@ -27,3 +27,10 @@ class PoolUsageError(SpanpoolError, ValueError):
 
 class NotCheckedOut(PoolUsageError):
     """The session is not checked out from this pool: returned twice, or never taken from it."""
+
+
+class PoolFull(SpanpoolError, queue.Full):
+    """The pool has no room for the session being returned.
+
+    A subclass of :class:`queue.Full`, which the client's own pools raise in the same case.
+    """

@@ -130,6 +130,7 @@ _FUNCTIONS: list[tuple[str, int, Callable[..., Any], bool]] = [
     ("spanpool_uuid", 0, lambda: str(uuid.uuid4()), False),
     ("spanpool_cast", 3, v.cast_value, True),
     ("spanpool_safe_cast", 3, _safe_cast, True),
+    ("spanpool_store", 3, v.store_value, True),
     ("spanpool_starts_with", 2, _starts_with, True),
     ("spanpool_ends_with", 2, _ends_with, True),
     ("spanpool_regexp_contains", 2, _regexp_contains, True),
@@ -225,18 +226,26 @@ class _Prepared:
         return args
 
     def result(self, rows: list[Any], row_count: int | None) -> Result:
-        fields, encoders = self.fields, self.encoders
-        if fields is None:
-            types = [
-                t if t is not None else v.infer_type(row[j] for row in rows)
-                for j, t in enumerate(self.types)
-            ]
-            fields = _fields(self.names, types)
-            encoders = [v.encoder(t) for t in types]
-        encoded = [
-            [encode(value) for encode, value in zip(encoders, row, strict=True)] for row in rows
+        if self.fields is not None:
+            try:
+                return Result(self.fields, _encode(self.encoders, rows), row_count)
+            except (ValueError, TypeError, OverflowError):
+                pass  # a type guessed from the statement's shape was wrong: infer from values
+        types = [
+            t if t is not None and self.fields is None else v.infer_type(row[j] for row in rows)
+            for j, t in enumerate(self.types)
         ]
-        return Result(fields, encoded, row_count)
+        fields = _fields(self.names, types)
+        try:
+            return Result(fields, _encode([v.encoder(t) for t in types], rows), row_count)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise EngineError(
+                grpc.StatusCode.INTERNAL, f"LocalSpanner cannot encode a result value: {exc}"
+            ) from None
+
+
+def _encode(encoders: Sequence[v.Encoder], rows: list[Any]) -> list[list[Any]]:
+    return [[encode(value) for encode, value in zip(encoders, row, strict=True)] for row in rows]
 
 
 def _fields(names: Sequence[str], types: Sequence[TypeMsg]) -> list[Any]:
@@ -519,8 +528,12 @@ def read(
         raise _sql_error(exc, None) from None
     names = [c.name for c in selected]
     types = [c.type for c in selected]
-    encoders = [v.encoder(t) for t in types]
-    encoded = [[encode(value) for encode, value in zip(encoders, row, strict=True)] for row in rows]
+    try:
+        encoded = _encode([v.encoder(t) for t in types], rows)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise EngineError(
+            grpc.StatusCode.INTERNAL, f"Table {info.name} holds a value of the wrong type: {exc}"
+        ) from None
     return Result(_fields(names, types), encoded, None)
 
 
@@ -575,33 +588,24 @@ def _apply_mutation(
             f"{', '.join(missing_keys)}"
         )
     if kind in ("insert", "replace"):
-        required = [
-            c.name
-            for c in table.columns
-            if not c.nullable and c.name not in names and c.default_sql is None
-        ]
-        if required:
-            raise EngineError(
-                grpc.StatusCode.FAILED_PRECONDITION,
-                f"A new row in table {table.name} does not specify a non-null value for "
-                f"these NOT NULL columns: {', '.join(required)}",
-            )
+        _check_required(table, names)
     quoted = quote_ident(table.name)
     column_list = ", ".join(quote_ident(c.name) for c in columns)
     insert = f"INSERT INTO {quoted} ({column_list}) VALUES ({', '.join('?' for _ in columns)})"
-    key_positions = [
-        next(i for i, c in enumerate(columns) if c.name == k)
-        for k in table.primary_key
-        if k in names
-    ]
-    key_where = " AND ".join(f"{quote_ident(k)} IS ?" for k in table.primary_key if k in names)
+    # A key column the mutation leaves out is NULL (only nullable key columns can be).
+    position = {c.name: i for i, c in enumerate(columns)}
+    key_positions = [position[k] for k in table.primary_key if k in position]
+    key_where = " AND ".join(
+        f"{quote_ident(k)} IS {'?' if k in position else 'NULL'}" for k in table.primary_key
+    )
+    key_where = key_where or "1"
     updated = [i for i, c in enumerate(columns) if c.name not in table.primary_key]
     update = (
         f"UPDATE {quoted} SET "
         + ", ".join(f"{quote_ident(columns[i].name)} = ?" for i in updated)
-        + f" WHERE {key_where or '1'}"
+        + f" WHERE {key_where}"
     )
-    exists = f"SELECT 1 FROM {quoted} WHERE {key_where or '1'}"
+    exists = f"SELECT 1 FROM {quoted} WHERE {key_where}"
     for row in write.values:
         if len(row.values) != len(columns):
             raise _invalid(
@@ -613,11 +617,13 @@ def _apply_mutation(
             for column, value in zip(columns, row.values, strict=True)
         ]
         key = [values[i] for i in key_positions]
-        key_text = _key_text(key)
+        key_text = _key_text(
+            [values[position[k]] if k in position else None for k in table.primary_key]
+        )
         if kind == "insert":
             _run(conn, insert, values, table, key_text)
         elif kind == "replace":
-            _run(conn, f"DELETE FROM {quoted} WHERE {key_where or '1'}", key, table, key_text)
+            _run(conn, f"DELETE FROM {quoted} WHERE {key_where}", key, table, key_text)
             _run(conn, insert, values, table, key_text)
         else:
             if updated:

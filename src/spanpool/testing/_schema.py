@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ import grpc
 
 from . import _values as v
 from ._sqltokens import (
+    IDENT,
     NUMBER,
     QIDENT,
     STRING,
@@ -202,7 +203,11 @@ class Catalog:
 
 
 def _parse_type(cur: Cursor) -> TypeMsg:
-    word = cur.name("a column type").upper()
+    node = cur.peek()
+    if not isinstance(node, Token) or node.kind != IDENT:
+        raise cur.error("Expected a column type")
+    cur.take()
+    word = node.upper
     if word == "ARRAY":
         cur.expect_op("<")
         element = _parse_type(cur)
@@ -334,6 +339,24 @@ def _parse_key(group: Group) -> tuple[list[str], list[bool]]:
 # --- schema changes ----------------------------------------------------------------------------
 
 
+def _null_key_guard(table: TableInfo) -> list[str]:
+    """A trigger making NULL key parts unique, as in Cloud Spanner (SQLite keeps NULLs apart)."""
+    nullable = [c.name for c in table.key_columns if c.nullable]
+    if not nullable:
+        return []
+    quoted = quote_ident(table.name)
+    any_null = " OR ".join(f"NEW.{quote_ident(k)} IS NULL" for k in nullable)
+    same_key = " AND ".join(f"{quote_ident(k)} IS NEW.{quote_ident(k)}" for k in table.primary_key)
+    message = "UNIQUE constraint failed: " + ", ".join(
+        f"{table.name}.{k}" for k in table.primary_key
+    )
+    return [
+        f"CREATE TRIGGER {quote_ident('_spanpool_null_key_' + table.name)} BEFORE INSERT ON "
+        f"{quoted} WHEN {any_null} BEGIN SELECT RAISE(ABORT, {sql_literal(message)}) "
+        f"WHERE EXISTS (SELECT 1 FROM {quoted} WHERE {same_key}); END"
+    ]
+
+
 def _column_sql(column: ColumnInfo) -> str:
     sql = f"{quote_ident(column.name)} {_DECLARED_TYPES[int(column.type.code)]}"
     if not column.nullable:
@@ -373,8 +396,17 @@ class _Schema:
             sqlite = self._drop_index(cur)
         elif cur.accept("ALTER", "TABLE"):
             sqlite = self._alter_table(cur)
-        elif cur.accept("ALTER", "DATABASE") or cur.accept("ANALYZE"):
-            sqlite = []  # database options and statistics do not matter to LocalSpanner
+        elif cur.accept("ALTER", "DATABASE"):
+            cur.name("a database name")
+            cur.expect("SET", "OPTIONS")
+            _parse_options(cur.group())
+            if not cur.at_end():
+                raise cur.error("Unexpected text after ALTER DATABASE ... SET OPTIONS (...)")
+            sqlite = []  # database options do not matter to LocalSpanner
+        elif cur.accept("ANALYZE"):
+            if not cur.at_end():
+                raise cur.error("Unexpected text after ANALYZE")
+            sqlite = []
         elif is_word(cur.peek(), "CREATE", "ALTER", "DROP", "GRANT", "REVOKE", "RENAME"):
             words = " ".join(n.text.upper() for n in nodes[:3] if isinstance(n, Token))
             raise _unimplemented(f"LocalSpanner does not support this DDL statement: {words} ...")
@@ -491,7 +523,7 @@ class _Schema:
                 f"ON DELETE {action}"
             )
         self.tables[name.lower()] = table
-        return [f"CREATE TABLE {quote_ident(name)} ({', '.join(clauses)})"]
+        return [f"CREATE TABLE {quote_ident(name)} ({', '.join(clauses)})", *_null_key_guard(table)]
 
     def _create_index(self, cur: Cursor) -> list[str]:
         cur.expect("CREATE")
@@ -692,7 +724,10 @@ def apply_ddl(conn: sqlite3.Connection, catalog: Catalog, statements: Sequence[s
     if not statements:
         raise _invalid("No DDL statements given")
     schema = _Schema(catalog)
-    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.Error as exc:
+        raise EngineError(grpc.StatusCode.ABORTED, f"Cannot change the schema now: {exc}") from None
     try:
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {DDL_TABLE} "
@@ -710,6 +745,3 @@ def apply_ddl(conn: sqlite3.Connection, catalog: Catalog, statements: Sequence[s
         conn.execute("ROLLBACK")
         raise
     return schema.catalog()
-
-
-Loader = Callable[[sqlite3.Connection], Catalog]

@@ -7,7 +7,7 @@ Comments and hints (``@{...}``) are dropped; string literals are decoded.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TypeAlias
 
 import grpc
@@ -318,9 +318,14 @@ def is_name(node: Node | None) -> bool:
     )
 
 
-def name_of(node: Node) -> str:
-    assert isinstance(node, Token)
-    return node.text
+def text_of(node: Node | None) -> str:
+    """The text of a token ("" for a group or nothing)."""
+    return node.text if isinstance(node, Token) else ""
+
+
+def word_of(node: Node | None) -> str:
+    """The upper-cased text of a word ("" for anything else)."""
+    return node.upper if isinstance(node, Token) else ""
 
 
 def split(nodes: Sequence[Node], separator: str = ",") -> list[list[Node]]:
@@ -342,15 +347,6 @@ def find_word(nodes: Sequence[Node], *words: str, start: int = 0) -> int:
         if is_word(nodes[i], *words):
             return i
     return -1
-
-
-def walk(nodes: Sequence[Node]) -> Iterator[Token]:
-    """All tokens, depth first."""
-    for node in nodes:
-        if isinstance(node, Group):
-            yield from walk(node.items)
-        else:
-            yield node
 
 
 def position(nodes: Sequence[Node], default: int = 0) -> int:
@@ -412,9 +408,11 @@ class Cursor:
             raise self.error(f"Expected {op!r}")
 
     def name(self, what: str = "a name") -> str:
+        """An identifier: quoted, or a word GoogleSQL does not reserve."""
         node = self.peek()
-        if not isinstance(node, Token) or node.kind not in (IDENT, QIDENT):
+        if not is_name(node):
             raise self.error(f"Expected {what}")
+        assert isinstance(node, Token)
         self.i += 1
         return node.text
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 
@@ -39,6 +39,8 @@ from ._sqltokens import (
     split,
     sql_literal,
     syntax_error,
+    text_of,
+    word_of,
 )
 from ._values import EngineError, TypeMsg
 
@@ -63,7 +65,6 @@ _COMPARISONS = frozenset({"=", "!=", "<>", "<", "<=", ">", ">="})
 _BOOLEAN_WORDS = frozenset({"AND", "OR", "NOT", "IS", "IN", "LIKE", "BETWEEN", "EXISTS"})
 _ARITHMETIC = frozenset({"+", "-", "*", "%"})
 _BITWISE = frozenset({"&", "|", "^", "~", "<<", ">>"})
-_COERCED = frozenset({v.TIMESTAMP, v.DATE, v.NUMERIC, v.JSON, v.UUID})
 
 INT64 = v.scalar_type(v.INT64)
 FLOAT64 = v.scalar_type(v.FLOAT64)
@@ -301,7 +302,6 @@ class Translation:
     dml: str | None = None  # "INSERT", "UPDATE" or "DELETE"
     table: str | None = None  # the table DML changes
     returning: bool = False
-    upsert_keys: list[str] = field(default_factory=list)
 
 
 def translate(sql: str, catalog: Catalog, param_types: Mapping[str, TypeMsg]) -> Translation:
@@ -317,7 +317,7 @@ def translate(sql: str, catalog: Catalog, param_types: Mapping[str, TypeMsg]) ->
         return translator.update(nodes)
     if is_word(first, "DELETE"):
         return translator.delete(nodes)
-    if is_word(first, "SELECT", "WITH") or is_group(first):
+    if _is_query(nodes):
         text, columns = translator.query(nodes, None)
         return Translation(text, translator.params, columns)
     if is_word(first, "CREATE", "ALTER", "DROP", "GRANT", "REVOKE", "RENAME", "ANALYZE"):
@@ -327,7 +327,18 @@ def translate(sql: str, catalog: Catalog, param_types: Mapping[str, TypeMsg]) ->
 
 
 def _is_query(nodes: Sequence[Node]) -> bool:
-    return bool(nodes) and (is_word(nodes[0], "SELECT", "WITH") or is_group(nodes[0]))
+    """Whether ``nodes`` are a query: SELECT ..., WITH ..., or (query) [UNION | ORDER BY ...]."""
+    if not nodes:
+        return False
+    first = nodes[0]
+    if is_word(first, "SELECT", "WITH"):
+        return True
+    return (
+        isinstance(first, Group)
+        and first.open == "("
+        and _is_query(first.items)
+        and (len(nodes) == 1 or is_word(nodes[1], "UNION", "EXCEPT", "INTERSECT", "ORDER", "LIMIT"))
+    )
 
 
 class _Translator:
@@ -364,14 +375,14 @@ class _Translator:
     def identifier(name: str) -> str:
         return quote_ident(name) if name.upper() in _SQLITE_RESERVED else name
 
-    def number(self, token: Token) -> str:
+    def number(self, token: Token, *, negated: bool = False) -> str:
         text = token.text
         if text[:2].lower() == "0x" or text.isdigit():
             try:
                 value = int(text, 16) if text[:2].lower() == "0x" else int(text)
             except ValueError:
                 raise self.error(token, f"Invalid integer literal {text!r}") from None
-            if value >= 2**63:
+            if value >= 2**63 + negated:
                 raise _invalid(f"Invalid integer literal: {text} is out of range for INT64")
             return str(value)
         if not text[-1].isdigit() and text[-1] != ".":
@@ -438,7 +449,7 @@ class _Translator:
                     i += 2  # SAFE.FUNCTION(...) runs FUNCTION(...)
                     continue
                 if is_op(after, ".") and i + 3 < n and is_group(nodes[i + 3]):
-                    raise _invalid(f"Function not found: {node.text}.{nodes[i + 2].text}")  # type: ignore[union-attr]
+                    raise _invalid(f"Function not found: {node.text}.{text_of(nodes[i + 2])}")
                 if word in _NO_PAREN_FUNCTIONS:
                     out.append(FUNCTIONS[word].emit([]))
                 elif word in ("STRUCT", "INTERVAL", "EXTRACT", "UNNEST", "ARRAY", "RECURSIVE"):
@@ -457,7 +468,7 @@ class _Translator:
             elif kind in (STRING, BYTES):
                 out.append(sql_literal(node.value))
             elif kind == NUMBER:
-                out.append(self.number(node))
+                out.append(self.number(node, negated=bool(out) and out[-1] == "-"))
             elif kind == PARAM:
                 out.append(self.param(node.text))
             elif node.text == "/":
@@ -543,7 +554,7 @@ class _Translator:
             if isinstance(first, Token) and first.kind == IDENT and isinstance(second, Group):
                 return self._call_type(first, second, scope)
             if is_word(first, *_TYPED_LITERALS) and isinstance(second, Token):
-                return v.scalar_type(_TYPED_LITERALS[first.upper])  # type: ignore[union-attr]
+                return v.scalar_type(_TYPED_LITERALS[word_of(first)])
             if is_word(first, "NOT"):
                 return BOOL
             if is_op(first, "-", "+"):
@@ -551,13 +562,18 @@ class _Translator:
             if is_word(first, "SAFE") or is_word(first, "ARRAY"):
                 return None
         if len(nodes) == 3 and is_op(second, ".") and (is_name(first) or _is_qident(first)):
-            source = scope.source(first.text)  # type: ignore[union-attr]
+            source = scope.source(text_of(first))
             if source is not None and isinstance(nodes[2], Token):
                 column = source.by_name.get(nodes[2].text.lower())
                 return column.type if column else None
         if is_word(first, "CASE") and is_word(nodes[-1], "END"):
             return self._case_type(nodes[1:-1], scope)
         if is_word(first, "ARRAY") and is_group(nodes[-1], "["):
+            declared = nodes[2] if len(nodes) == 5 and is_op(second, "<") else None
+            if isinstance(declared, Token) and declared.kind == IDENT:
+                code = v.SCALAR_NAMES.get(declared.upper)
+                if code is not None:
+                    return v.array_type(v.scalar_type(code))
             return self._atom_type(nodes[-1], scope)
         operators = _top_operators(nodes)
         if operators & _COMPARISONS or operators & _BOOLEAN_WORDS:
@@ -740,7 +756,7 @@ class _Translator:
         if is_word(nodes[1] if len(nodes) > 1 else None, "AS"):
             raise _unimplemented("SELECT AS STRUCT and SELECT AS VALUE are not supported")
         if is_word(nodes[1] if len(nodes) > 1 else None, "ALL", "DISTINCT"):
-            head += " " + nodes[1].text.upper()  # type: ignore[union-attr]
+            head += " " + word_of(nodes[1])
             i = 2
         list_end = find_word(nodes, "FROM", *_QUERY_CLAUSES, start=i)
         list_end = len(nodes) if list_end < 0 else list_end
@@ -809,7 +825,7 @@ class _Translator:
             elif is_word(node, *_JOIN_WORDS):
                 words = []
                 while k < n and is_word(nodes[k], *_JOIN_WORDS, "OUTER"):
-                    words.append(nodes[k].text.upper())  # type: ignore[union-attr]
+                    words.append(word_of(nodes[k]))
                     k += 1
                     if words[-1] == "JOIN":
                         break
@@ -823,8 +839,8 @@ class _Translator:
                     end += 1
                 out.append("ON " + self.expr(nodes[k + 1 : end], scope))
                 k = end
-            elif is_word(node, "USING") and k + 1 < n and isinstance(nodes[k + 1], Group):
-                names = [_single_name(self, part) for part in split(nodes[k + 1].items)]  # type: ignore[union-attr]
+            elif is_word(node, "USING") and isinstance(using := _at(nodes, k + 1), Group):
+                names = [_single_name(self, part) for part in split(using.items)]
                 scope.sources[-1].hidden.update(name.lower() for name in names)
                 out.append("USING (" + ", ".join(quote_ident(name) for name in names) + ")")
                 k += 2
@@ -872,7 +888,7 @@ class _Translator:
         path = [node.text]
         k += 1
         while k + 1 < len(nodes) and is_op(nodes[k], ".") and isinstance(nodes[k + 1], Token):
-            path.append(nodes[k + 1].text)  # type: ignore[union-attr]
+            path.append(text_of(nodes[k + 1]))
             k += 2
         alias, k = self.alias(nodes, k)
         if len(path) == 2 and path[0].upper() == "INFORMATION_SCHEMA":
@@ -898,7 +914,7 @@ class _Translator:
                 raise self.error(name, "Expected an alias after AS")
             return name.text, k + 2
         if (is_name(node) and not is_word(node, *_QUERY_CLAUSES)) or _is_qident(node):
-            return node.text, k + 1  # type: ignore[union-attr]
+            return text_of(node), k + 1
         return None, k
 
     def information_schema(self, name: str) -> tuple[str, list[Column]]:
@@ -976,12 +992,11 @@ class _Translator:
         if len(nodes) == 1 and is_word(nodes[0], "DEFAULT"):
             return column.default_sql or "NULL"
         sql = self.expr(nodes, scope)
-        code = _code(column.type)
-        if code in _COERCED:
-            source = self.type_of(nodes, scope)
-            if v.type_key(source) != v.type_key(column.type):
-                return f"spanpool_cast({sql}, {code}, {_code(source)})"
-        return sql
+        source = self.type_of(nodes, scope)
+        if v.type_key(source) == v.type_key(column.type):
+            return sql
+        code, element = v.type_key(column.type)
+        return f"spanpool_store({sql}, {code}, {element})"
 
     def insert(self, nodes: Sequence[Node]) -> Translation:
         k = 1
@@ -989,7 +1004,7 @@ class _Translator:
         if is_word(_at(nodes, 1), "OR"):
             if not is_word(_at(nodes, 2), "UPDATE", "IGNORE"):
                 raise self.error(_at(nodes, 2), "Expected INSERT OR UPDATE or INSERT OR IGNORE")
-            mode = nodes[2].upper  # type: ignore[union-attr]
+            mode = word_of(nodes[2])
             k = 3
         if is_word(_at(nodes, k), "INTO"):
             k += 1
@@ -1158,7 +1173,7 @@ def _is_qident(node: Node | None) -> bool:
 def _single_name(translator: _Translator, nodes: Sequence[Node]) -> str:
     if len(nodes) != 1 or not (is_name(nodes[0]) or _is_qident(nodes[0])):
         raise translator.error(_at(nodes, 0), "Expected a column name")
-    return nodes[0].text  # type: ignore[union-attr]
+    return text_of(nodes[0])
 
 
 def _then_return(nodes: Sequence[Node], start: int) -> int:
@@ -1216,7 +1231,7 @@ def _split_alias(item: list[Node]) -> tuple[list[Node], str | None]:
                 or before.upper in ("END", "NULL", "TRUE", "FALSE")
             )
         ):
-            return item[:-1], item[-1].text  # type: ignore[union-attr]
+            return item[:-1], text_of(item[-1])
     return item, None
 
 
@@ -1226,7 +1241,7 @@ def _implicit_name(nodes: Sequence[Node]) -> str:
     if not (is_name(last) or _is_qident(last)):
         return ""
     if len(nodes) == 1 or (len(nodes) >= 3 and is_op(nodes[-2], ".")):
-        return last.text  # type: ignore[union-attr]
+        return text_of(last)
     return ""
 
 

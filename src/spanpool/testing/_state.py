@@ -25,32 +25,20 @@ from pathlib import Path
 
 import grpc
 
+from .._labels import label_problem
 from . import _engine
 from ._status import SpannerError, aborted, failed_precondition, invalid, session_not_found
 
-_LABEL_KEY = re.compile(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?")
-_LABEL_VALUE = re.compile(r"([a-z0-9]([-_a-z0-9]{0,61}[a-z0-9])?)?")
 _DATABASE_NAME = re.compile(r"projects/[^/]+/instances/[^/]+/databases/([A-Za-z][A-Za-z0-9_\-]*)")
-MAX_LABELS = 64
 
 ACTIVE, COMMITTED, ROLLED_BACK, ABORTED = "active", "committed", "rolled back", "aborted"
 
 
 def validate_labels(labels: Mapping[str, str]) -> None:
     """Check session labels the way Cloud Spanner does; raise INVALID_ARGUMENT otherwise."""
-    if len(labels) > MAX_LABELS:
-        raise invalid(f"A session can have at most {MAX_LABELS} labels, got {len(labels)}.")
-    for key, value in labels.items():
-        if not _LABEL_KEY.fullmatch(key):
-            raise invalid(
-                f"Invalid label key {key!r}: keys must be 1-63 characters of lowercase letters, "
-                "digits and dashes, starting with a letter and not ending with a dash."
-            )
-        if not _LABEL_VALUE.fullmatch(value):
-            raise invalid(
-                f"Invalid value {value!r} for label {key!r}: values must be at most 63 "
-                "characters of lowercase letters, digits, underscores and dashes."
-            )
+    problem = label_problem(labels)
+    if problem is not None:
+        raise invalid(problem)
 
 
 class Timestamps:

@@ -522,15 +522,6 @@ def infer_type(values: Iterable[object]) -> TypeMsg:
 # --- values computed inside SQLite (GoogleSQL functions) ---------------------------------------
 
 
-def from_json_element(element: object) -> object:
-    """Storage form of an element taken out of a stored array (booleans become 0/1)."""
-    if isinstance(element, bool):
-        return int(element)
-    if isinstance(element, (list, dict)):
-        return json.dumps(element, separators=(",", ":"), ensure_ascii=False)
-    return element
-
-
 def format_float(number: float) -> str:
     """GoogleSQL's CAST(FLOAT64 AS STRING) text."""
     if math.isnan(number):
@@ -650,3 +641,52 @@ def cast_value(value: object, target: int, source: int) -> object:
     if target == UUID:
         return canonical_uuid(str(value))
     raise ValueError(f"Cannot cast to {_CODE_NAMES.get(target, target)}")
+
+
+_STORAGE_KINDS = {int: "INT64", float: "FLOAT64", str: "STRING", bytes: "BYTES"}
+
+
+def store_value(value: object, target: int, element: int = TYPE_CODE_UNSPECIFIED) -> object:
+    """Check and convert a value DML writes into a column of type ``target``.
+
+    Unlike ``cast_value`` this refuses values of another kind (a FLOAT64 into an INT64
+    column), but it accepts the text of untyped parameters, as Cloud Spanner coerces those.
+    """
+    if value is None:
+        return None
+    kind = _STORAGE_KINDS.get(type(value), type(value).__name__)
+    if target == INT64:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            return _to_int64(value, STRING)
+    elif target in _FLOATS:
+        if isinstance(value, (int, float, str)):
+            return _to_float64(value)
+    elif target == BOOL:
+        if isinstance(value, int) and value in (0, 1):
+            return value
+        if isinstance(value, str):
+            return _to_bool_value(value)
+    elif target == STRING:
+        if isinstance(value, str):
+            return value
+    elif target == BYTES:
+        if isinstance(value, bytes):
+            return value
+        if isinstance(value, str):
+            return decode_bytes(value)
+    elif target == ARRAY:
+        if isinstance(value, str):
+            try:
+                elements = json.loads(value)
+            except ValueError:
+                elements = None
+            if isinstance(elements, list):
+                if element in (TIMESTAMP, DATE, NUMERIC, JSON):
+                    return dump_array(cast_value(e, element, STRING) for e in elements)
+                return value
+    elif not isinstance(value, bytes):
+        return cast_value(value, target, STRING)
+    column = _CODE_NAMES.get(target, "ARRAY")
+    raise ValueError(f"Cannot write a {kind} value into a column of type {column}")

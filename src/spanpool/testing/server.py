@@ -8,8 +8,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,7 +23,7 @@ from ._control import Control, RequestRecord
 from ._spanner_service import SpannerService
 from ._state import Backend
 
-__all__ = ["LocalSpanner", "RequestRecord", "connect", "serve_in_process"]
+__all__ = ["LocalSpanner", "RequestRecord", "ServerProcess", "connect", "serve_in_process"]
 
 DEFAULT_PROJECT = "test-project"
 DEFAULT_INSTANCE = "test-instance"
@@ -54,9 +55,17 @@ def connect(
     return client.instance(instance).database(database_id, pool=pool, **database_options)
 
 
+@dataclass(frozen=True)
+class ServerProcess:
+    """A ``spanpool serve`` child process: where it listens, and its pid."""
+
+    endpoint: str
+    pid: int
+
+
 @contextmanager
-def serve_in_process(*options: str, timeout: float = 30.0) -> Iterator[str]:
-    """Run ``spanpool serve OPTIONS...`` in a child process and yield its endpoint.
+def serve_in_process(*options: str, timeout: float = 30.0) -> Iterator[ServerProcess]:
+    """Run ``spanpool serve OPTIONS...`` in a child process; yields its endpoint and pid.
 
     A server in its own process does not compete with the client for the interpreter lock,
     which is what benchmarks want. The process is stopped with SIGTERM on exit.
@@ -71,7 +80,7 @@ def serve_in_process(*options: str, timeout: float = 30.0) -> Iterator[str]:
         endpoint = process.stdout.readline().strip()
         if not endpoint:
             raise RuntimeError(f"spanpool serve exited with status {process.wait(timeout)}")
-        yield endpoint
+        yield ServerProcess(endpoint, process.pid)
     finally:
         process.terminate()
         try:

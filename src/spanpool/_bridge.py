@@ -1,0 +1,221 @@
+"""The one module that knows google-cloud-spanner's objects and private fields.
+
+Everything the pools ask of Spanner goes through here: build a session object, create
+sessions in batches, check, ping and delete one, begin a transaction, and tell whether an
+error means "this session is gone". When the official client changes, this file changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from google.api_core import exceptions
+from google.cloud.spanner_v1 import _helpers
+from google.cloud.spanner_v1.session import Session
+from google.cloud.spanner_v1.types import spanner as spanner_types
+
+log = logging.getLogger("spanpool")
+
+MAX_BATCH = 100
+"""Cloud Spanner creates at most 100 sessions per BatchCreateSessions call."""
+
+_SESSION_RESOURCE = "type.googleapis.com/google.spanner.v1.Session"
+
+FRESH_TRANSACTION = 8.0
+"""Cloud Spanner aborts a read-write transaction left idle for about 10 s: a pre-begun
+transaction older than this is not handed out."""
+
+
+class PooledSession(Session):
+    """The official ``Session``, remembering which pool it belongs to.
+
+    The pool learns through ``exists()`` and ``delete()`` when a checked-out session is gone,
+    so it can replace it instead of handing it out again.
+    """
+
+    _spanpool_owner: Any = None
+    _spanpool_last_used: float = 0.0
+    _spanpool_transaction: tuple[Any, float] | None = None
+
+    def transaction(self, *args: Any, **kwargs: Any) -> Any:
+        """The transaction a pool began for this session, if still fresh; else a new one."""
+        prebegun = self._spanpool_transaction
+        if prebegun is not None:
+            self._spanpool_transaction = None
+            if has_fresh_transaction(prebegun):
+                return prebegun[0]
+        return super().transaction(*args, **kwargs)
+
+    def exists(self) -> bool:
+        found: bool = super().exists()  # type: ignore[no-untyped-call]
+        if not found and self._spanpool_owner is not None:
+            self._spanpool_owner._session_gone(self)
+        return found
+
+    def delete(self) -> None:
+        owner = self._spanpool_owner
+        try:
+            super().delete()  # type: ignore[no-untyped-call]
+        except exceptions.NotFound:
+            pass
+        finally:
+            if owner is not None:
+                owner._session_gone(self)
+
+
+def new_session(database: Any, labels: dict[str, str], role: str | None, owner: Any) -> Session:
+    """An uncreated session object for ``database`` with the pool's labels and role."""
+    role = role or database.database_role
+    session = PooledSession(database=database, labels=labels, database_role=role)  # type: ignore[no-untyped-call]
+    session._spanpool_owner = owner
+    return session
+
+
+def session_database(session: Any) -> Any:
+    return getattr(session, "_database", None)
+
+
+def owner_of(session: Any) -> Any:
+    return getattr(session, "_spanpool_owner", None)
+
+
+def detach(session: Any) -> None:
+    """Forget the owner, so that deleting the session no longer reports to a pool."""
+    if isinstance(session, PooledSession):
+        session._spanpool_owner = None
+
+
+def _metadata(database: Any) -> list[tuple[str, str]]:
+    metadata: list[tuple[str, str]] = _helpers._metadata_with_prefix(database.name)
+    if database._route_to_leader_enabled:
+        metadata.append(_helpers._metadata_with_leader_aware_routing(True))
+    return metadata
+
+
+def batch_create(
+    database: Any,
+    count: int,
+    labels: dict[str, str],
+    role: str | None,
+    owner: Any,
+    on_created: Callable[[list[Session]], None],
+    *,
+    parallelism: int = 4,
+) -> int:
+    """Create ``count`` sessions with BatchCreateSessions, at most 100 per call, with up to
+    ``parallelism`` calls in flight, looping when the server returns fewer than asked.
+
+    ``on_created`` receives each batch as soon as it arrives, so a later failure loses
+    nothing already created. Returns how many were created; raises the first error after
+    the calls in flight have finished.
+    """
+    role = role or database.database_role
+    template = spanner_types.Session(labels=labels, creator_role=role or "")
+    metadata = _metadata(database)
+    api = database.spanner_api
+
+    def create(n: int) -> int:
+        made = 0
+        while made < n:
+            request = spanner_types.BatchCreateSessionsRequest(
+                database=database.name,
+                session_count=min(n - made, MAX_BATCH),
+                session_template=template,
+            )
+            response = api.batch_create_sessions(request=request, metadata=metadata)
+            if not response.session:
+                raise RuntimeError("BatchCreateSessions returned no session")
+            batch = []
+            for session_pb in response.session:
+                session = new_session(database, labels, role, owner)
+                session._session_id = session_pb.name.rsplit("/", 1)[-1]
+                batch.append(session)
+            on_created(batch)
+            made += len(batch)
+        return made
+
+    chunks = [MAX_BATCH] * (count // MAX_BATCH) + ([count % MAX_BATCH] if count % MAX_BATCH else [])
+    if len(chunks) <= 1:
+        return create(count) if count else 0
+    created = 0
+    first_error: BaseException | None = None
+    with ThreadPoolExecutor(min(parallelism, len(chunks)), "spanpool-create") as executor:
+        for future in [executor.submit(create, n) for n in chunks]:
+            try:
+                created += future.result()
+            except BaseException as exc:  # keep waiting for the others; raise the first
+                first_error = first_error or exc
+    if first_error is not None:
+        raise first_error
+    return created
+
+
+def create(session: Session) -> None:
+    session.create()
+
+
+def exists(session: Session) -> bool:
+    return bool(Session.exists(session))
+
+
+def ping(session: Session) -> bool:
+    """Refresh the session with ``SELECT 1``; False when the server no longer has it."""
+    try:
+        session.ping()
+    except exceptions.NotFound as exc:
+        if is_session_not_found(exc):
+            return False
+        raise
+    return True
+
+
+def delete(session: Session) -> None:
+    """Delete the session on the server; a session already gone is fine."""
+    if session.session_id is None:
+        return
+    with contextlib.suppress(exceptions.NotFound):
+        Session.delete(session)
+
+
+def begin_transaction(session: Session) -> Any:
+    """A read-write transaction of ``session``, begun on the server."""
+    transaction = session.transaction()
+    transaction.begin()
+    return transaction
+
+
+def transaction_is_usable(transaction: Any) -> bool:
+    return (
+        transaction is not None
+        and transaction._transaction_id is not None
+        and transaction.committed is None
+        and not transaction.rolled_back
+    )
+
+
+def has_fresh_transaction(prebegun: tuple[Any, float] | None) -> bool:
+    """Whether a (transaction, begun at) pair can still be used for statements."""
+    return (
+        prebegun is not None
+        and time.monotonic() - prebegun[1] < FRESH_TRANSACTION
+        and transaction_is_usable(prebegun[0])
+    )
+
+
+def is_session_not_found(exc: BaseException) -> bool:
+    """Whether ``exc`` says the session no longer exists on the server."""
+    if not isinstance(exc, exceptions.NotFound):
+        return False
+    for detail in getattr(exc, "details", None) or ():
+        if getattr(detail, "resource_type", None) == _SESSION_RESOURCE:
+            return True
+    return "Session not found" in str(exc)
+
+
+def is_multiplexed(session: Any) -> bool:
+    return bool(getattr(session, "is_multiplexed", False))
