@@ -334,9 +334,7 @@ def test_invalid_labels_are_rejected(
         database.session(labels=labels).create()
 
 
-def test_labels_and_creator_role_are_recorded(
-    server: LocalSpanner, regular_sessions: None
-) -> None:
+def test_labels_and_creator_role_are_recorded(server: LocalSpanner, regular_sessions: None) -> None:
     database = server.database("roles", database_role="reader")
     session = database.session(labels={"team": "payments", "env": "test-1"})
     session.create()
