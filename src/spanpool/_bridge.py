@@ -40,6 +40,7 @@ class PooledSession(Session):
 
     _spanpool_owner: Any = None
     _spanpool_last_used: float = 0.0
+    _spanpool_pooled: bool = False  # made by the pool itself, not by `pool._new_session()`
     _spanpool_transaction: tuple[Any, float] | None = None
 
     def transaction(self, *args: Any, **kwargs: Any) -> Any:
@@ -156,7 +157,19 @@ def batch_create(
 
 
 def create(session: Session) -> None:
-    session.create()
+    """Create ``session`` on the server with its labels and database role.
+
+    ``Session.create`` of the client sends the database's role, not the session's.
+    """
+    database = session._database
+    request = spanner_types.CreateSessionRequest(
+        database=database.name,
+        session=spanner_types.Session(
+            labels=session.labels, creator_role=session.database_role or ""
+        ),
+    )
+    created = database.spanner_api.create_session(request=request, metadata=_metadata(database))
+    session._session_id = created.name.rsplit("/", 1)[-1]
 
 
 def exists(session: Session) -> bool:

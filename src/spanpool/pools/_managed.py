@@ -164,6 +164,7 @@ class ManagedPool(AbstractSessionPool):
             now = self._clock()
             for session in batch:
                 session._spanpool_last_used = now
+                session._spanpool_pooled = True
                 with lock:
                     permit = pending.pop() if pending else None
                 if permit is None or not self._core.created_idle(permit, session):
@@ -203,6 +204,7 @@ class ManagedPool(AbstractSessionPool):
 
     def _create_for(self, permit: CreationPermit[Any]) -> Any:
         session = self._new_session()
+        session._spanpool_pooled = True
         try:
             _bridge.create(session)
         except BaseException:
@@ -227,7 +229,7 @@ class ManagedPool(AbstractSessionPool):
     def put(self, session: Any) -> None:
         """Return a checked-out session. A session of another pool or database, or one
         returned twice, raises :class:`~spanpool.errors.NotCheckedOut`."""
-        if _bridge.owner_of(session) is not self:
+        if getattr(session, "_spanpool_owner", None) is not self or not session._spanpool_pooled:
             self._adopt_or_refuse(session)
             return
         session._spanpool_last_used = self._clock()
@@ -244,12 +246,14 @@ class ManagedPool(AbstractSessionPool):
             session is not None
             and _bridge.session_database(session) is self._database
             and getattr(session, "session_id", None) is not None
-            and _bridge.owner_of(session) is None
             and isinstance(session, _bridge.PooledSession)
+            and _bridge.owner_of(session) in (None, self)
+            and not session._spanpool_pooled
         ):
             permits = self._core.reserve(1)
             if permits and self._core.created_idle(permits[0], session):
                 session._spanpool_owner = self
+                session._spanpool_pooled = True
                 session._spanpool_last_used = self._clock()
                 return
             raise PoolFull(f"{self._name} is full: it cannot take {session.name} in")
