@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import threading
@@ -9,7 +10,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .pools import FixedSizePool
 from .testing import LocalSpanner
+
+# The official Database takes its sessions from the pool only when multiplexed sessions are
+# off; the demo shows spanpool's pool at work.
+_REGULAR_SESSIONS = {
+    "GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS": "false",
+    "GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS_FOR_RW": "false",
+    "GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS_PARTITIONED_OPS": "false",
+}
 
 SCHEMA = [
     "CREATE TABLE Accounts (Id INT64 NOT NULL, Owner STRING(MAX), Balance INT64 NOT NULL) "
@@ -97,9 +107,12 @@ def run_demo(*, threads: int = 6, seconds: float = 5.0, accounts: int = 20) -> i
         return 2
     out = sys.stdout
     interactive = out.isatty()
+    os.environ.update(_REGULAR_SESSIONS)
     with LocalSpanner(ddl=SCHEMA, lock_timeout=0.02) as server:
         print(f"LocalSpanner listening on {server.endpoint}", file=out)
-        database = server.database("demo")
+        pool = FixedSizePool(size=max(2, threads // 2), default_timeout=30)
+        database = server.database("demo", pool=pool)
+        print(f"spanpool FixedSizePool(size={pool.size}) bound: {server.session_count()} sessions")
         with database.batch() as batch:
             batch.insert(
                 "Accounts",
@@ -139,15 +152,29 @@ def run_demo(*, threads: int = 6, seconds: float = 5.0, accounts: int = 20) -> i
         out.write(("\r" if interactive else "") + _progress(elapsed, seconds, tally, aborts, True))
         total = total_balance(database)
         counts = server.request_counts()
+        stats = pool.get_stats()
         print(f"transactions committed: {tally.transfers}", file=out)
         print(f"snapshot reads:         {tally.reads}", file=out)
         print(f"aborts retried:         {aborts}", file=out)
         print(f"sessions created:       {server.sessions_created()}", file=out)
         print(f"RPCs:                   {sum(counts.values())} ({_top(counts)})", file=out)
+        print(
+            f"pool checkouts:         {stats['requests_num']} (waited: "
+            f"{stats['requests_waiting_total']}, longest wait {stats['requests_wait_max_ms']} ms,"
+            " no RPC on a checkout)",
+            file=out,
+        )
+        pool.close()
+        print(f"sessions left on the server after pool.close(): {server.session_count()}", file=out)
         print(f"total balance:          {total} (expected {expected})", file=out)
         for error in tally.errors[:5]:
             print(f"error: {error}", file=out)
-        ok = total == expected and not tally.errors and tally.transfers > 0
+        ok = (
+            total == expected
+            and not tally.errors
+            and tally.transfers > 0
+            and server.session_count() == 0
+        )
         print("OK" if ok else "FAILED", file=out)
         return 0 if ok else 1
 
