@@ -307,14 +307,22 @@ class ManagedPool(AbstractSessionPool):
 
     def ping(self) -> None:
         """Refresh (``SELECT 1``) idle sessions unused for the ping interval, concurrently,
-        and replace those the server no longer has. Never blocks ``get()``: only the due
-        sessions are taken, never the whole pool."""
+        and replace those the server no longer has.
+
+        Never blocks ``get()``: sessions are pinged in rounds of half the pool at most, and a
+        quarter of the idle sessions stays available to callers throughout.
+        """
         self._check_usable()
         interval = self._keepalive_interval
         if interval is None:
             return
-        due = self._core.take_idle_older_than(interval, self.size or 1_000_000, keep=0)
-        self._refresh(due)
+        size = self.size or 8
+        per_round, keep = max(1, size // 2), size // 4
+        for _ in range(4 * size):  # bounded: each round refreshes at least one session
+            due = self._core.take_idle_older_than(interval, per_round, keep=keep)
+            if not due:
+                return
+            self._refresh(due)
 
     def _refresh(self, sessions: list[Any]) -> None:
         if not sessions:
