@@ -41,6 +41,16 @@ class PooledSession(Session):
     _spanpool_owner: Any = None
     _spanpool_last_used: float = 0.0
     _spanpool_pooled: bool = False  # made by the pool itself, not by `pool._new_session()`
+    _spanpool_gone: bool = False  # the server said it no longer has this session
+
+    def run_in_transaction(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().run_in_transaction(func, *args, **kwargs)  # type: ignore[no-untyped-call]
+        except exceptions.NotFound as exc:
+            if is_session_not_found(exc):
+                self._spanpool_gone = True
+            raise
+
     _spanpool_transaction: tuple[Any, float] | None = None
 
     def transaction(self, *args: Any, **kwargs: Any) -> Any:

@@ -62,8 +62,12 @@ def _run_all(work: Callable[[Any], R], items: Iterable[Any]) -> list[R | BaseExc
 
     if len(items) <= 1:
         return [guarded(item) for item in items]
-    with ThreadPoolExecutor(min(_PARALLEL_RPCS, len(items)), "spanpool-rpc") as executor:
-        return list(executor.map(guarded, items))
+    try:
+        with ThreadPoolExecutor(min(_PARALLEL_RPCS, len(items)), "spanpool-rpc") as executor:
+            return list(executor.map(guarded, items))
+    except RuntimeError:
+        # At interpreter exit no new thread may start: one after another still works.
+        return [guarded(item) for item in items]
 
 
 def _close_at_exit(pool_ref: weakref.ref[ManagedPool]) -> None:
@@ -122,7 +126,10 @@ class ManagedPool(AbstractSessionPool):
         self._replaced = 0
         self._pings = 0
         self._pings_failed = 0
-        self._leaks_reported: set[int] = set()
+        self._leaks_reported: set[tuple[int, float]] = set()
+        # Sessions last used before this time are checked before they are handed out: set
+        # when the server reported a session lost, since it may have lost others too.
+        self._verify_before = -math.inf
         self._want_maintenance = maintenance
         self._worker: Any = None
         self._exit_hook: Callable[[], None] | None = None
@@ -133,7 +140,7 @@ class ManagedPool(AbstractSessionPool):
         """Associate the pool with ``database`` and create its sessions (concurrently, at most
         100 per call). A session creation that fails raises, and keeps those created."""
         self._check_usable()
-        if self._database is not None and self._database is not database:
+        if self._database is not None and self._database.name != database.name:
             raise PoolUsageError(
                 f"{self._name} is already bound to {self._database.name}; use one pool per database"
             )
@@ -141,10 +148,10 @@ class ManagedPool(AbstractSessionPool):
         if self._exit_hook is None:
             self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
             atexit.register(self._exit_hook)
-        if self._fill_on_bind:
-            self.fill()
         if self._want_maintenance:
             self.start_maintenance()
+        if self._fill_on_bind:
+            self.fill()
 
     def fill(self) -> int:
         """Create sessions until the pool holds ``size`` of them; returns how many."""
@@ -193,12 +200,12 @@ class ManagedPool(AbstractSessionPool):
             got: Any = core.acquire(timeout)
             if type(got) is CreationPermit:
                 return self._create_for(got)
+            last_used = got._spanpool_last_used
             max_age = self._max_age
             if (
-                max_age is not None
-                and self._clock() - got._spanpool_last_used >= max_age
-                and not self._still_exists(got)
-            ):
+                (max_age is not None and self._clock() - last_used >= max_age)
+                or last_used < self._verify_before
+            ) and not self._still_exists(got):
                 continue
             return got
 
@@ -221,6 +228,7 @@ class ManagedPool(AbstractSessionPool):
             self._core.release(session)
             raise
         if found:
+            session._spanpool_last_used = self._clock()
             return True
         self._core.discard(session)
         self._count_replaced()
@@ -231,6 +239,9 @@ class ManagedPool(AbstractSessionPool):
         returned twice, raises :class:`~spanpool.errors.NotCheckedOut`."""
         if getattr(session, "_spanpool_owner", None) is not self or not session._spanpool_pooled:
             self._adopt_or_refuse(session)
+            return
+        if session._spanpool_gone:
+            self._session_gone(session)
             return
         session._spanpool_last_used = self._clock()
         if not self._core.release(session, self._max_idle()):
@@ -271,6 +282,7 @@ class ManagedPool(AbstractSessionPool):
 
     def _session_gone(self, session: Any) -> None:
         """A checked-out session was deleted or lost on the server: forget it."""
+        self._verify_before = self._clock()
         try:
             self._core.discard(session)
         except NotCheckedOut:
@@ -317,7 +329,7 @@ class ManagedPool(AbstractSessionPool):
         if interval is None:
             return
         size = self.size or 8
-        per_round, keep = max(1, size // 2), size // 4
+        per_round, keep = max(1, size // 2), max(1, size // 4)
         for _ in range(4 * size):  # bounded: each round refreshes at least one session
             due = self._core.take_idle_older_than(interval, per_round, keep=keep)
             if not due:
@@ -354,6 +366,7 @@ class ManagedPool(AbstractSessionPool):
 
     def clear(self) -> None:
         """Delete the idle sessions (concurrently). Sessions in use are not touched."""
+        self._check_usable()
         idle = self._core.take_idle(1_000_000, keep=0)
         for session in idle:
             self._core.discard(session)
@@ -363,6 +376,8 @@ class ManagedPool(AbstractSessionPool):
         """Stop maintenance and delete the pool's sessions; sessions still checked out are
         deleted when they are returned. Further ``get()`` raise
         :class:`~spanpool.errors.PoolClosed`."""
+        if self._core.forked:
+            return  # the sessions are the parent's: leave them to it
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.stop()
@@ -419,7 +434,7 @@ class ManagedPool(AbstractSessionPool):
             per_round = max(
                 1, math.ceil((self.size or 10) * self.maintenance_interval() / interval)
             )
-            self._refresh(self._core.take_idle_older_than(interval, per_round, keep=0))
+            self._refresh(self._core.take_idle_older_than(interval, per_round, keep=1))
         self._top_up()
         self.check_leaks()
 
@@ -437,7 +452,7 @@ class ManagedPool(AbstractSessionPool):
             return 0
         overdue = self._core.overdue(self._leak_threshold)
         for checkout in overdue:
-            key = id(checkout.item)
+            key = (id(checkout.item), checkout.since)
             if key in self._leaks_reported:
                 continue
             self._leaks_reported.add(key)

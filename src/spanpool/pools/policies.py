@@ -170,8 +170,11 @@ class TransactionPingingPool(PingingPool):
 
     def begin_pending_transactions(self) -> int:
         """Begin a transaction for each idle session that has none; returns how many."""
+        return self._begin_pending(keep=0)
+
+    def _begin_pending(self, keep: int) -> int:
         pending = self._core.take_idle(
-            1_000_000, lambda session, _: not _has_fresh_transaction(session), keep=0
+            1_000_000, lambda session, _: not _has_fresh_transaction(session), keep=keep
         )
         if not pending:
             return 0
@@ -192,12 +195,12 @@ class TransactionPingingPool(PingingPool):
 
     def ping(self) -> None:
         super().ping()
-        self.begin_pending_transactions()
+        self._begin_pending(keep=1)
 
     def maintain(self) -> None:
         super().maintain()
         if not self._core.closed:
-            self.begin_pending_transactions()
+            self._begin_pending(keep=1)
 
     def put(self, session: Any) -> None:
         if not _has_fresh_transaction(session):

@@ -1,0 +1,29 @@
+"""Run spanpool's benchmarks: LocalSpanner's own speed, then the pools.
+
+``./dev bench [--quick] [--seconds S]``: the flags are bench/pools.py's; LocalSpanner's benchmark
+runs with its defaults, or for 1 second per measurement with ``--quick``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import localspanner
+import pools
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = pools.parse_args(argv)
+    saved = sys.argv
+    sys.argv = [localspanner.__file__, *(["--seconds", "1"] if options.quick else [])]
+    try:
+        localspanner.main()
+    finally:
+        sys.argv = saved
+    print()
+    return pools.run(options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
