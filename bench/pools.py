@@ -148,7 +148,8 @@ class Goal:
 
 @dataclass
 class Row:
-    """One line of the table: ``checked`` is the number the goal applies to."""
+    """One line of the table: ``checked`` is the number the goal applies to; without it the
+    goal is missed when spanpool's measurement failed, and cannot be judged otherwise."""
 
     scenario: str
     latency: str
@@ -158,13 +159,14 @@ class Row:
     ratio: float | None = None
     goal: Goal | None = None
     checked: float | None = None
+    spanpool_failed: bool = False
 
     @property
     def verdict(self) -> str:
         if self.goal is None:
             return ""
-        if self.checked is None or math.isnan(self.checked):
-            return "miss"
+        if self.checked is None:
+            return "miss" if self.spanpool_failed else "n/a"
         return "ok" if self.goal.met(self.checked) else "miss"
 
 
@@ -317,7 +319,7 @@ def interleaved(
     """``measure(variant)`` for every variant in every round, rounds visiting the variants in
     rotated orders so that none is always first; a variant that raises once is ``Failed``."""
     results: dict[K, list[Metrics] | Failed] = {variant: [] for variant in variants}
-    for round_ in range(rounds):
+    for round_ in range(rounds if variants else 0):
         if before_round is not None:
             before_round()
         shift = round_ % len(variants)
@@ -563,6 +565,7 @@ def side_by_side(
         relative,
         goal,
         value(ours) if absolute else relative,
+        isinstance(ours, Failed),
     )
 
 
@@ -793,7 +796,7 @@ def bind_rows(bench: Bench, latency_ms: float) -> list[Row]:
         )
         row.official, row.spanpool = sessions(("official", kind)), sessions(("spanpool", kind))
         if ("spanpool", kind) in bind_errors:
-            row.checked = None
+            row.checked, row.spanpool_failed = None, True
         rows.append(row)
     return rows
 
@@ -825,12 +828,13 @@ def ping_rows_of(bench: Bench, latency_ms: float, size: int) -> list[Row]:
     rows = []
     label = f"PingingPool, {size} sessions"
     for q in (0.50, 0.99):
-        texts, ratios = {}, {}
+        texts, ratios, failed = {}, {}, False
         for side in SIDES:
             measured = results[(side, "PingingPool")]
             pinging = percentile_ms(measured, waits[side]["ping"], q)
             steady = percentile_ms(measured, waits[side]["steady"], q)
             ratios[side] = ratio(pinging, steady)
+            failed = side == "spanpool" and Failed in (type(pinging), type(steady))
             texts[side] = f"{cell(pinging, '{:.3f}'.format)} / {cell(steady, '{:.3f}'.format)}"
             if ratios[side] is not None:
                 texts[side] += f" (x{ratios[side]:.1f}, n={len(waits[side]['ping'])})"
@@ -844,6 +848,7 @@ def ping_rows_of(bench: Bench, latency_ms: float, size: int) -> list[Row]:
                 ratios["spanpool"],
                 Goal("<=", 2) if q == 0.99 else None,
                 ratios["spanpool"],
+                failed,
             )
         )
     rows.append(
@@ -908,15 +913,18 @@ def print_table(rows: Sequence[Row]) -> None:
     print("  ".join("-" * width for width in widths))
     for line in lines:
         print(render(line))
-    judged = [row for row in rows if row.goal is not None]
-    met = sum(row.verdict == "ok" for row in judged)
-    print(f"{met} of {len(judged)} goals met")
+    verdicts = collections.Counter(row.verdict for row in rows if row.goal is not None)
+    judged = verdicts["ok"] + verdicts["miss"]
+    unjudged = f", {verdicts['n/a']} not judged (official reference failed)"
+    print(f"{verdicts['ok']} of {judged} goals met" + (unjudged if verdicts["n/a"] else ""))
 
 
 def chart_bars(rows: Sequence[Row]) -> list[Bar]:
     bars = []
     for row in rows:
         if row.goal is None or row.goal.op == "==":
+            continue
+        if row.verdict == "n/a":
             continue
         score = math.inf if row.checked is None else row.goal.score(row.checked)
         if score is None:
@@ -966,11 +974,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def settings_for(args: argparse.Namespace) -> Settings:
-    seconds = args.seconds or (0.5 if args.quick else 2.0)
-    if seconds <= 0:
+    if args.seconds is not None and args.seconds <= 0:
         raise SystemExit("--seconds must be > 0")
+    seconds = args.seconds or (0.5 if args.quick else 2.0)
     return Settings(
-        rounds=3 if args.quick else 5,
+        rounds=3 if args.quick else 7,
         slow_rounds=1 if args.quick else 3,
         ping_rounds=1 if args.quick else 5,
         cycles=2_000 if args.quick else 20_000,
@@ -1019,7 +1027,7 @@ def run(args: argparse.Namespace) -> int:
     if warning:
         print(warning)
     print_table(rows)
-    title = "spanpool against its goals (bars left of the dashed line meet them)"
+    title = "spanpool against its goals (bars left of the goal line meet them)"
     if warning:
         title += "\nWARNING: spanpool's pools were missing; both sides are the official pools"
     try:

@@ -202,11 +202,6 @@ class TransactionPingingPool(PingingPool):
         if not self._core.closed:
             self._begin_pending(keep=1)
 
-    def put(self, session: Any) -> None:
-        if not _has_fresh_transaction(session):
-            session._spanpool_transaction = None
-        super().put(session)
-
 
 def _has_fresh_transaction(session: Any) -> bool:
     return _bridge.has_fresh_transaction(getattr(session, "_spanpool_transaction", None))
