@@ -141,29 +141,6 @@ class TransactionPingingPool(PingingPool):
     than making callers wait.
     """
 
-    def __init__(
-        self,
-        size: int = 10,
-        default_timeout: float = 10,
-        ping_interval: float = 3000,
-        labels: dict[str, str] | None = None,
-        database_role: str | None = None,
-        *,
-        clock: Clock | None = None,
-        leak_threshold: float | None = None,
-        maintenance: bool = False,
-    ) -> None:
-        super().__init__(
-            size,
-            default_timeout,
-            ping_interval,
-            labels,
-            database_role,
-            clock=clock,
-            leak_threshold=leak_threshold,
-            maintenance=maintenance,
-        )
-
     def bind(self, database: Any) -> None:
         super().bind(database)
         self.begin_pending_transactions()
