@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from spanpool.testing import connect, serve_in_process
+from spanpool.testing import REGULAR_SESSIONS_ENV, connect, serve_in_process
 
 GOALS = {"GetSession": 2000.0, "SELECT 1": 1000.0}
 
@@ -49,7 +49,7 @@ def _count_calls(threads: int, seconds: float, work: Callable[[int], None]) -> i
 def _client(
     endpoint: str, threads: int, seconds: float, kind: str, ready: Any, go: Any, out: Any
 ) -> None:
-    os.environ["GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS"] = "false"
+    os.environ.update(REGULAR_SESSIONS_ENV)
     database = connect(endpoint, "bench")
     sessions = []
     for _ in range(threads):

@@ -49,7 +49,7 @@ from typing import Any, TypeVar
 from google.cloud.spanner_v1 import pool as official_pool
 
 from chart import Bar, write_chart
-from spanpool.testing import LocalSpanner, connect, serve_in_process
+from spanpool.testing import REGULAR_SESSIONS_ENV, LocalSpanner, connect, serve_in_process
 
 try:
     from spanpool import BurstyPool, FixedSizePool, PingingPool, TransactionPingingPool
@@ -77,11 +77,6 @@ POOLS: dict[str, dict[str, Any]] = {
 }
 SIDES = ("official", "spanpool")
 LATENCIES_MS = (0.0, 5.0)
-MULTIPLEXED_SWITCHES = (
-    "GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS",
-    "GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS_FOR_RW",
-    "GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS_PARTITIONED_OPS",
-)
 OUT_DIR = Path(__file__).resolve().parent / "out"
 
 CONTENTION_THREADS = 32
@@ -991,8 +986,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
 def run(args: argparse.Namespace) -> int:
     """Measure every scenario, print the table, write the chart."""
     settings = settings_for(args)
-    for name in MULTIPLEXED_SWITCHES:
-        os.environ[name] = "false"  # the official Database then takes sessions from its pool
+    os.environ.update(REGULAR_SESSIONS_ENV)  # the official Database then uses its pool
     warning = fallback_warning()
     if warning:
         print(warning, file=sys.stderr, flush=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from spanpool.testing import LocalSpanner
+from spanpool.testing import REGULAR_SESSIONS_ENV, LocalSpanner
 
 ACCOUNTS_DDL = [
     "CREATE TABLE Accounts (Id INT64 NOT NULL, Owner STRING(MAX), Balance INT64 NOT NULL) "
@@ -46,9 +46,8 @@ def server() -> Iterator[LocalSpanner]:
 @pytest.fixture
 def regular_sessions(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the official Database use its pool's regular sessions, not multiplexed ones."""
-    monkeypatch.setenv("GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS", "false")
-    monkeypatch.setenv("GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS_FOR_RW", "false")
-    monkeypatch.setenv("GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS_PARTITIONED_OPS", "false")
+    for name, value in REGULAR_SESSIONS_ENV.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture

@@ -26,6 +26,14 @@ MAX_BATCH = 100
 
 _SESSION_RESOURCE = "type.googleapis.com/google.spanner.v1.Session"
 
+REGULAR_SESSIONS_ENV = {
+    "GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS": "false",
+    "GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS_FOR_RW": "false",
+    "GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS_PARTITIONED_OPS": "false",
+}
+"""Environment that makes the client's ``Database`` take its sessions from the pool rather than
+use multiplexed sessions."""
+
 FRESH_TRANSACTION = 8.0
 """Cloud Spanner aborts a read-write transaction left idle for about 10 s: a pre-begun
 transaction older than this is not handed out."""
@@ -238,7 +246,3 @@ def is_session_not_found(exc: BaseException) -> bool:
         if getattr(detail, "resource_type", None) == _SESSION_RESOURCE:
             return True
     return "Session not found" in str(exc)
-
-
-def is_multiplexed(session: Any) -> bool:
-    return bool(getattr(session, "is_multiplexed", False))

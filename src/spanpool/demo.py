@@ -11,15 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .pools import FixedSizePool
-from .testing import LocalSpanner
-
-# The official Database takes its sessions from the pool only when multiplexed sessions are
-# off; the demo shows spanpool's pool at work.
-_REGULAR_SESSIONS = {
-    "GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS": "false",
-    "GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS_FOR_RW": "false",
-    "GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS_PARTITIONED_OPS": "false",
-}
+from .testing import REGULAR_SESSIONS_ENV, LocalSpanner
 
 SCHEMA = [
     "CREATE TABLE Accounts (Id INT64 NOT NULL, Owner STRING(MAX), Balance INT64 NOT NULL) "
@@ -107,7 +99,8 @@ def run_demo(*, threads: int = 6, seconds: float = 5.0, accounts: int = 20) -> i
         return 2
     out = sys.stdout
     interactive = out.isatty()
-    os.environ.update(_REGULAR_SESSIONS)
+    # The demo shows spanpool's pool at work: the Database must take its sessions from it.
+    os.environ.update(REGULAR_SESSIONS_ENV)
     with LocalSpanner(ddl=SCHEMA, lock_timeout=0.02) as server:
         print(f"LocalSpanner listening on {server.endpoint}", file=out)
         pool = FixedSizePool(size=max(2, threads // 2), default_timeout=30)

@@ -1,8 +1,10 @@
 """Testing helpers: LocalSpanner, a real Spanner gRPC server on loopback."""
 
+from .._bridge import REGULAR_SESSIONS_ENV
 from .server import LocalSpanner, RequestRecord, ServerProcess, connect, serve_in_process
 
 __all__ = [
+    "REGULAR_SESSIONS_ENV",
     "LocalSpanner",
     "RequestRecord",
     "ServerProcess",
