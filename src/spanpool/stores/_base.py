@@ -1,0 +1,230 @@
+"""What a shared store must do for ``CacheSessionPool``.
+
+A store keeps the state of any number of pools, each under its own ``key`` (the pool builds it
+from project, instance, database and database role). For one key the state is:
+
+- **idle** sessions: ``SessionRecord`` (name, created_at, last_used);
+- **checked-out** sessions: the record plus a ``Claim`` (a random token, the holder's host and
+  pid, and ``since``: the checkout or last keep-alive time);
+- **creation permits**: a ``Claim`` without a session, one per session being created, so that
+  ``max_sessions`` counts sessions being created too;
+- the **window**: its start time and the high-water mark of checked-out sessions in it.
+
+Every method below is one atomic step in the store (a Lua script, one SQLite ``BEGIN
+IMMEDIATE`` transaction, one critical section) and makes no Spanner RPC: the pool makes its
+RPCs between steps. Times are seconds (floats) from the pool's clock, passed in as ``now``.
+
+Tokens make every step after ``acquire`` safe against reclaiming: a holder whose session was
+reclaimed (dead process, or not kept alive for too long) finds its token unknown, and its later
+``release``, ``keep_alive`` or ``discard`` changes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from typing import Protocol
+
+
+def host_id() -> str:
+    """This host's name and boot, so that a pid is only compared with pids of the same boot of
+    the same machine."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip()
+    except OSError:
+        boot = ""
+    return f"{socket.gethostname()}/{boot}" if boot else socket.gethostname()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Holder:
+    """Who holds a claim: the host (``host_id()``) and the process id on that host."""
+
+    host: str
+    pid: int
+
+    @classmethod
+    def current(cls) -> Holder:
+        return cls(host_id(), os.getpid())
+
+
+@dataclasses.dataclass(frozen=True)
+class SessionRecord:
+    """A session the pool owns on the server: its full name, when it was created, and when it
+    was last used (by a holder, or refreshed by maintenance)."""
+
+    name: str
+    created_at: float
+    last_used: float
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A checked-out session (``name`` set) or a creation permit (``name`` is None)."""
+
+    token: str
+    holder: Holder
+    since: float
+    name: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Acquired:
+    """Result of ``Store.acquire``.
+
+    Exactly one of these holds:
+    - ``record`` is set: that idle session is now checked out under ``token``;
+    - ``record`` is None and ``token`` is set: a creation permit; the caller creates a session
+      and reports it with ``created`` (or ``create_failed``);
+    - both are None: the pool is at ``max_sessions`` and nothing could be reclaimed.
+
+    ``dropped`` lists idle sessions this step removed because they had expired
+    (``last_used < expired_before``: the server has dropped them already) or reached their
+    maximum age (``created_at < retire_before``). The caller deletes the retired ones on the
+    server, best effort; deleting an expired one only answers NOT_FOUND.
+    """
+
+    record: SessionRecord | None = None
+    token: str | None = None
+    dropped: tuple[SessionRecord, ...] = ()
+    reclaimed: bool = False  # the session was taken from a holder that stopped keeping it alive
+    releases: int = 0  # the key's release counter at this step, for ``wait_for_release``
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreStats:
+    idle: int
+    in_use: int
+    creating: int
+    high_water: int  # most sessions checked out at once in the current window
+    window_start: float | None
+
+
+class Store(Protocol):
+    """The operations ``CacheSessionPool`` needs; ``MemoryStore``, ``SQLiteStore`` and
+    ``RedisStore`` implement them."""
+
+    def acquire(
+        self,
+        key: str,
+        *,
+        holder: Holder,
+        now: float,
+        max_sessions: int,
+        reclaim_before: float,
+        expired_before: float,
+        retire_before: float,
+    ) -> Acquired:
+        """Check out the most recently used idle session; else, when idle + checked out +
+        permits < ``max_sessions``, grant a creation permit; else reclaim the checked-out
+        session with the oldest ``since`` when that is older than ``reclaim_before`` (it changes
+        holder and gets a new token, ``reclaimed=True``); else report the pool full.
+
+        First drops idle sessions that expired or must retire (see ``Acquired.dropped``), and
+        permits whose ``since`` is older than ``reclaim_before`` (a creator that died). Starts
+        the window at ``now`` when there is none, and raises its high-water mark to the number
+        of checked-out sessions after this step."""
+        ...
+
+    def created(
+        self, key: str, token: str, record: SessionRecord, *, now: float, check_out: bool
+    ) -> bool:
+        """Turn the permit ``token`` into a session: checked out under the same token when
+        ``check_out``, else idle. False when the permit is unknown (the pool was cleared, or
+        the permit reclaimed): the session was not recorded, and the caller deletes it."""
+        ...
+
+    def create_failed(self, key: str, token: str) -> None:
+        """Give back the permit ``token``; unknown tokens are ignored."""
+        ...
+
+    def reserve(
+        self, key: str, *, holder: Holder, now: float, target: int, max_sessions: int
+    ) -> list[str]:
+        """Creation permits for as many sessions as it takes to bring idle + checked out +
+        permits up to ``min(target, max_sessions)``; none when already there."""
+        ...
+
+    def release(self, key: str, name: str, token: str, *, now: float) -> bool:
+        """Return a checked-out session to idle with ``last_used = now``, and wake waiters
+        (``wait_for_release``). False, changing nothing, when ``name`` is not checked out
+        under ``token``."""
+        ...
+
+    def keep_alive(self, key: str, name: str, token: str, *, now: float) -> bool:
+        """Set the claim's ``since`` to ``now``. False when ``name`` is not checked out under
+        ``token``."""
+        ...
+
+    def discard(self, key: str, name: str, token: str) -> bool:
+        """Forget a checked-out session (the server no longer has it, or the holder deleted
+        it), freeing its place under ``max_sessions``. False when not checked out under
+        ``token``."""
+        ...
+
+    def take_idle(
+        self,
+        key: str,
+        *,
+        limit: int,
+        keep: int,
+        now: float,
+        last_used_before: float | None = None,
+        created_before: float | None = None,
+        holder: Holder | None = None,
+    ) -> list[tuple[SessionRecord, str | None]]:
+        """Take up to ``limit`` idle sessions, least recently used first, that match the
+        filters (``last_used < last_used_before``, ``created_at < created_before``), without
+        leaving fewer than ``keep`` sessions in the pool (idle + checked out + permits).
+
+        With ``holder`` the sessions are checked out to it (each with a new token, returned
+        alongside; ``since = now``), e.g. to refresh them and ``release`` them afterwards.
+        Without, they are removed from the store (token None), e.g. to delete them."""
+        ...
+
+    def roll_window(self, key: str, *, now: float, length: float) -> int | None:
+        """When the current window started ``length`` or more seconds ago: start a new window at
+        ``now`` whose high-water mark is the number checked out now, and return the old window's
+        high-water mark. Otherwise None. (Starts a window and returns None when there is
+        none.)"""
+        ...
+
+    def claims(self, key: str) -> list[Claim]:
+        """Every checked-out session and creation permit, for finding holders that died."""
+        ...
+
+    def reclaim(self, key: str, tokens: list[str], *, now: float) -> int:
+        """Take back claims from holders known to be dead: their sessions become idle
+        (``last_used`` unchanged), their permits are dropped. Returns how many claims were
+        found; unknown tokens are ignored."""
+        ...
+
+    def clear(self, key: str) -> list[SessionRecord]:
+        """Remove every trace of the pool ``key`` (and nothing else) and return all its
+        sessions, idle and checked out, so that the caller deletes them."""
+        ...
+
+    def stats(self, key: str) -> StoreStats: ...
+
+    def wait_for_release(self, key: str, timeout: float, releases: int) -> bool:
+        """Block up to ``timeout`` seconds, returning early (True) when a session of ``key`` may
+        have been released after the ``acquire`` that returned ``releases`` (so a release
+        between that step and this call is not missed). Spurious wake-ups are allowed; the
+        caller retries ``acquire``. A store that can be signalled (Redis: a blocking list pop)
+        must not merely poll at the caller's sleep interval."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,257 @@
+"""A store in this process's memory: the reference for the shared stores' semantics."""
+
+from __future__ import annotations
+
+import dataclasses
+import secrets
+import threading
+
+from ._base import Acquired, Claim, Holder, SessionRecord, StoreStats
+
+
+@dataclasses.dataclass
+class _PoolState:
+    idle: dict[str, SessionRecord] = dataclasses.field(default_factory=dict)
+    in_use: dict[str, tuple[SessionRecord, Claim]] = dataclasses.field(default_factory=dict)
+    permits: dict[str, Claim] = dataclasses.field(default_factory=dict)
+    window_start: float | None = None
+    high_water: int = 0
+    releases: int = 0
+
+    def total(self) -> int:
+        return len(self.idle) + len(self.in_use) + len(self.permits)
+
+    def checked_out(self, name: str, token: str) -> SessionRecord | None:
+        entry = self.in_use.get(name)
+        if entry is None or entry[1].token != token:
+            return None
+        return entry[0]
+
+
+def new_token() -> str:
+    return secrets.token_hex(8)
+
+
+class MemoryStore:
+    """Keeps pool state in a dict guarded by one lock: for pools used by one process only."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._released = threading.Condition(self._lock)
+        self._pools: dict[str, _PoolState] = {}
+        self._closed = False
+
+    def _state(self, key: str) -> _PoolState:
+        if self._closed:
+            raise RuntimeError("the store is closed")
+        state = self._pools.get(key)
+        if state is None:
+            state = self._pools[key] = _PoolState()
+        return state
+
+    def acquire(
+        self,
+        key: str,
+        *,
+        holder: Holder,
+        now: float,
+        max_sessions: int,
+        reclaim_before: float,
+        expired_before: float,
+        retire_before: float,
+    ) -> Acquired:
+        with self._lock:
+            state = self._state(key)
+            if state.window_start is None:
+                state.window_start = now
+            dropped = tuple(
+                record
+                for record in state.idle.values()
+                if record.last_used < expired_before or record.created_at < retire_before
+            )
+            for record in dropped:
+                del state.idle[record.name]
+            for token in [t for t, c in state.permits.items() if c.since < reclaim_before]:
+                del state.permits[token]
+            token = new_token()
+            record: SessionRecord | None = None
+            reclaimed = False
+            if state.idle:
+                record = max(state.idle.values(), key=lambda r: r.last_used)
+                del state.idle[record.name]
+            elif state.total() < max_sessions:
+                state.permits[token] = Claim(token, holder, now)
+            else:
+                stale = [(c.since, n) for n, (_, c) in state.in_use.items()]
+                stale = [entry for entry in stale if entry[0] < reclaim_before]
+                if not stale:
+                    return Acquired(dropped=dropped, releases=state.releases)
+                record = state.in_use.pop(min(stale)[1])[0]
+                reclaimed = True
+            if record is not None:
+                state.in_use[record.name] = (record, Claim(token, holder, now, record.name))
+                state.high_water = max(state.high_water, len(state.in_use))
+            return Acquired(record, token, dropped, reclaimed, state.releases)
+
+    def created(
+        self, key: str, token: str, record: SessionRecord, *, now: float, check_out: bool
+    ) -> bool:
+        with self._lock:
+            state = self._state(key)
+            permit = state.permits.pop(token, None)
+            if permit is None:
+                return False
+            if check_out:
+                claim = Claim(token, permit.holder, now, record.name)
+                state.in_use[record.name] = (record, claim)
+                state.high_water = max(state.high_water, len(state.in_use))
+            else:
+                state.idle[record.name] = record
+                state.releases += 1
+                self._released.notify_all()
+            return True
+
+    def create_failed(self, key: str, token: str) -> None:
+        with self._lock:
+            self._state(key).permits.pop(token, None)
+
+    def reserve(
+        self, key: str, *, holder: Holder, now: float, target: int, max_sessions: int
+    ) -> list[str]:
+        with self._lock:
+            state = self._state(key)
+            count = max(0, min(target, max_sessions) - state.total())
+            tokens = [new_token() for _ in range(count)]
+            for token in tokens:
+                state.permits[token] = Claim(token, holder, now)
+            return tokens
+
+    def release(self, key: str, name: str, token: str, *, now: float) -> bool:
+        with self._lock:
+            state = self._state(key)
+            record = state.checked_out(name, token)
+            if record is None:
+                return False
+            del state.in_use[name]
+            state.idle[name] = dataclasses.replace(record, last_used=now)
+            state.releases += 1
+            self._released.notify_all()
+            return True
+
+    def keep_alive(self, key: str, name: str, token: str, *, now: float) -> bool:
+        with self._lock:
+            state = self._state(key)
+            record = state.checked_out(name, token)
+            if record is None:
+                return False
+            claim = state.in_use[name][1]
+            state.in_use[name] = (record, dataclasses.replace(claim, since=now))
+            return True
+
+    def discard(self, key: str, name: str, token: str) -> bool:
+        with self._lock:
+            state = self._state(key)
+            if state.checked_out(name, token) is None:
+                return False
+            del state.in_use[name]
+            return True
+
+    def take_idle(
+        self,
+        key: str,
+        *,
+        limit: int,
+        keep: int,
+        now: float,
+        last_used_before: float | None = None,
+        created_before: float | None = None,
+        holder: Holder | None = None,
+    ) -> list[tuple[SessionRecord, str | None]]:
+        with self._lock:
+            state = self._state(key)
+            limit = min(limit, state.total() - keep)
+            taken: list[tuple[SessionRecord, str | None]] = []
+            for record in sorted(state.idle.values(), key=lambda r: r.last_used):
+                if len(taken) >= limit:
+                    break
+                if last_used_before is not None and record.last_used >= last_used_before:
+                    continue
+                if created_before is not None and record.created_at >= created_before:
+                    continue
+                del state.idle[record.name]
+                token: str | None = None
+                if holder is not None:
+                    token = new_token()
+                    state.in_use[record.name] = (record, Claim(token, holder, now, record.name))
+                taken.append((record, token))
+            return taken
+
+    def roll_window(self, key: str, *, now: float, length: float) -> int | None:
+        with self._lock:
+            state = self._state(key)
+            if state.window_start is None:
+                state.window_start = now
+                state.high_water = len(state.in_use)
+                return None
+            if now - state.window_start < length:
+                return None
+            high_water = state.high_water
+            state.window_start = now
+            state.high_water = len(state.in_use)
+            return high_water
+
+    def claims(self, key: str) -> list[Claim]:
+        with self._lock:
+            state = self._state(key)
+            return [claim for _, claim in state.in_use.values()] + list(state.permits.values())
+
+    def reclaim(self, key: str, tokens: list[str], *, now: float) -> int:
+        wanted = set(tokens)
+        with self._lock:
+            state = self._state(key)
+            found = 0
+            for name, (record, claim) in list(state.in_use.items()):
+                if claim.token in wanted:
+                    del state.in_use[name]
+                    state.idle[name] = record
+                    found += 1
+            for token in wanted & state.permits.keys():
+                del state.permits[token]
+                found += 1
+            if found:
+                state.releases += 1
+                self._released.notify_all()
+            return found
+
+    def clear(self, key: str) -> list[SessionRecord]:
+        with self._lock:
+            state = self._pools.pop(key, None)
+            if state is None:
+                return []
+            self._released.notify_all()
+            return list(state.idle.values()) + [record for record, _ in state.in_use.values()]
+
+    def stats(self, key: str) -> StoreStats:
+        with self._lock:
+            state = self._state(key)
+            return StoreStats(
+                idle=len(state.idle),
+                in_use=len(state.in_use),
+                creating=len(state.permits),
+                high_water=state.high_water,
+                window_start=state.window_start,
+            )
+
+    def wait_for_release(self, key: str, timeout: float, releases: int) -> bool:
+        with self._lock:
+            return self._released.wait_for(
+                lambda: self._closed or self._state(key).releases > releases, timeout
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            self._released.notify_all()
+
+    def __repr__(self) -> str:
+        return f"<MemoryStore pools={len(self._pools)}>"
