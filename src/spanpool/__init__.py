@@ -7,9 +7,17 @@ from .errors import (
     PoolTimeout,
     PoolUsageError,
     SpanpoolError,
+    StoreError,
 )
 from .pools import (
     AbstractSessionPool,
+    AsyncAbstractSessionPool,
+    AsyncBurstyPool,
+    AsyncFixedSizePool,
+    AsyncManagedPool,
+    AsyncPingingPool,
+    AsyncSessionCheckout,
+    AsyncTransactionPingingPool,
     BurstyPool,
     FixedSizePool,
     ManagedPool,
@@ -24,6 +32,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AbstractSessionPool",
+    "AsyncAbstractSessionPool",
+    "AsyncBurstyPool",
+    "AsyncFixedSizePool",
+    "AsyncManagedPool",
+    "AsyncPingingPool",
+    "AsyncSessionCheckout",
+    "AsyncTransactionPingingPool",
     "BurstyPool",
     "FixedSizePool",
     "ManagedPool",
@@ -37,6 +52,7 @@ __all__ = [
     "SessionCheckout",
     "SessionLeakWarning",
     "SpanpoolError",
+    "StoreError",
     "TransactionPingingPool",
     "__version__",
 ]

@@ -34,3 +34,17 @@ class PoolFull(SpanpoolError, queue.Full):
 
     A subclass of :class:`queue.Full`, which the client's own pools raise in the same case.
     """
+
+
+class StoreError(SpanpoolError):
+    """A shared store (SQLite file, Redis server) could not be used: unreachable, failing, or
+    holding state of an incompatible shape. The pool's sessions are unchanged or accounted for
+    by the store."""
+
+
+class SessionLeakWarning(ResourceWarning):
+    """A session stayed checked out longer than the pool's ``leak_threshold``."""
+
+
+class PoolForked(SpanpoolError):
+    """The pool was made in another process: sessions and channels cannot cross ``fork``."""

@@ -1,0 +1,486 @@
+"""What every spanpool pool does, over the shared core and the bridge to the client.
+
+A pool here is a *policy*: its size, the order it hands sessions out in, whether it creates
+on demand or waits, how old an idle session may get before it is checked or pinged. The
+mechanics are in this class, once: bind and fill, check out and in, replace dead sessions,
+ping, clear, close, statistics, leak warnings, and behaviour across ``fork`` and exit.
+
+No RPC is ever made while the core's lock is held: the core hands out sessions or *creation
+permits*, and RPCs happen outside it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import logging
+import math
+import os
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .. import _bridge_async
+from .._core import Clock, CreationPermit, IdleOrder, PoolCore
+from ..errors import (
+    NotCheckedOut,
+    PoolClosed,
+    PoolForked,
+    PoolFull,
+    PoolUsageError,
+    SessionLeakWarning,
+)
+from . import _io_async
+from ._abstract_async import AsyncAbstractSessionPool
+
+log = logging.getLogger("spanpool")
+
+R = TypeVar("R")
+
+
+def _validate_timeout(name: str, value: float | None) -> None:
+    if value is not None and (not isinstance(value, (int, float)) or value < 0):
+        raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
+
+
+class AsyncManagedPool(AsyncAbstractSessionPool):
+    """Shared machinery of spanpool's pools; subclasses set the policy."""
+
+    #: Hand out the most (``"lifo"``) or least (``"lru"``) recently used idle session.
+    order: IdleOrder = "lifo"
+
+    def __init__(
+        self,
+        *,
+        size: int | None,
+        fill: bool,
+        default_timeout: float | None,
+        max_age: float | None,
+        keepalive_interval: float | None,
+        labels: dict[str, str] | None,
+        database_role: str | None,
+        clock: Clock | None = None,
+        leak_threshold: float | None = None,
+        maintenance: bool = False,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(labels=labels, database_role=database_role)
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+            raise ValueError(f"pool size must be an integer >= 1, not {size!r}")
+        _validate_timeout("default_timeout", default_timeout)
+        _validate_timeout("max age", max_age)
+        _validate_timeout("leak_threshold", leak_threshold)
+        if keepalive_interval is not None and keepalive_interval <= 0:
+            raise ValueError(f"ping interval must be > 0 seconds, not {keepalive_interval!r}")
+        self.size = size
+        self._fill_on_bind = fill
+        self.default_timeout = default_timeout
+        self._max_age = max_age
+        self._keepalive_interval = keepalive_interval
+        self._clock: Clock = clock or time.monotonic
+        self._leak_threshold = leak_threshold
+        self._name = name or type(self).__name__
+        self._core: PoolCore[Any] = PoolCore(
+            name=self._name,
+            max_size=size,
+            order=self.order,
+            clock=self._clock,
+            track_sites=leak_threshold is not None,
+            on_orphan=functools.partial(_io_async.spawn, self._delete),
+        )
+        self._counters_lock = threading.Lock()
+        self._deleted = 0
+        self._replaced = 0
+        self._pings = 0
+        self._pings_failed = 0
+        self._leaks_reported: set[tuple[int, float]] = set()
+        # Sessions last used before this time are checked before they are handed out: set
+        # when the server reported a session lost, since it may have lost others too.
+        self._verify_before = -math.inf
+        self._want_maintenance = maintenance
+        self._worker: Any = None
+        self._exit_hook: Callable[[], None] | None = None
+
+    # -- binding ----------------------------------------------------------------------------
+
+    async def bind(self, database: Any) -> None:
+        """Associate the pool with ``database`` and create its sessions (concurrently, at most
+        100 per call). A session creation that fails raises, and keeps those created."""
+        self._check_usable()
+        if self._database is not None and self._database.name != database.name:
+            raise PoolUsageError(
+                f"{self._name} is already bound to {self._database.name}; use one pool per database"
+            )
+        self._database = database
+        if self._exit_hook is None:
+            self._exit_hook = functools.partial(_io_async.close_at_exit, weakref.ref(self))
+            atexit.register(self._exit_hook)
+        if self._want_maintenance:
+            self.start_maintenance()
+        if self._fill_on_bind:
+            await self.fill()
+
+    async def fill(self) -> int:
+        """Create sessions until the pool holds ``size`` of them; returns how many."""
+        if self.size is None:
+            return 0
+        permits = self._core.reserve(self.size)
+        return await self._create_idle(permits)
+
+    async def _create_idle(self, permits: list[CreationPermit[Any]]) -> int:
+        """Create one session per permit, in batches, straight into the idle set."""
+        if not permits:
+            return 0
+        pending = list(permits)
+        lock = threading.Lock()
+
+        def arrived(batch: list[Any]) -> None:
+            now = self._clock()
+            for session in batch:
+                session._spanpool_last_used = now
+                session._spanpool_pooled = True
+                with lock:
+                    permit = pending.pop() if pending else None
+                if permit is None or not self._core.created_idle(permit, session):
+                    _io_async.spawn(self._delete, session)
+
+        try:
+            return await _bridge_async.batch_create(
+                self._database, len(permits), self._labels, self._database_role, self, arrived
+            )
+        finally:
+            # Whatever was not created gives its place back, to a waiter or to free capacity.
+            for permit in pending:
+                self._core.create_failed(permit)
+
+    # -- checking out and in -----------------------------------------------------------------
+
+    async def get(self, timeout: float | None = None, **_: Any) -> Any:
+        """Check a session out, waiting up to ``timeout`` seconds (the pool's default when
+        None). Raises :class:`~spanpool.errors.PoolTimeout` (a ``queue.Empty``)."""
+        core = self._core
+        if core.forked or self._database is None:
+            self._check_usable()
+        if timeout is None:
+            timeout = self.default_timeout
+        while True:
+            got: Any = await core.acquire_async(timeout)
+            if type(got) is CreationPermit:
+                return await self._create_for(got)
+            last_used = got._spanpool_last_used
+            max_age = self._max_age
+            if (
+                (max_age is not None and self._clock() - last_used >= max_age)
+                or last_used < self._verify_before
+            ) and not await self._still_exists(got):
+                continue
+            return got
+
+    async def _create_for(self, permit: CreationPermit[Any]) -> Any:
+        session = self._new_session()
+        session._spanpool_pooled = True
+        try:
+            await _bridge_async.create(session)
+        except BaseException:
+            self._core.create_failed(permit)
+            raise
+        self._core.created(permit, session)
+        return session
+
+    async def _still_exists(self, session: Any) -> bool:
+        """Ask the server about a session old enough to be in doubt; drop it if gone."""
+        try:
+            found = await _bridge_async.exists(session)
+        except BaseException:
+            self._core.release(session)
+            raise
+        if found:
+            session._spanpool_last_used = self._clock()
+            return True
+        self._core.discard(session)
+        self._count_replaced()
+        return False
+
+    async def put(self, session: Any) -> None:
+        """Return a checked-out session. A session of another pool or database, or one
+        returned twice, raises :class:`~spanpool.errors.NotCheckedOut`."""
+        if getattr(session, "_spanpool_owner", None) is not self or not session._spanpool_pooled:
+            self._adopt_or_refuse(session)
+            return
+        if session._spanpool_gone:
+            self._session_gone(session)
+            return
+        session._spanpool_last_used = self._clock()
+        if not self._core.release(session, self._max_idle()):
+            await self._delete(session)
+
+    def _max_idle(self) -> int | None:
+        return None
+
+    def _adopt_or_refuse(self, session: Any) -> None:
+        # The official Database replaces a session the server lost with one it creates from
+        # `pool._new_session()` and puts that one back: take it in if there is room.
+        if (
+            session is not None
+            and _bridge_async.session_database(session) is self._database
+            and getattr(session, "session_id", None) is not None
+            and isinstance(session, _bridge_async.PooledSession)
+            and _bridge_async.owner_of(session) in (None, self)
+            and not session._spanpool_pooled
+        ):
+            permits = self._core.reserve(1)
+            if permits and self._core.created_idle(permits[0], session):
+                session._spanpool_owner = self
+                session._spanpool_pooled = True
+                session._spanpool_last_used = self._clock()
+                return
+            raise PoolFull(f"{self._name} is full: it cannot take {session.name} in")
+        where = getattr(_bridge_async.session_database(session), "name", None)
+        raise NotCheckedOut(
+            f"{self._name}: {getattr(session, 'name', session)!r} was not checked out from this "
+            f"pool (it belongs to {where or 'another pool'})"
+        )
+
+    async def _check_in(self, session: Any, error: BaseException | None) -> None:
+        if error is not None and _bridge_async.is_session_not_found(error):
+            self._session_gone(session)
+        else:
+            await self.put(session)
+
+    def _session_gone(self, session: Any) -> None:
+        """A checked-out session was deleted or lost on the server: forget it."""
+        self._verify_before = self._clock()
+        try:
+            self._core.discard(session)
+        except NotCheckedOut:
+            return
+        _bridge_async.detach(session)
+        self._count_replaced()
+
+    def _new_session(self) -> Any:
+        session = super()._new_session()
+        session._spanpool_last_used = self._clock()
+        return session
+
+    # -- running work on a session ---------------------------------------------------------------
+
+    async def run_in_transaction(self, func: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """``session.run_in_transaction(func, ...)`` on a pooled session, retried on a fresh
+        session when the server no longer has the first one."""
+        attempts = 3
+        for attempt in range(attempts):
+            session = await self.get()
+            try:
+                result: R = await session.run_in_transaction(func, *args, **kwargs)
+            except BaseException as exc:
+                if _bridge_async.is_session_not_found(exc) and attempt < attempts - 1:
+                    self._session_gone(session)
+                    continue
+                await self._check_in(session, exc)
+                raise
+            await self.put(session)
+            return result
+        raise AssertionError("unreachable")
+
+    # -- keeping sessions fresh -------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """Refresh (``SELECT 1``) idle sessions unused for the ping interval, concurrently,
+        and replace those the server no longer has.
+
+        Never blocks ``get()``: sessions are pinged in rounds of half the pool at most, and a
+        quarter of the idle sessions stays available to callers throughout.
+        """
+        self._check_usable()
+        interval = self._keepalive_interval
+        if interval is None:
+            return
+        size = self.size or 8
+        per_round, keep = max(1, size // 2), max(1, size // 4)
+        for _ in range(4 * size):  # bounded: each round refreshes at least one session
+            due = self._core.take_idle_older_than(interval, per_round, keep=keep)
+            if not due:
+                return
+            await self._refresh(due)
+
+    async def _refresh(self, sessions: list[Any]) -> None:
+        if not sessions:
+            return
+        try:
+            outcomes = await _io_async.run_all(_bridge_async.ping, sessions)
+        except BaseException:
+            self._give_back(sessions)
+            raise
+        lost = 0
+        for session, outcome in zip(sessions, outcomes, strict=True):
+            if outcome is True:
+                if not self._core.return_checked(session):
+                    await self._delete(session)
+            else:
+                self._core.discard(session)
+                if isinstance(outcome, BaseException):
+                    # Unknown state: delete it rather than hand out a session in doubt.
+                    await self._delete(session)
+                lost += 1
+        with self._counters_lock:
+            self._pings += len(sessions)
+            self._pings_failed += lost
+            self._replaced += lost
+        if lost and self._fill_on_bind and not self._core.closed:
+            await self._create_idle(self._core.reserve(lost))
+
+    def _give_back(self, sessions: list[Any]) -> None:
+        # Maintenance was cancelled (or interrupted) while these were taken out for an RPC:
+        # they go back as they were, so that none stays checked out for ever.
+        for session in sessions:
+            if not self._core.return_checked(session, refreshed=False):
+                _io_async.spawn(self._delete, session)
+
+    def _count_replaced(self) -> None:
+        with self._counters_lock:
+            self._replaced += 1
+
+    # -- clearing and closing ---------------------------------------------------------------------
+
+    async def clear(self) -> None:
+        """Delete the idle sessions (concurrently). Sessions in use are not touched."""
+        self._check_usable()
+        idle = self._core.take_idle(1_000_000, keep=0)
+        for session in idle:
+            self._core.discard(session)
+        await self._delete_all(idle)
+
+    async def close(self) -> None:
+        """Stop maintenance and delete the pool's sessions; sessions still checked out are
+        deleted when they are returned. Further ``get()`` raise
+        :class:`~spanpool.errors.PoolClosed`."""
+        if self._core.forked:
+            return  # the sessions are the parent's: leave them to it
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            await worker.stop()
+        if self._exit_hook is not None:
+            atexit.unregister(self._exit_hook)
+            self._exit_hook = None
+        await self._delete_all(self._core.close())
+
+    async def __aenter__(self) -> AsyncManagedPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def _delete(self, session: Any) -> None:
+        await self._delete_all([session])
+
+    async def _delete_all(self, sessions: list[Any]) -> None:
+        for session in sessions:
+            _bridge_async.detach(session)
+        outcomes = await _io_async.run_all(_bridge_async.delete, sessions)
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        with self._counters_lock:
+            self._deleted += len(sessions) - len(failed)
+        for error in failed[:3]:
+            log.warning("%s: deleting a session failed: %s", self._name, error)
+
+    # -- maintenance, stats, leaks -----------------------------------------------------------------
+
+    def start_maintenance(self) -> None:
+        """Run background maintenance (a thread; an asyncio task for the asyncio pools) that
+        keeps sessions alive (pings spread over the interval), replaces dropped ones and
+        reports leaks. ``close()`` stops it."""
+        from .._maintenance_async import MaintenanceWorker
+
+        self._check_usable()
+        if self._worker is None:
+            self._worker = MaintenanceWorker(self)
+            self._worker.start()
+
+    def maintenance_interval(self) -> float:
+        """How long the worker sleeps between rounds: a share of the ping interval, so the
+        pings of a full pool are spread over it rather than sent all at once."""
+        interval = self._keepalive_interval or 600.0
+        share = interval / max(self.size or 10, 1)
+        return min(max(share, 0.05), 60.0)
+
+    async def maintain(self) -> None:
+        """One round of maintenance: ping the sessions that are due, a few at a time so that
+        pings spread over the interval; replace lost ones; report leaks."""
+        if self._core.closed:
+            return
+        interval = self._keepalive_interval
+        if interval is not None:
+            per_round = max(
+                1, math.ceil((self.size or 10) * self.maintenance_interval() / interval)
+            )
+            await self._refresh(self._core.take_idle_older_than(interval, per_round, keep=1))
+        await self._top_up()
+        self.check_leaks()
+
+    async def _top_up(self) -> None:
+        if self._fill_on_bind and self.size is not None and self._database is not None:
+            stats = self._core.get_stats()
+            missing = self.size - stats["pool_size"] - stats["pool_creating"]
+            if missing > 0:
+                await self._create_idle(self._core.reserve(missing))
+
+    def check_leaks(self) -> int:
+        """Warn about sessions held longer than ``leak_threshold``, naming where each was
+        checked out; returns how many are overdue."""
+        if self._leak_threshold is None:
+            return 0
+        overdue = self._core.overdue(self._leak_threshold)
+        for checkout in overdue:
+            key = (id(checkout.item), checkout.since)
+            if key in self._leaks_reported:
+                continue
+            self._leaks_reported.add(key)
+            where = "".join(checkout.site.format()) if checkout.site else "(unknown)\n"
+            message = (
+                f"{self._name}: session {checkout.item.name} has been checked out for "
+                f"{checkout.held_for:.1f}s (leak_threshold={self._leak_threshold}s); "
+                f"checked out at:\n{where}"
+            )
+            log.warning(message)
+            warnings.warn(message, SessionLeakWarning, stacklevel=2)
+        return len(overdue)
+
+    def get_stats(self) -> dict[str, int]:
+        """Gauges and counters in psycopg_pool's style (times in ms)."""
+        stats = self._core.get_stats()
+        with self._counters_lock:
+            stats.update(
+                sessions_deleted=self._deleted,
+                sessions_replaced=self._replaced,
+                pings=self._pings,
+                pings_failed=self._pings_failed,
+            )
+        return stats
+
+    def pop_stats(self) -> dict[str, int]:
+        """:meth:`get_stats`, then reset the counters."""
+        stats = self.get_stats()
+        self._core.pop_stats()
+        with self._counters_lock:
+            self._deleted = self._replaced = self._pings = self._pings_failed = 0
+        return stats
+
+    def _check_usable(self) -> None:
+        if self._core.forked:
+            raise PoolForked(
+                f"{self._name} was created in process {self._core.owner_pid}, and this is "
+                f"process {os.getpid()} (a fork): its sessions and gRPC channel belong to the "
+                "parent. Create the client and the pool in the child process."
+            )
+        if self._core.closed:
+            raise PoolClosed(f"{self._name} is closed")
+
+    def __repr__(self) -> str:
+        stats = self._core.get_stats()
+        return (
+            f"<{self._name} size={self.size} idle={stats['pool_available']} "
+            f"in_use={stats['pool_in_use']}>"
+        )

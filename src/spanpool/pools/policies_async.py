@@ -1,0 +1,189 @@
+"""The pools of the official client, as small policies over :class:`AsyncManagedPool`."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .. import _bridge_async
+from .._core import Clock
+from . import _io_async
+from ._managed_async import AsyncManagedPool
+
+_MINUTE = 60.0
+_SERVER_IDLE_EXPIRY = 3600.0
+"""Cloud Spanner drops a session left unused for about an hour."""
+
+
+class AsyncBurstyPool(AsyncManagedPool):
+    """Creates a session instead of waiting when empty; deletes a returned session instead
+    of keeping it when ``target_size`` are already idle.
+
+    Unlike the official pool it asks the server nothing on a warm checkout: only a session
+    idle for ``max_age_minutes`` is checked (``GetSession``) before it is handed out.
+    """
+
+    def __init__(
+        self,
+        target_size: int = 10,
+        labels: dict[str, str] | None = None,
+        database_role: str | None = None,
+        *,
+        max_age_minutes: float = 55,
+        clock: Clock | None = None,
+        leak_threshold: float | None = None,
+        maintenance: bool = False,
+    ) -> None:
+        if not isinstance(target_size, int) or isinstance(target_size, bool) or target_size < 1:
+            raise ValueError(f"target_size must be an integer >= 1, not {target_size!r}")
+        super().__init__(
+            size=None,
+            fill=False,
+            default_timeout=0,
+            max_age=max_age_minutes * _MINUTE,
+            keepalive_interval=None,
+            labels=labels,
+            database_role=database_role,
+            clock=clock,
+            leak_threshold=leak_threshold,
+            maintenance=maintenance,
+        )
+        self.target_size = target_size
+
+    def _max_idle(self) -> int | None:
+        return self.target_size
+
+
+class AsyncFixedSizePool(AsyncManagedPool):
+    """``size`` sessions created at ``bind``; ``get`` waits up to ``default_timeout`` seconds
+    (first come, first served) and then raises :class:`~spanpool.errors.PoolTimeout`.
+
+    A session idle for ``max_age_minutes`` is checked before it is handed out and replaced if
+    the server no longer has it (0: check every time).
+    """
+
+    def __init__(
+        self,
+        size: int = 10,
+        default_timeout: float = 10,
+        labels: dict[str, str] | None = None,
+        database_role: str | None = None,
+        max_age_minutes: float = 55,
+        *,
+        clock: Clock | None = None,
+        leak_threshold: float | None = None,
+        maintenance: bool = False,
+        keepalive_minutes: float = 50,
+    ) -> None:
+        super().__init__(
+            size=size,
+            fill=True,
+            default_timeout=default_timeout,
+            max_age=max_age_minutes * _MINUTE,
+            keepalive_interval=keepalive_minutes * _MINUTE,
+            labels=labels,
+            database_role=database_role,
+            clock=clock,
+            leak_threshold=leak_threshold,
+            maintenance=maintenance,
+        )
+
+
+class AsyncPingingPool(AsyncManagedPool):
+    """``size`` sessions handed out least recently used first; :meth:`ping` refreshes those
+    idle for ``ping_interval`` seconds and replaces those the server dropped.
+
+    Call ``ping()`` from a background thread, or pass ``maintenance=True`` (or call
+    :meth:`start_maintenance`) to have the pool run one that spreads the pings over the
+    interval.
+    """
+
+    order = "lru"
+
+    def __init__(
+        self,
+        size: int = 10,
+        default_timeout: float = 10,
+        ping_interval: float = 3000,
+        labels: dict[str, str] | None = None,
+        database_role: str | None = None,
+        *,
+        clock: Clock | None = None,
+        leak_threshold: float | None = None,
+        maintenance: bool = False,
+    ) -> None:
+        super().__init__(
+            size=size,
+            fill=True,
+            default_timeout=default_timeout,
+            max_age=_SERVER_IDLE_EXPIRY - 5 * _MINUTE if ping_interval else None,
+            keepalive_interval=ping_interval,
+            labels=labels,
+            database_role=database_role,
+            clock=clock,
+            leak_threshold=leak_threshold,
+            maintenance=maintenance,
+        )
+        self.ping_interval = ping_interval
+
+
+class AsyncTransactionPingingPool(AsyncPingingPool):
+    """A :class:`PingingPool` whose idle sessions carry a begun read-write transaction.
+
+    ``session.transaction()`` on a checked-out session returns that transaction, so the
+    first statement needs no ``BeginTransaction`` round trip. A session returned after its
+    transaction committed or rolled back is *pending*: :meth:`begin_pending_transactions`
+    (called by :meth:`ping` and by the maintenance worker) begins a new one for it.
+
+    Cloud Spanner aborts a read-write transaction left idle for about 10 s, so a transaction
+    begun more than 8 s before it is used is not handed out: ``session.transaction()`` then
+    returns a new transaction, which begins with its first statement. A user never gets a
+    dead transaction. Pending sessions are still handed out when no other is idle, rather
+    than making callers wait.
+    """
+
+    async def bind(self, database: Any) -> None:
+        await super().bind(database)
+        await self.begin_pending_transactions()
+
+    async def begin_pending_transactions(self) -> int:
+        """Begin a transaction for each idle session that has none; returns how many."""
+        return await self._begin_pending(keep=0)
+
+    async def _begin_pending(self, keep: int) -> int:
+        pending = self._core.take_idle(
+            1_000_000, lambda session, _: not _has_fresh_transaction(session), keep=keep
+        )
+        if not pending:
+            return 0
+        try:
+            outcomes = await _io_async.run_all(_bridge_async.begin_transaction, pending)
+        except BaseException:
+            self._give_back(pending)
+            raise
+        begun = 0
+        for session, outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                if _bridge_async.is_session_not_found(outcome):
+                    self._core.discard(session)
+                    self._count_replaced()
+                    continue
+            else:
+                session._spanpool_transaction = (outcome, time.monotonic())
+                begun += 1
+            if not self._core.return_checked(session, refreshed=False):
+                await self._delete(session)
+        return begun
+
+    async def ping(self) -> None:
+        await super().ping()
+        await self._begin_pending(keep=1)
+
+    async def maintain(self) -> None:
+        await super().maintain()
+        if not self._core.closed:
+            await self._begin_pending(keep=1)
+
+
+def _has_fresh_transaction(session: Any) -> bool:
+    return _bridge_async.has_fresh_transaction(getattr(session, "_spanpool_transaction", None))
