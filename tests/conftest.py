@@ -57,3 +57,13 @@ def database(server: LocalSpanner) -> Any:
 
 def database_name(database_id: str = "testdb") -> str:
     return f"projects/test-project/instances/test-instance/databases/{database_id}"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of a real redis-server started for this test run (database 0; tests use their own
+    keys)."""
+    from .redis_server import redis_server
+
+    with redis_server() as url:
+        yield url
