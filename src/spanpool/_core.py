@@ -22,6 +22,7 @@ the threaded pools and their asyncio twins share this one core.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import sys
 import threading
@@ -155,18 +156,27 @@ def _resolve(future: asyncio.Future[None]) -> None:
 class AsyncWaiter(Waiter[T]):
     """A waiter for an asyncio task; create it on the task's running loop."""
 
-    __slots__ = ("_loop", "_loop_thread", "future")
+    __slots__ = ("_loop", "_loop_thread", "deadline", "future")
 
     def __init__(self, timeout: float | None = None, site: StackSummary | None = None) -> None:
-        super().__init__(timeout, site)
-        self._loop = asyncio.get_running_loop()
+        # Waiter.__init__, inlined: this runs on every wait of every asyncio checkout.
+        self.timeout = timeout
+        self.site = site
+        self.since = 0.0
+        self.waiting = True
+        self.result: T | CreationPermit[T] | None = None
+        self.error: BaseException | None = None
+        self._loop = loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self.future: asyncio.Future[None] = self._loop.create_future()
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.deadline: float | None = None  # on the loop's clock, while blocked
 
     def wake(self) -> bool:
         try:
             if threading.get_ident() == self._loop_thread:
-                _resolve(self.future)
+                future = self.future
+                if not future.done():
+                    future.set_result(None)
             else:
                 self._loop.call_soon_threadsafe(_resolve, self.future)
         except RuntimeError:  # the loop is closed: nobody will ever await this future
@@ -174,15 +184,90 @@ class AsyncWaiter(Waiter[T]):
         return True
 
     async def block(self) -> None:
-        """Sleep until woken or the timeout expires (either way, settle() tells which)."""
-        timer = None
-        if self.timeout is not None:
-            timer = self._loop.call_later(max(self.timeout, 0.0), _resolve, self.future)
+        """Sleep until woken or the timeout expires (either way, settle() tells which), with
+        a timer of its own; :class:`AsyncDeadlines` shares one among waiters instead."""
+        if self.timeout is None:
+            await self.future
+            return
+        timer = self._loop.call_later(max(self.timeout, 0.0), _resolve, self.future)
         try:
             await self.future
         finally:
-            if timer is not None:
-                timer.cancel()
+            timer.cancel()
+
+
+class AsyncDeadlines:
+    """One timer per core for the timeouts of the asyncio waiters of one event loop.
+
+    A timer per waiter costs a heap push and a cancelled entry left in the loop's heap on
+    every wait that is served in time, which is nearly all of them. Here one timer is armed
+    for the earliest deadline; when it fires, the waiters past their deadline are woken (their
+    settle() then finds them still waiting and times them out) and the timer is re-armed for
+    the next deadline. Waiters served meanwhile need nothing: at worst the timer fires once
+    with nobody due.
+    """
+
+    __slots__ = ("_handle", "_lock", "_loop", "_waiters", "_when")
+
+    def __init__(self, waiters: deque[Waiter[Any]]) -> None:
+        self._waiters = waiters  # the core's queue
+        self._lock = threading.Lock()  # loops in two threads may share one pool
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._when = math.inf
+
+    def watch(self, waiter: AsyncWaiter[Any]) -> bool:
+        """Arrange for ``waiter`` (which has a timeout) to be woken at its deadline; False if
+        it is on another loop than the waiters already watched (it must then arm its own
+        timer, with :meth:`AsyncWaiter.block`)."""
+        loop = waiter._loop
+        waiter.deadline = deadline = loop.time() + max(waiter.timeout or 0.0, 0.0)
+        if loop is self._loop and self._when <= deadline:
+            return True  # the armed timer fires first; it re-arms for this deadline then
+        with self._lock:
+            return self._watch_locked(loop, deadline)
+
+    def _watch_locked(self, loop: asyncio.AbstractEventLoop, deadline: float) -> bool:
+        if self._loop is not loop:
+            if self._handle is not None and not self._loop_closed():
+                return False
+            self._loop, self._handle, self._when = loop, None, math.inf
+        if deadline < self._when:
+            if self._handle is not None:
+                self._handle.cancel()
+            self._when = deadline
+            self._handle = loop.call_at(deadline, self._expire)
+        return True
+
+    def _loop_closed(self) -> bool:
+        return self._loop is None or self._loop.is_closed()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self._expire_locked()
+
+    def _expire_locked(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        self._handle, self._when = None, math.inf
+        now = loop.time()
+        due: list[AsyncWaiter[Any]] = []
+        following = math.inf
+        for waiter in list(self._waiters):
+            if not isinstance(waiter, AsyncWaiter) or waiter._loop is not loop:
+                continue
+            if waiter.deadline is None or not waiter.waiting:
+                continue
+            if waiter.deadline <= now:
+                due.append(waiter)
+            elif waiter.deadline < following:
+                following = waiter.deadline
+        for waiter in due:
+            _resolve(waiter.future)
+        if following < math.inf:
+            self._when = following
+            self._handle = loop.call_at(following, self._expire)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +334,7 @@ class PoolCore(Generic[T]):
         self._in_maintenance: dict[T, float] = {}  # item -> when it was last used
         self._creating = 0
         self._waiters: deque[Waiter[T]] = deque()
+        self._deadlines = AsyncDeadlines(self._waiters)
         self._reset_counters()
         _live_cores.add(self)
 
@@ -309,6 +395,7 @@ class PoolCore(Generic[T]):
         """:meth:`acquire` for asyncio tasks; cancelling the task withdraws the request."""
         site = _checkout_site(self.site_depth) if self._track_sites else None
         now = self._clock()
+        # One pass under the lock: the idle fast path, else the request is queued at once.
         self._lock.acquire()
         try:
             if self._idle:
@@ -318,14 +405,17 @@ class PoolCore(Generic[T]):
                     self._sites[item] = site
                 self._requests += 1
                 return item
+            waiter: AsyncWaiter[T] = AsyncWaiter(timeout, site)
+            got = self._enqueue_locked(waiter, now)
         finally:
             self._lock.release()
-        waiter: AsyncWaiter[T] = AsyncWaiter(timeout, site)
-        got = self.enqueue(waiter)
         if got is not None:
             return got
         try:
-            await waiter.block()
+            if timeout is None or self._deadlines.watch(waiter):
+                await waiter.future
+            else:
+                await waiter.block()
         except BaseException:  # CancelledError
             self._abandon_and_drop(waiter)
             raise
@@ -341,27 +431,31 @@ class PoolCore(Generic[T]):
         ``waiter.timeout <= 0``.
         """
         now = self._clock()
-        error: Exception
         with self._lock:
-            self._requests += 1
-            if self._idle:
-                item = self._pop_idle()[1]
-                self._check_out_locked(item, now, waiter.site)
-                return item
-            if self._closed:
-                error = self._closed_error()
-            elif self.max_size is None or self._size_locked() + self._creating < self.max_size:
-                self._creating += 1
-                return CreationPermit(self, waiter.site)
-            elif waiter.timeout is not None and waiter.timeout <= 0:
-                self._timeouts += 1
-                error = self._timeout_error(waiter.timeout)
-            else:
-                waiter.since = now
-                self._waiters.append(waiter)
-                self._requests_waited += 1
-                return None
-        raise error
+            return self._enqueue_locked(waiter, now)
+
+    def _enqueue_locked(self, waiter: Waiter[T], now: float) -> T | CreationPermit[T] | None:
+        self._requests += 1
+        if self._idle:
+            item = self._pop_idle()[1]
+            self._check_out_locked(item, now, waiter.site)
+            return item
+        if self._closed:
+            raise self._closed_error()
+        max_size = self.max_size
+        if (
+            max_size is None
+            or len(self._in_use) + len(self._in_maintenance) + self._creating < max_size
+        ):  # (no idle item here, so this is _size_locked() + creating)
+            self._creating += 1
+            return CreationPermit(self, waiter.site)
+        if waiter.timeout is not None and waiter.timeout <= 0:
+            self._timeouts += 1
+            raise self._timeout_error(waiter.timeout)
+        waiter.since = now
+        self._waiters.append(waiter)
+        self._requests_waited += 1
+        return None
 
     def settle(self, waiter: Waiter[T]) -> T | CreationPermit[T]:
         """Finish a queued request, once woken or once its timeout expired.
@@ -505,6 +599,18 @@ class PoolCore(Generic[T]):
             since = self._in_use.pop(item, None)
             if since is not None:
                 self._usage += now - since
+                waiters = self._waiters
+                if waiters:
+                    # Direct hand-off to the oldest waiter: _hand_off_locked, inlined for the
+                    # common case of a waiter that can be woken.
+                    waiter = waiters.popleft()
+                    self._check_out_locked(item, now, waiter.site)
+                    waiter.waiting = False
+                    waiter.result = item
+                    if waiter.wake():
+                        return True
+                    waiter.result = None
+                    del self._in_use[item]
                 if self._waiters or self._closed:
                     if self._put_locked(item, now, now):
                         return True

@@ -1,0 +1,311 @@
+"""spanpool's asyncio pools against the official client's asyncio pools, side by side.
+
+Both sides use the official ``AsyncClient`` and ``Database`` on one ``spanpool serve`` process,
+in the same run, taking turns within each round; every figure is the median of the rounds.
+
+1. Warm get+put, one task: nanoseconds per ``s = await pool.get(); await pool.put(s)`` after
+   bind and one warm-up checkout, for each pool kind; and each spanpool pool against the
+   official ``AsyncFixedSizePool``.
+2. Fairness under contention: 200 tasks share 10 sessions, each holding one for 1 ms
+   (``await asyncio.sleep(0.001)``); cycles min/max across tasks, the longest get(), and
+   throughput against the ceiling of 10 sessions kept busy all the time.
+
+The official asyncio pools of google-cloud-spanner 3.71 compare an aware datetime with the
+naive last-use time their sessions carry, so their first ``get()`` raises ``TypeError``. To
+measure them at all, the bench gives their sessions an aware last-use time after ``bind``
+(the row says "patched"); without that they cannot serve a single checkout.
+
+Run with ``./dev run python bench/async_pools.py [--quick] [--seconds S]`` (or ``./dev bench``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import gc
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import spanner_v1
+
+import pools as common
+from pools import Failed, Goal, Metrics, Row, median_of, side_by_side, total_of
+from spanpool.testing import REGULAR_SESSIONS_ENV, serve_in_process
+
+KINDS = ("BurstyPool", "FixedSizePool", "PingingPool", "TransactionPingingPool")
+SIDES = ("official", "spanpool")
+TASKS = 200
+SIZE = 10
+HOLD_SECONDS = 0.001
+
+
+def pool_class(side: str, kind: str) -> Any:
+    if side == "official":
+        return getattr(spanner_v1, f"Async{kind}")
+    import spanpool
+
+    return getattr(spanpool, f"Async{kind}")
+
+
+def make_pool(side: str, kind: str, size: int = SIZE) -> Any:
+    cls = pool_class(side, kind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if kind == "BurstyPool":
+            return cls(target_size=size)
+        if kind == "FixedSizePool":
+            return cls(size=size, default_timeout=10, max_age_minutes=55)
+        return cls(size=size, default_timeout=10, ping_interval=3000)
+
+
+def patch_official(pool: Any) -> None:
+    """Give the official pool's idle sessions an aware last-use time (see the module doc)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    queue = getattr(pool, "_sessions", None)
+    for entry in list(getattr(queue, "_queue", ())):
+        session = entry[1] if isinstance(entry, tuple) else entry
+        session._last_use_time = now
+
+
+@dataclass
+class Opened:
+    pools: dict[tuple[str, str], Any]
+
+    async def close(self) -> None:
+        for (side, _), pool in self.pools.items():
+            if isinstance(pool, Failed):
+                continue
+            try:
+                if side == "spanpool":
+                    await pool.close()
+                else:
+                    await pool.clear()
+            except Exception as exc:
+                print(f"  (disposing {type(pool).__name__} raised {exc!r})", file=sys.stderr)
+
+
+async def open_pools(
+    database_for: Callable[[str], Awaitable[Any]], kinds: tuple[str, ...]
+) -> Opened:
+    opened: dict[tuple[str, str], Any] = {}
+    for kind in kinds:
+        for side in SIDES:
+            try:
+                pool = make_pool(side, kind)
+                database = await database_for(f"b{side[0]}{kind.lower()}")
+                await pool.bind(database)
+                if side == "official":
+                    patch_official(pool)
+                session = await pool.get()
+                await pool.put(session)
+                opened[(side, kind)] = pool
+            except Exception as exc:
+                opened[(side, kind)] = Failed(f"error: {type(exc).__name__}")
+    return Opened(opened)
+
+
+async def interleaved(
+    pools: dict[tuple[str, str], Any], rounds: int, measure: Callable[[Any], Awaitable[Metrics]]
+) -> dict[tuple[str, str], list[Metrics] | Failed]:
+    results: dict[tuple[str, str], list[Metrics] | Failed] = {
+        variant: pool if isinstance(pool, Failed) else [] for variant, pool in pools.items()
+    }
+    for _ in range(rounds):
+        for variant, pool in pools.items():
+            done = results[variant]
+            if isinstance(done, Failed):
+                continue
+            gc.collect()
+            try:
+                done.append(await measure(pool))
+            except Exception as exc:
+                results[variant] = Failed(f"error: {type(exc).__name__}")
+    return results
+
+
+async def warm_cycles(pool: Any, cycles: int, seconds: float) -> Metrics:
+    done = 0
+    began = time.perf_counter_ns()
+    deadline = began + seconds * 1e9
+    while done < cycles and time.perf_counter_ns() < deadline:
+        for _ in range(100):
+            session = await pool.get()
+            await pool.put(session)
+        done += 100
+    return {"ns": (time.perf_counter_ns() - began) / done}
+
+
+async def contend(pool: Any, seconds: float) -> Metrics:
+    counts = [0] * TASKS
+    holds = [0] * TASKS
+    worst = [0] * TASKS
+    errors = [0]
+    stop = False
+
+    async def work(i: int) -> None:
+        while not stop:
+            asked = time.perf_counter_ns()
+            try:
+                session = await pool.get()
+            except Exception:
+                errors[0] += 1
+                await asyncio.sleep(0.001)
+                continue
+            got = time.perf_counter_ns()
+            worst[i] = max(worst[i], got - asked)
+            await asyncio.sleep(HOLD_SECONDS)
+            holds[i] += time.perf_counter_ns() - got
+            try:
+                await pool.put(session)
+            except Exception:
+                errors[0] += 1
+            counts[i] += 1
+
+    tasks = [asyncio.ensure_future(work(i)) for i in range(TASKS)]
+    began = time.perf_counter_ns()
+    await asyncio.sleep(seconds)
+    stop = True
+    await asyncio.wait(tasks, timeout=common.JOIN_SECONDS)
+    elapsed = time.perf_counter_ns() - began
+    cycles = max(sum(counts), 1)
+    mean_hold = sum(holds) / cycles / 1e9
+    ceiling = SIZE / mean_hold if mean_hold else math.inf
+    return {
+        "min/max": min(counts) / max(max(counts), 1),
+        "worst ms": max(worst) / 1e6,
+        "throughput": sum(counts) / (elapsed / 1e9) / ceiling,
+        "errors": float(errors[0]),
+    }
+
+
+async def scenarios(endpoint: str, settings: common.Settings) -> list[Row]:
+    client = spanner_v1.AsyncClient(
+        project="test-project",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": endpoint},
+        disable_builtin_metrics=True,
+    )
+    instance = client.instance("test-instance")
+
+    async def database_for(name: str) -> Any:
+        return await instance.database(name, pool=spanner_v1.AsyncBurstyPool(target_size=0))
+
+    rows: list[Row] = []
+    common.progress("asyncio: warm get+put, one task")
+    opened = await open_pools(database_for, KINDS)
+    try:
+        results = await interleaved(
+            opened.pools,
+            settings.rounds,
+            lambda pool: warm_cycles(pool, settings.cycles, settings.cycle_seconds),
+        )
+    finally:
+        await opened.close()
+    ns = {variant: median_of(measured, "ns") for variant, measured in results.items()}
+    fixed = ns[("official", "FixedSizePool")]
+    for kind in KINDS:
+        rows.append(
+            side_by_side(
+                "asyncio warm get+put, 1 task",
+                0,
+                kind,
+                ns[("official", kind)],
+                ns[("spanpool", kind)],
+                common.duration,
+                Goal("<=", 0.30) if kind == "FixedSizePool" else None,
+                official_prefix="patched " if kind != "BurstyPool" else "",
+            )
+        )
+    for kind in KINDS:
+        if kind != "FixedSizePool":
+            rows.append(
+                side_by_side(
+                    "asyncio get+put vs official Fixed",
+                    0,
+                    kind,
+                    fixed,
+                    ns[("spanpool", kind)],
+                    common.duration,
+                    Goal("<=", 0.30),
+                    official_prefix="Fixed ",
+                )
+            )
+
+    common.progress(f"asyncio: {TASKS} tasks on {SIZE} sessions")
+    kinds = ("FixedSizePool", "PingingPool")
+    opened = await open_pools(database_for, kinds)
+    try:
+        results = await interleaved(
+            opened.pools,
+            settings.slow_rounds,
+            lambda pool: contend(pool, settings.contention_seconds),
+        )
+    finally:
+        await opened.close()
+    title = f"asyncio {TASKS} tasks, {SIZE} sessions:"
+    measures: list[tuple[str, str, Callable[[float], str], Goal]] = [
+        ("min/max cycles", "min/max", "{:.2f}".format, Goal(">=", 0.8)),
+        ("worst get() wait", "worst ms", "{:,.1f} ms".format, Goal("<=", 50)),
+        ("throughput / ideal", "throughput", "{:.1%}".format, Goal(">=", 0.95, "95%")),
+    ]
+    for kind in kinds:
+        official, ours = results[("official", kind)], results[("spanpool", kind)]
+        for name, key, fmt, goal in measures:
+            rows.append(
+                side_by_side(
+                    f"{title} {name}",
+                    0,
+                    kind,
+                    median_of(official, key),
+                    median_of(ours, key),
+                    fmt,
+                    goal,
+                    absolute=True,
+                    official_prefix="patched ",
+                )
+            )
+        rows.append(
+            side_by_side(
+                f"{title} errors",
+                0,
+                kind,
+                total_of(official, "errors"),
+                total_of(ours, "errors"),
+                "{:.0f}".format,
+                Goal("==", 0),
+                absolute=True,
+            )
+        )
+    return rows
+
+
+def run(args: Any) -> list[Row]:
+    settings = common.settings_for(args)
+    os.environ.update(REGULAR_SESSIONS_ENV)
+    with serve_in_process() as server:
+        return asyncio.run(scenarios(server.endpoint, settings))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = common.parse_args(argv)
+    began = time.monotonic()
+    rows = run(args)
+    print()
+    print(
+        "spanpool asyncio pools vs official google-cloud-spanner asyncio pools, LocalSpanner on "
+        f"loopback, {os.cpu_count()} cores, {time.monotonic() - began:.0f} s"
+        + (" (--quick)" if args.quick else "")
+    )
+    common.print_table(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
