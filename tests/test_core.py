@@ -763,6 +763,60 @@ def test_acquire_async_waits_times_out_and_takes_hand_offs() -> None:
     run_async(scenario(), debug=True)
 
 
+def test_asyncio_timeouts_share_one_timer_and_each_expires_on_time() -> None:
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        core: PoolCore[Item] = PoolCore(max_size=1)
+        (session,) = fill(core, 1)
+        assert await core.acquire_async() is session
+
+        def armed() -> int:
+            return sum(not h.cancelled() for h in loop._scheduled)  # type: ignore[attr-defined]
+
+        timers_before = armed()
+        late = asyncio.create_task(core.acquire_async(timeout=0.2))
+        early = asyncio.create_task(core.acquire_async(timeout=0.02))
+        served = asyncio.create_task(core.acquire_async(timeout=30))
+        await asyncio.sleep(0)
+        # Three waiters with timeouts, one timer armed (for the earliest deadline).
+        assert armed() - timers_before == 1
+        began = loop.time()
+        with pytest.raises(PoolTimeout):
+            await early
+        assert loop.time() - began < 0.15  # woken at its own deadline, not the later one's
+        assert not late.done()
+        with pytest.raises(PoolTimeout):
+            await late
+        # The first in line timed out: the release goes to the waiter still waiting.
+        core.release(session)
+        assert await asyncio.wait_for(served, 5) is session
+        stats = core.get_stats()
+        assert stats["requests_waiting"] == 0 and stats["pool_in_use"] == 1
+
+    run_async(scenario(), debug=True)
+
+
+def test_asyncio_waiters_of_two_event_loops_time_out_on_their_own_loops() -> None:
+    core: PoolCore[Item] = PoolCore(max_size=1)
+    (session,) = fill(core, 1)
+    assert core.acquire() is session
+    outcomes: list[str] = []
+
+    def wait_on_a_new_loop() -> None:
+        async def scenario() -> None:
+            with pytest.raises(PoolTimeout):
+                await core.acquire_async(timeout=0.05)
+            outcomes.append("timed out")
+
+        run_async(scenario())
+
+    threads = [start(wait_on_a_new_loop) for _ in range(2)]
+    join(*threads)
+    assert outcomes == ["timed out", "timed out"]
+    core.release(session)
+    assert core.get_stats()["pool_available"] == 1
+
+
 def test_task_cancelled_at_the_instant_it_is_served_passes_the_item_on() -> None:
     async def scenario() -> None:
         core: PoolCore[Item] = PoolCore(max_size=1)
