@@ -41,6 +41,12 @@ def run_all(work: Callable[[Any], R], items: Iterable[Any]) -> list[R | BaseExce
         return [guarded(item) for item in items]
 
 
+def run_to_end(work: R, if_abandoned: Callable[[R], object] | None = None) -> R:
+    """``work``'s result: a blocking call has run to its end by the time it gets here (the
+    asyncio flavour shields ``work`` from the caller's cancellation instead)."""
+    return work
+
+
 def spawn(work: Callable[[Any], Any], item: Any) -> None:
     """Run ``work(item)`` now (the asyncio flavour schedules it as a task instead)."""
     work(item)

@@ -42,6 +42,46 @@ async def run_all(
     return list(await asyncio.gather(*(guarded(item) for item in items)))
 
 
+async def run_to_end(
+    work: Coroutine[Any, Any, R], if_abandoned: Callable[[R], Awaitable[object]] | None = None
+) -> R:
+    """Await ``work`` in a task of its own, which cancelling the caller does not cancel.
+
+    For work whose loss would lose sessions, such as a creation the server completes anyway:
+    if the caller is cancelled meanwhile, it gets its ``CancelledError`` at once, and
+    ``work`` runs to its end in the background; then ``if_abandoned(result)`` is awaited (it
+    takes over what ``work`` produced), unless ``work`` failed, in which case ``work`` itself
+    must have given back what it held.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.cancelled():  # the caller was cancelled, not the work
+            _keep(asyncio.ensure_future(_finish_abandoned(task, if_abandoned)))
+        raise
+
+
+async def _finish_abandoned(
+    task: asyncio.Future[R], if_abandoned: Callable[[R], Awaitable[object]] | None
+) -> None:
+    try:
+        result = await task
+    except Exception as exc:  # the work gave back what it held
+        log.debug("work abandoned by a cancelled caller failed: %r", exc)
+        return
+    if if_abandoned is not None:
+        try:
+            await if_abandoned(result)
+        except Exception:
+            log.exception("taking over the result of work abandoned by a cancelled caller failed")
+
+
+def _keep(task: asyncio.Task[Any]) -> None:
+    _background.add(task)
+    task.add_done_callback(_background.discard)
+
+
 def spawn(work: Callable[[Any], Coroutine[Any, Any, Any]], item: Any) -> None:
     """Start ``work(item)`` as a task of the running loop; the caller does not wait for it."""
     try:
@@ -49,9 +89,7 @@ def spawn(work: Callable[[Any], Coroutine[Any, Any, Any]], item: Any) -> None:
     except RuntimeError:
         log.warning("no running event loop: %s(%r) not done", work, item)
         return
-    task: asyncio.Task[Any] = loop.create_task(work(item))
-    _background.add(task)
-    task.add_done_callback(_background.discard)
+    _keep(loop.create_task(work(item)))
 
 
 def close_at_exit(pool_ref: weakref.ref[Any]) -> None:

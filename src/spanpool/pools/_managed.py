@@ -110,7 +110,9 @@ class ManagedPool(AbstractSessionPool):
 
     def bind(self, database: Any) -> None:
         """Associate the pool with ``database`` and create its sessions (concurrently, at most
-        100 per call). A session creation that fails raises, and keeps those created."""
+        100 per call). A session creation that fails raises, and keeps those created.
+        An asyncio caller cancelled meanwhile does not stop the creations in flight: their
+        sessions still join the pool."""
         self._check_usable()
         if self._database is not None and self._database.name != database.name:
             raise PoolUsageError(
@@ -133,9 +135,16 @@ class ManagedPool(AbstractSessionPool):
         return self._create_idle(permits)
 
     def _create_idle(self, permits: list[CreationPermit[Any]]) -> int:
-        """Create one session per permit, in batches, straight into the idle set."""
+        """Create one session per permit, in batches, straight into the idle set.
+
+        A cancelled asyncio caller does not stop them: the server would create the sessions
+        of the calls in flight anyway, and the pool would never learn their names.
+        """
         if not permits:
             return 0
+        return _io.run_to_end(self._create_batches(permits))
+
+    def _create_batches(self, permits: list[CreationPermit[Any]]) -> int:
         pending = list(permits)
         lock = threading.Lock()
 
@@ -182,6 +191,11 @@ class ManagedPool(AbstractSessionPool):
             return got
 
     def _create_for(self, permit: CreationPermit[Any]) -> Any:
+        # Runs to its end even if an asyncio caller is cancelled meanwhile: the session it
+        # would have had is then put back, rather than left on the server unknown to the pool.
+        return _io.run_to_end(self._create_checked_out(permit), self.put)
+
+    def _create_checked_out(self, permit: CreationPermit[Any]) -> Any:
         session = self._new_session()
         session._spanpool_pooled = True
         try:
@@ -316,21 +330,25 @@ class ManagedPool(AbstractSessionPool):
         except BaseException:
             self._give_back(sessions)
             raise
+        # Every session is settled before anything is awaited, so that a cancellation
+        # meanwhile leaves none in maintenance.
         lost = 0
+        doomed = []
         for session, outcome in zip(sessions, outcomes, strict=True):
             if outcome is True:
                 if not self._core.return_checked(session):
-                    self._delete(session)
+                    doomed.append(session)
             else:
                 self._core.discard(session)
                 if isinstance(outcome, BaseException):
                     # Unknown state: delete it rather than hand out a session in doubt.
-                    self._delete(session)
+                    doomed.append(session)
                 lost += 1
         with self._counters_lock:
             self._pings += len(sessions)
             self._pings_failed += lost
             self._replaced += lost
+        self._delete_all(doomed)
         if lost and self._fill_on_bind and not self._core.closed:
             self._create_idle(self._core.reserve(lost))
 
@@ -379,6 +397,11 @@ class ManagedPool(AbstractSessionPool):
         self._delete_all([session])
 
     def _delete_all(self, sessions: list[Any]) -> None:
+        """Delete sessions the pool has forgotten (a cancelled asyncio caller does not stop it)."""
+        if sessions:
+            _io.run_to_end(self._delete_now(sessions))
+
+    def _delete_now(self, sessions: list[Any]) -> int:
         for session in sessions:
             _bridge.detach(session)
         outcomes = _io.run_all(_bridge.delete, sessions)
@@ -387,6 +410,7 @@ class ManagedPool(AbstractSessionPool):
             self._deleted += len(sessions) - len(failed)
         for error in failed[:3]:
             log.warning("%s: deleting a session failed: %s", self._name, error)
+        return len(sessions) - len(failed)
 
     # -- maintenance, stats, leaks -----------------------------------------------------------------
 
@@ -398,8 +422,9 @@ class ManagedPool(AbstractSessionPool):
 
         self._check_usable()
         if self._worker is None:
-            self._worker = MaintenanceWorker(self)
-            self._worker.start()
+            worker = MaintenanceWorker(self)
+            worker.start()  # kept only once started (an asyncio one needs a running loop)
+            self._worker = worker
 
     def maintenance_interval(self) -> float:
         """How long the worker sleeps between rounds: a share of the ping interval, so the

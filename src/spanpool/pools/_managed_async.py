@@ -108,7 +108,9 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
 
     async def bind(self, database: Any) -> None:
         """Associate the pool with ``database`` and create its sessions (concurrently, at most
-        100 per call). A session creation that fails raises, and keeps those created."""
+        100 per call). A session creation that fails raises, and keeps those created.
+        An asyncio caller cancelled meanwhile does not stop the creations in flight: their
+        sessions still join the pool."""
         self._check_usable()
         if self._database is not None and self._database.name != database.name:
             raise PoolUsageError(
@@ -131,9 +133,16 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         return await self._create_idle(permits)
 
     async def _create_idle(self, permits: list[CreationPermit[Any]]) -> int:
-        """Create one session per permit, in batches, straight into the idle set."""
+        """Create one session per permit, in batches, straight into the idle set.
+
+        A cancelled asyncio caller does not stop them: the server would create the sessions
+        of the calls in flight anyway, and the pool would never learn their names.
+        """
         if not permits:
             return 0
+        return await _io_async.run_to_end(self._create_batches(permits))
+
+    async def _create_batches(self, permits: list[CreationPermit[Any]]) -> int:
         pending = list(permits)
         lock = threading.Lock()
 
@@ -180,6 +189,11 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
             return got
 
     async def _create_for(self, permit: CreationPermit[Any]) -> Any:
+        # Runs to its end even if an asyncio caller is cancelled meanwhile: the session it
+        # would have had is then put back, rather than left on the server unknown to the pool.
+        return await _io_async.run_to_end(self._create_checked_out(permit), self.put)
+
+    async def _create_checked_out(self, permit: CreationPermit[Any]) -> Any:
         session = self._new_session()
         session._spanpool_pooled = True
         try:
@@ -314,21 +328,25 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         except BaseException:
             self._give_back(sessions)
             raise
+        # Every session is settled before anything is awaited, so that a cancellation
+        # meanwhile leaves none in maintenance.
         lost = 0
+        doomed = []
         for session, outcome in zip(sessions, outcomes, strict=True):
             if outcome is True:
                 if not self._core.return_checked(session):
-                    await self._delete(session)
+                    doomed.append(session)
             else:
                 self._core.discard(session)
                 if isinstance(outcome, BaseException):
                     # Unknown state: delete it rather than hand out a session in doubt.
-                    await self._delete(session)
+                    doomed.append(session)
                 lost += 1
         with self._counters_lock:
             self._pings += len(sessions)
             self._pings_failed += lost
             self._replaced += lost
+        await self._delete_all(doomed)
         if lost and self._fill_on_bind and not self._core.closed:
             await self._create_idle(self._core.reserve(lost))
 
@@ -377,6 +395,11 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         await self._delete_all([session])
 
     async def _delete_all(self, sessions: list[Any]) -> None:
+        """Delete sessions the pool has forgotten (a cancelled asyncio caller does not stop it)."""
+        if sessions:
+            await _io_async.run_to_end(self._delete_now(sessions))
+
+    async def _delete_now(self, sessions: list[Any]) -> int:
         for session in sessions:
             _bridge_async.detach(session)
         outcomes = await _io_async.run_all(_bridge_async.delete, sessions)
@@ -385,6 +408,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
             self._deleted += len(sessions) - len(failed)
         for error in failed[:3]:
             log.warning("%s: deleting a session failed: %s", self._name, error)
+        return len(sessions) - len(failed)
 
     # -- maintenance, stats, leaks -----------------------------------------------------------------
 
@@ -396,8 +420,9 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
 
         self._check_usable()
         if self._worker is None:
-            self._worker = MaintenanceWorker(self)
-            self._worker.start()
+            worker = MaintenanceWorker(self)
+            worker.start()  # kept only once started (an asyncio one needs a running loop)
+            self._worker = worker
 
     def maintenance_interval(self) -> float:
         """How long the worker sleeps between rounds: a share of the ping interval, so the

@@ -163,7 +163,10 @@ class TransactionPingingPool(PingingPool):
         except BaseException:
             self._give_back(pending)
             raise
+        # Every session is settled before anything is awaited, so that a cancellation
+        # meanwhile leaves none in maintenance.
         begun = 0
+        doomed = []
         for session, outcome in zip(pending, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if _bridge.is_session_not_found(outcome):
@@ -174,7 +177,8 @@ class TransactionPingingPool(PingingPool):
                 session._spanpool_transaction = (outcome, time.monotonic())
                 begun += 1
             if not self._core.return_checked(session, refreshed=False):
-                self._delete(session)
+                doomed.append(session)
+        self._delete_all(doomed)
         return begun
 
     def ping(self) -> None:

@@ -161,7 +161,10 @@ class AsyncTransactionPingingPool(AsyncPingingPool):
         except BaseException:
             self._give_back(pending)
             raise
+        # Every session is settled before anything is awaited, so that a cancellation
+        # meanwhile leaves none in maintenance.
         begun = 0
+        doomed = []
         for session, outcome in zip(pending, outcomes, strict=True):
             if isinstance(outcome, BaseException):
                 if _bridge_async.is_session_not_found(outcome):
@@ -172,7 +175,8 @@ class AsyncTransactionPingingPool(AsyncPingingPool):
                 session._spanpool_transaction = (outcome, time.monotonic())
                 begun += 1
             if not self._core.return_checked(session, refreshed=False):
-                await self._delete(session)
+                doomed.append(session)
+        await self._delete_all(doomed)
         return begun
 
     async def ping(self) -> None:

@@ -65,12 +65,12 @@ class MemoryStore:
             if state.window_start is None:
                 state.window_start = now
             dropped = tuple(
-                record
-                for record in state.idle.values()
-                if record.last_used < expired_before or record.created_at < retire_before
+                entry
+                for entry in state.idle.values()
+                if entry.last_used < expired_before or entry.created_at < retire_before
             )
-            for record in dropped:
-                del state.idle[record.name]
+            for entry in dropped:
+                del state.idle[entry.name]
             for token in [t for t, c in state.permits.items() if c.since < reclaim_before]:
                 del state.permits[token]
             token = new_token()
