@@ -1,7 +1,14 @@
 """Testing helpers: LocalSpanner, a real Spanner gRPC server on loopback."""
 
 from .._bridge import REGULAR_SESSIONS_ENV
-from .server import LocalSpanner, RequestRecord, ServerProcess, connect, serve_in_process
+from .server import (
+    LocalSpanner,
+    RequestRecord,
+    ServerProcess,
+    connect,
+    connect_async,
+    serve_in_process,
+)
 
 __all__ = [
     "REGULAR_SESSIONS_ENV",
@@ -9,5 +16,6 @@ __all__ = [
     "RequestRecord",
     "ServerProcess",
     "connect",
+    "connect_async",
     "serve_in_process",
 ]

@@ -162,6 +162,9 @@ class Backend:
         self._prefix = os.urandom(4).hex()
         self._random = random.Random()
         self.sessions_created = 0
+        # Most sessions alive at once, per database and in all, since start or reset_peaks().
+        self._peak_sessions: dict[str, int] = {}
+        self._peak_total = 0
 
     # -- databases ------------------------------------------------------------------------
 
@@ -269,6 +272,9 @@ class Backend:
                 db.sessions[name] = session
                 created.append(session)
             self.sessions_created += len(created)
+            if len(db.sessions) > self._peak_sessions.get(db.name, 0):
+                self._peak_sessions[db.name] = len(db.sessions)
+            self._peak_total = max(self._peak_total, len(self._sessions))
             return created
 
     def session(self, name: str) -> SessionState:
@@ -308,6 +314,20 @@ class Backend:
                 self._sweep(db)
                 total += len(db.sessions)
             return total
+
+    def peak_session_count(self, database: str | None = None) -> int:
+        """Most sessions alive at once (in one database, or in all) since start or
+        ``reset_peaks()``."""
+        with self._lock:
+            if database is None:
+                return self._peak_total
+            return self._peak_sessions.get(database, 0)
+
+    def reset_peaks(self) -> None:
+        """Start the peaks again from the sessions alive now."""
+        with self._lock:
+            self._peak_sessions = {db.name: len(db.sessions) for db in self._databases.values()}
+            self._peak_total = len(self._sessions)
 
     def expire_sessions(self, fraction: float = 1.0, database: str | None = None) -> int:
         """Drop a share of the regular sessions, as if the server had dropped them."""

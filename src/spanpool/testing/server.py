@@ -23,7 +23,14 @@ from ._control import Control, RequestRecord
 from ._spanner_service import SpannerService
 from ._state import Backend
 
-__all__ = ["LocalSpanner", "RequestRecord", "ServerProcess", "connect", "serve_in_process"]
+__all__ = [
+    "LocalSpanner",
+    "RequestRecord",
+    "ServerProcess",
+    "connect",
+    "connect_async",
+    "serve_in_process",
+]
 
 DEFAULT_PROJECT = "test-project"
 DEFAULT_INSTANCE = "test-instance"
@@ -53,6 +60,32 @@ def connect(
         disable_builtin_metrics=True,
     )
     return client.instance(instance).database(database_id, pool=pool, **database_options)
+
+
+async def connect_async(
+    endpoint: str,
+    database_id: str,
+    pool: Any = None,
+    project: str = DEFAULT_PROJECT,
+    instance: str = DEFAULT_INSTANCE,
+    **database_options: Any,
+) -> Any:
+    """The official asyncio client's ``Database`` for ``database_id`` on a LocalSpanner
+    ``endpoint``, with ``pool`` bound to it (``await``-ed, so an asyncio pool is filled).
+
+    ``pool`` and ``database_options`` go to ``Instance.database``.
+    """
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud.spanner_v1 import AsyncClient
+
+    client = AsyncClient(
+        project=project,
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": endpoint},
+        # Built-in metrics would be exported to Cloud Monitoring: no use for a local server.
+        disable_builtin_metrics=True,
+    )
+    return await client.instance(instance).database(database_id, pool=pool, **database_options)
 
 
 @dataclass(frozen=True)
@@ -294,7 +327,10 @@ class LocalSpanner:
         return self._require_started().sessions_created
 
     def reset_counts(self) -> None:
+        """Reset request and status counts, the request log and the session peaks."""
         self.control.reset_counts()
+        if self._backend is not None:
+            self._backend.reset_peaks()
 
     def request_log(self) -> list[RequestRecord]:
         """The most recent requests: time, method, target (session or database), status."""
@@ -303,6 +339,11 @@ class LocalSpanner:
     def session_count(self, database: str | None = None) -> int:
         """Live sessions, in one database (full name) or in all."""
         return self._require_started().session_count(database)
+
+    def peak_session_count(self, database: str | None = None) -> int:
+        """Most sessions alive at once, in one database (full name) or in all, since start
+        or ``reset_counts()``."""
+        return self._require_started().peak_session_count(database)
 
     def session_labels(self, database: str | None = None) -> list[dict[str, str]]:
         """The labels of each live session, for tests of what pools send."""
