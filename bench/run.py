@@ -1,4 +1,4 @@
-"""Run spanpool's benchmarks: LocalSpanner's own speed, then the pools.
+"""Run spanpool's benchmarks: LocalSpanner's own speed, then the pools, then CacheSessionPool.
 
 ``./dev bench [--quick] [--seconds S]``: the flags are bench/pools.py's; LocalSpanner's benchmark
 runs with its defaults, or for 1 second per measurement with ``--quick``.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+import cache
 import localspanner
 import pools
 
@@ -22,7 +23,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         sys.argv = saved
     print()
-    return pools.run(options)
+    status = pools.run(options)
+    print()
+    # CacheSessionPool over its stores; it takes --quick only.
+    return cache.main(["--quick"] if options.quick else []) or status
 
 
 if __name__ == "__main__":

@@ -95,6 +95,17 @@ def new_session(database: Any, labels: dict[str, str], role: str | None, owner: 
     return session
 
 
+def session_for_name(
+    database: Any, name: str, labels: dict[str, str], role: str | None, owner: Any
+) -> PooledSession:
+    """A session object for the existing session ``name`` (its full resource name), e.g. one
+    that another process created and a shared store handed to this one."""
+    session = new_session(database, labels, role, owner)
+    assert isinstance(session, PooledSession)
+    session._session_id = name.rsplit("/", 1)[-1]
+    return session
+
+
 def session_database(session: Any) -> Any:
     return getattr(session, "_database", None)
 

@@ -9,6 +9,7 @@ from ._abstract import AbstractSessionPool, SessionCheckout
 from ._abstract_async import AsyncAbstractSessionPool, AsyncSessionCheckout
 from ._managed import ManagedPool
 from ._managed_async import AsyncManagedPool
+from .cache import CacheSessionPool, MaintenanceReport
 from .policies import BurstyPool, FixedSizePool, PingingPool, TransactionPingingPool
 from .policies_async import (
     AsyncBurstyPool,
@@ -27,7 +28,9 @@ __all__ = [
     "AsyncSessionCheckout",
     "AsyncTransactionPingingPool",
     "BurstyPool",
+    "CacheSessionPool",
     "FixedSizePool",
+    "MaintenanceReport",
     "ManagedPool",
     "PingingPool",
     "PoolForked",

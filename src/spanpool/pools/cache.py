@@ -29,7 +29,7 @@ from .. import _bridge
 from ..errors import NotCheckedOut, PoolTimeout, PoolUsageError, SpanpoolError, StoreError
 from ..stores._base import Holder, SessionRecord, Store, StoreStats, pid_alive
 from ._abstract import AbstractSessionPool
-from ._managed import _run_all
+from ._io import run_all
 
 log = logging.getLogger("spanpool")
 
@@ -244,6 +244,7 @@ class CacheSessionPool(AbstractSessionPool):
         self._unsettled: list[_Unsettled] = []
         self._last_dead_check = -math.inf
         self._last_maintain: float | None = None
+        self._refresh_credit = 0.0
         self._counts: dict[str, int] = dict.fromkeys(
             (
                 "sessions_created",
@@ -251,7 +252,9 @@ class CacheSessionPool(AbstractSessionPool):
                 "sessions_reclaimed",
                 "sessions_lost",
                 "claims_lost",
+                "requests_num",
                 "requests_waiting_total",
+                "requests_wait_ms",
                 "requests_timeouts",
                 "pings",
                 "pings_failed",
@@ -305,72 +308,87 @@ class CacheSessionPool(AbstractSessionPool):
         """
         if context not in ("r", "rw"):
             raise PoolUsageError(f'context must be "r" or "rw", not {context!r}')
+        if not self.should_wait_for_session:
+            return self._acquire(0.0, "should_wait_for_session is False")
         wait = self.max_cycles_to_wait_for_session * self.sleep_interval_seconds
-        return self._acquire(wait if self.should_wait_for_session else None)
+        return self._acquire(
+            wait,
+            f"max_cycles_to_wait_for_session={self.max_cycles_to_wait_for_session} x "
+            f"sleep_interval_seconds={self.sleep_interval_seconds:g}",
+        )
 
     def get(self, timeout: float | None = None, **_: Any) -> _bridge.PooledSession:
         """``acquire()`` for the official ``Database``; ``timeout`` (seconds, 0: don't wait)
         replaces the pool's waiting time when given."""
         if timeout is None:
             return self.acquire()
-        return self._acquire(_check_seconds("timeout", timeout, positive=False) or None)
+        wait = _check_seconds("timeout", timeout, positive=False)
+        return self._acquire(wait, f"timeout={wait:g}")
 
-    def _acquire(self, wait: float | None) -> _bridge.PooledSession:
+    def _acquire(self, wait: float, why: str) -> _bridge.PooledSession:
+        """Check a session out, waiting up to ``wait`` seconds for a release when full."""
         key = self._ready()
         started = time.monotonic()
         waited = False
-        while True:
-            now = self._clock()
-            got = self._step(
-                "acquire",
-                self._store.acquire,
-                key,
-                holder=self._holder,
-                now=now,
-                max_sessions=self.max_sessions,
-                reclaim_before=now - self.reclaim_after_seconds,
-                expired_before=now - SERVER_IDLE_EXPIRY,
-                retire_before=now - RETIRE_AGE,
-            )
-            if got.dropped:
-                # Expired ones are gone from the server already; retired ones are deleted.
-                self._delete_records([r for r in got.dropped if r.created_at < now - RETIRE_AGE])
-            if got.record is not None and got.token is not None:
-                if got.reclaimed:
-                    self._count("sessions_reclaimed")
-                session = self._hold(got.record.name, got.token)
-                if got.record.last_used < now - VERIFY_AFTER and not self._still_exists(session):
+        self._count("requests_num")
+        try:
+            while True:
+                now = self._clock()
+                got = self._step(
+                    "acquire",
+                    self._store.acquire,
+                    key,
+                    holder=self._holder,
+                    now=now,
+                    max_sessions=self.max_sessions,
+                    reclaim_before=now - self.reclaim_after_seconds,
+                    expired_before=now - SERVER_IDLE_EXPIRY,
+                    retire_before=now - RETIRE_AGE,
+                )
+                if got.dropped:
+                    # Expired ones are gone from the server already; retired ones are deleted.
+                    self._delete_records(
+                        [r for r in got.dropped if r.created_at < now - RETIRE_AGE]
+                    )
+                if got.record is not None and got.token is not None:
+                    if got.reclaimed:
+                        self._count("sessions_reclaimed")
+                    session = self._hold(got.record.name, got.token)
+                    if got.record.last_used < now - VERIFY_AFTER and not self._still_exists(
+                        session
+                    ):
+                        continue
+                    return session
+                if got.token is not None:
+                    created = self._create_checked_out(key, got.token)
+                    if created is not None:
+                        return created
                     continue
-                return session
-            if got.token is not None:
-                return self._create_checked_out(key, got.token)
-            # The pool is full.
-            if self._reclaim_dead(key, rate_limited=True):
-                continue
-            remaining = None if wait is None else started + wait - time.monotonic()
-            if remaining is None or remaining <= 0:
-                self._count("requests_timeouts")
-                raise self._timeout(time.monotonic() - started, wait)
-            if not waited:
-                waited = True
-                self._count("requests_waiting_total")
-            self._store.wait_for_release(
-                key, min(remaining, self.sleep_interval_seconds), got.releases
-            )
-
-    def _timeout(self, waited: float, wait: float | None) -> PoolTimeout:
-        where = f"CacheSessionPool {self._key}"
-        if wait is None:
-            return PoolTimeout(
-                f"{where}: all {self.max_sessions} sessions (max_sessions) are in use or being "
-                "created, and should_wait_for_session is False"
-            )
-        return PoolTimeout(
-            f"{where}: all {self.max_sessions} sessions (max_sessions) stayed in use or being "
-            f"created for {waited:.2f}s (max_cycles_to_wait_for_session="
-            f"{self.max_cycles_to_wait_for_session} x sleep_interval_seconds="
-            f"{self.sleep_interval_seconds:g})"
-        )
+                # The pool is full.
+                if self._reclaim_dead(key, rate_limited=True):
+                    continue
+                remaining = started + wait - time.monotonic()
+                if remaining <= 0:
+                    self._count("requests_timeouts")
+                    raise PoolTimeout(
+                        f"CacheSessionPool {key}: all {self.max_sessions} sessions (max_sessions) "
+                        f"are in use or being created; gave up after waiting "
+                        f"{time.monotonic() - started:.2f}s ({why})"
+                    )
+                if not waited:
+                    waited = True
+                    self._count("requests_waiting_total")
+                self._step(
+                    "wait_for_release",
+                    self._store.wait_for_release,
+                    key,
+                    min(remaining, self.sleep_interval_seconds),
+                    got.releases,
+                    locked=False,
+                )
+        finally:
+            if waited:
+                self._count("requests_wait_ms", round((time.monotonic() - started) * 1000))
 
     def _hold(self, name: str, token: str) -> _bridge.PooledSession:
         session = _bridge.session_for_name(
@@ -390,11 +408,14 @@ class CacheSessionPool(AbstractSessionPool):
             raise
         if not found:
             self._count("sessions_lost")
+            session._spanpool_gone = True
             self._drop_held(session)
         return found
 
-    def _create_checked_out(self, key: str, token: str) -> _bridge.PooledSession:
-        session = self._new_session()
+    def _create_checked_out(self, key: str, token: str) -> _bridge.PooledSession | None:
+        """Create a session for the permit ``token`` and check it out; None when the permit
+        was taken back meanwhile."""
+        session: _bridge.PooledSession = self._new_session()
         session._spanpool_pooled = True
         with self._mutex:
             self._in_flight.add(token)
@@ -421,7 +442,7 @@ class CacheSessionPool(AbstractSessionPool):
             # The permit was taken back (the pool was cleared, or this creation took longer
             # than reclaim_after_seconds): the session has no place in the pool.
             self._delete_sessions([session])
-            return self._acquire(0)
+            return None
         with self._mutex:
             self._held[session.name] = _Held(token, session)
         return session
@@ -434,17 +455,13 @@ class CacheSessionPool(AbstractSessionPool):
         aside and returned at the next call, and :class:`~spanpool.errors.StoreError` raises.
         """
         key = self._ready()
-        name = getattr(session, "name", None) if session is not None else None
-        with self._mutex:
-            held = self._held.get(name) if isinstance(name, str) else None
-            if held is not None and held.session is session:
-                del self._held[name]  # type: ignore[arg-type]
-            else:
-                held = None
+        held = self._take_held(session)
         if held is None:
+            if isinstance(session, _bridge.PooledSession) and session._spanpool_gone:
+                return  # dropped from the pool when the server said it was gone
             self._adopt_or_refuse(session)
             return
-        assert isinstance(name, str)
+        name = held.session.name
         if session._spanpool_gone:
             self._discard(key, name, held.token)
             return
@@ -464,6 +481,18 @@ class CacheSessionPool(AbstractSessionPool):
                 name,
                 self.reclaim_after_seconds,
             )
+
+    def _take_held(self, session: Any) -> _Held | None:
+        """Forget that this process holds ``session``; None when it does not."""
+        name = getattr(session, "name", None) if session is not None else None
+        if not isinstance(name, str):
+            return None
+        with self._mutex:
+            held = self._held.get(name)
+            if held is None or held.session is not session:
+                return None
+            del self._held[name]
+            return held
 
     def put(self, session: Any) -> None:
         """``release()`` for the official ``Database``."""
@@ -498,15 +527,25 @@ class CacheSessionPool(AbstractSessionPool):
         self.release(session)
 
     def _session_gone(self, session: Any) -> None:
-        """The server no longer has ``session``: it is dropped when it is returned."""
-        if isinstance(session, _bridge.PooledSession):
-            session._spanpool_gone = True
+        """The server no longer has ``session`` (or it was deleted): drop it from the pool
+        now, never to be handed out again; returning it later is a no-op."""
+        if not isinstance(session, _bridge.PooledSession):
+            return
+        session._spanpool_gone = True
+        try:
+            if self._drop_held(session):
+                self._count("sessions_lost")
+        except StoreError as exc:
+            # Kept aside and retried at the next call; exists() and delete() don't raise it.
+            log.warning("%s", exc)
 
-    def _drop_held(self, session: _bridge.PooledSession) -> None:
-        with self._mutex:
-            held = self._held.pop(session.name, None)
-        if held is not None:
-            self._discard(self.key, session.name, held.token)
+    def _drop_held(self, session: _bridge.PooledSession) -> bool:
+        """Remove a session this process holds from the pool; False when not held."""
+        held = self._take_held(session)
+        if held is None or self._key is None:
+            return False
+        self._discard(self._key, session.name, held.token)
+        return True
 
     def _discard(self, key: str, name: str, token: str) -> None:
         try:
@@ -538,25 +577,56 @@ class CacheSessionPool(AbstractSessionPool):
     def _adopt(self, session: _bridge.PooledSession) -> None:
         key = self.key
         now = self._clock()
-        stats = self._step("stats", self._store.stats, key)
-        permits = self._step(
-            "reserve",
-            self._store.reserve,
-            key,
-            holder=self._holder,
-            now=now,
-            target=stats.idle + stats.in_use + stats.creating + 1,
-            max_sessions=self.max_sessions,
-        )
+        try:
+            stats = self._step("stats", self._store.stats, key)
+            permits = self._step(
+                "reserve",
+                self._store.reserve,
+                key,
+                holder=self._holder,
+                now=now,
+                target=stats.idle + stats.in_use + stats.creating + 1,
+                max_sessions=self.max_sessions,
+            )
+        except StoreError:
+            self._delete_sessions([session])
+            raise
         for extra in permits[1:]:
-            self._step("create_failed", self._store.create_failed, key, extra)
-        record = SessionRecord(session.name, now, now)
-        if permits and self._step(
-            "created", self._store.created, key, permits[0], record, now=now, check_out=False
-        ):
-            session._spanpool_pooled = True
-            return
-        self._delete_sessions([session])
+            self._settle_quietly(functools.partial(self._store.create_failed, key, extra))
+        _bridge.detach(session)
+        session._spanpool_pooled = True
+        if not permits or not self._record_idle(key, permits[0], session.name, now):
+            self._delete_sessions([session])
+
+    def _record_idle(self, key: str, token: str, name: str, now: float) -> bool:
+        """Record the new session ``name`` under the permit ``token`` as idle; False when the
+        permit is unknown (the caller deletes the session).
+
+        Recorded as checked out and then released, so that a step whose answer is lost
+        can be settled later: the release tells whether the session was recorded.
+        """
+        record = SessionRecord(name, now, now)
+        with self._mutex:
+            self._in_flight.add(token)
+        try:
+            try:
+                recorded: bool = self._step(
+                    "created", self._store.created, key, token, record, now=now, check_out=True
+                )
+            except StoreError:
+                self._unsettle(_Unsettled("created", name, token, record))
+                raise
+            if not recorded:
+                return False
+            try:
+                self._step("release", self._store.release, key, name, token, now=now)
+            except StoreError:
+                self._unsettle(_Unsettled("release", name, token))
+                raise
+            return True
+        finally:
+            with self._mutex:
+                self._in_flight.discard(token)
 
     # -- sizing -----------------------------------------------------------------------------
 
@@ -586,20 +656,20 @@ class CacheSessionPool(AbstractSessionPool):
 
         def arrived(batch: list[Any]) -> None:
             nonlocal recorded
+            self._count("sessions_created", len(batch))
             now = self._clock()
-            for session in batch:
+            for index, session in enumerate(batch):
                 with guard:
                     token = pending.pop() if pending else None
-                record = SessionRecord(session.name, now, now)
                 if token is None:
                     self._delete_sessions([session])
                     continue
                 try:
-                    ok = self._step(
-                        "created", self._store.created, key, token, record, now=now, check_out=False
-                    )
+                    ok = self._record_idle(key, token, session.name, now)
                 except StoreError:
-                    self._unsettle(_Unsettled("created", record.name, token, record))
+                    # This one is settled later; the rest of the batch has no place in the
+                    # store: delete it rather than leave it on the server.
+                    self._delete_sessions(batch[index + 1 :])
                     raise
                 if ok:
                     with guard:
@@ -608,10 +678,9 @@ class CacheSessionPool(AbstractSessionPool):
                     self._delete_sessions([session])
 
         try:
-            created = _bridge.batch_create(
+            _bridge.batch_create(
                 self._database, len(tokens), self._labels, self._database_role, self, arrived
             )
-            self._count("sessions_created", created)
         finally:
             for token in pending:
                 self._settle_quietly(functools.partial(self._store.create_failed, key, token))
@@ -629,16 +698,8 @@ class CacheSessionPool(AbstractSessionPool):
         count = math.ceil(max(0, idle - self.min_sessions) * percent / 100)
         if count == 0:
             return 0
-        taken = self._step(
-            "take_idle",
-            self._store.take_idle,
-            key,
-            limit=count,
-            keep=self.min_sessions,
-            now=self._clock(),
-        )
-        self._delete_records([record for record, _ in taken])
-        return len(taken)
+        taken = self._take_idle(key, keep=self.min_sessions, limit=count, holder=self._holder)
+        return self._delete_claimed(key, taken)
 
     def clear(self) -> bool:  # type: ignore[override]
         """Remove this pool's state from the store (and nothing else) and delete all its
@@ -672,9 +733,10 @@ class CacheSessionPool(AbstractSessionPool):
                 "roll_window", self._store.roll_window, key, now=now, length=WINDOW
             )
             if high_water is not None:
-                taken = self._take_idle(key, keep=max(self.min_sessions, high_water))
-                self._delete_records([r for r, _ in taken])
-                downsized = len(taken)
+                keep = max(self.min_sessions, high_water)
+                downsized = self._delete_claimed(
+                    key, self._take_idle(key, keep=keep, holder=self._holder)
+                )
         expired = self._take_idle(key, keep=0, last_used_before=now - SERVER_IDLE_EXPIRY)
         refreshed, lost, trimmed = self._refresh_due(key, now)
         old = self._take_idle(
@@ -682,8 +744,9 @@ class CacheSessionPool(AbstractSessionPool):
             keep=0,
             created_before=now - REPLACE_AGE,
             limit=max(2, math.ceil(self.min_sessions / 10)),
+            holder=self._holder,
         )
-        self._delete_records([r for r, _ in old])
+        replaced = self._delete_claimed(key, old)
         created = self.warmup()
         self._last_maintain = now
         return MaintenanceReport(
@@ -693,7 +756,7 @@ class CacheSessionPool(AbstractSessionPool):
             refreshed=refreshed,
             lost=lost,
             trimmed=trimmed,
-            replaced=len(old),
+            replaced=replaced,
             created=created,
         )
 
@@ -724,9 +787,13 @@ class CacheSessionPool(AbstractSessionPool):
         wanted = max(0, self.min_sessions - alive)
         due.sort(key=lambda entry: entry[0].last_used, reverse=True)
         keep, trim = due[:wanted], due[wanted:]
-        if self._last_maintain is not None and self.min_sessions and alive > 0:
-            share = self.min_sessions * (now - self._last_maintain) / SPREAD_PERIOD
-            extra = min(math.ceil(share), self.min_sessions, alive)
+        if self._last_maintain is not None and alive > 0:
+            # Refresh min_sessions sessions per SPREAD_PERIOD ahead of time, in proportion
+            # to the time since the last call, so that refreshes don't come in bursts.
+            share = self.min_sessions * max(0.0, now - self._last_maintain) / SPREAD_PERIOD
+            self._refresh_credit = min(self._refresh_credit + share, float(self.min_sessions))
+            extra = min(math.floor(self._refresh_credit), alive)
+            self._refresh_credit -= extra
             if extra > 0:
                 keep += self._take_idle(
                     key,
@@ -738,17 +805,14 @@ class CacheSessionPool(AbstractSessionPool):
         with self._mutex:
             self._in_flight.update(token for _, token in keep + trim if token)
         try:
-            for record, token in trim:
-                assert token is not None
-                self._step("discard", self._store.discard, key, record.name, token)
-            self._delete_records([record for record, _ in trim])
+            trimmed = self._delete_claimed(key, trim)
             sessions = [
                 _bridge.session_for_name(
                     self._database, record.name, self._labels, self._database_role, None
                 )
                 for record, _ in keep
             ]
-            outcomes = _run_all(_bridge.ping, sessions)
+            outcomes = run_all(_bridge.ping, sessions)
             refreshed = lost = 0
             for (record, token), outcome in zip(keep, outcomes, strict=True):
                 assert token is not None
@@ -759,16 +823,17 @@ class CacheSessionPool(AbstractSessionPool):
                     )
                     continue
                 lost += 1
-                self._step("discard", self._store.discard, key, record.name, token)
                 if isinstance(outcome, BaseException):
                     # Unknown state: delete it rather than keep a session in doubt.
-                    self._delete_records([record])
+                    self._delete_claimed(key, [(record, token)])
+                else:
+                    self._step("discard", self._store.discard, key, record.name, token)
         finally:
             with self._mutex:
                 self._in_flight.difference_update(token for _, token in keep + trim if token)
         self._count("pings", len(keep))
         self._count("pings_failed", lost)
-        return refreshed, lost, len(trim)
+        return refreshed, lost, trimmed
 
     def _reclaim_dead(self, key: str, *, rate_limited: bool, orphans: bool = False) -> int:
         """Take back the claims of holders on this host that no longer run (and, with
@@ -808,6 +873,51 @@ class CacheSessionPool(AbstractSessionPool):
 
     # -- deleting -----------------------------------------------------------------------------
 
+    def _delete_claimed(self, key: str, taken: list[tuple[SessionRecord, str | None]]) -> int:
+        """Delete sessions checked out to this process for the purpose, and only then remove
+        them from the store: counted until the server no longer has them, so that the server
+        never holds more than ``max_sessions``. One whose delete fails goes back to idle.
+        Returns how many were deleted."""
+        if not taken:
+            return 0
+        tokens = [token for _, token in taken if token is not None]
+        with self._mutex:
+            self._in_flight.update(tokens)
+        try:
+            sessions = [
+                _bridge.session_for_name(
+                    self._database, record.name, self._labels, self._database_role, None
+                )
+                for record, _ in taken
+            ]
+            outcomes = run_all(_bridge.delete, sessions)
+            deleted = 0
+            for (record, token), outcome in zip(taken, outcomes, strict=True):
+                assert token is not None
+                if isinstance(outcome, BaseException):
+                    log.warning(
+                        "CacheSessionPool %s: deleting %s failed, keeping it: %s",
+                        key,
+                        record.name,
+                        outcome,
+                    )
+                    self._step(
+                        "release",
+                        self._store.release,
+                        key,
+                        record.name,
+                        token,
+                        now=record.last_used,  # back where it was in the LRU order
+                    )
+                    continue
+                deleted += 1
+                self._step("discard", self._store.discard, key, record.name, token)
+        finally:
+            with self._mutex:
+                self._in_flight.difference_update(tokens)
+        self._count("sessions_deleted", deleted)
+        return deleted
+
     def _delete_records(self, records: list[SessionRecord]) -> bool:
         if not records:
             return True
@@ -822,7 +932,7 @@ class CacheSessionPool(AbstractSessionPool):
     def _delete_sessions(self, sessions: list[Any]) -> bool:
         for session in sessions:
             _bridge.detach(session)
-        outcomes = _run_all(_bridge.delete, sessions)
+        outcomes = run_all(_bridge.delete, sessions)
         failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         self._count("sessions_deleted", len(sessions) - len(failed))
         for error in failed[:3]:
@@ -843,11 +953,18 @@ class CacheSessionPool(AbstractSessionPool):
             self._settle(key)
         return key
 
-    def _step(self, what: str, method: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    def _step(
+        self,
+        what: str,
+        method: Callable[..., R],
+        *args: Any,
+        locked: bool = True,
+        **kwargs: Any,
+    ) -> R:
         """One atomic store step (under the user's ``lock``, when given); errors of the store
         become :class:`~spanpool.errors.StoreError`."""
         try:
-            if self._lock is None:
+            if self._lock is None or not locked:
                 return method(*args, **kwargs)
             with self._lock.held():
                 return method(*args, **kwargs)
@@ -910,9 +1027,10 @@ class CacheSessionPool(AbstractSessionPool):
         with self._mutex:
             held, self._held = list(self._held.items()), {}
         for name, entry in held:
-            self._unsettle(
-                _Unsettled("discard" if entry.session._spanpool_gone else "release", name, entry.token)
+            kind: Literal["release", "discard"] = (
+                "discard" if entry.session._spanpool_gone else "release"
             )
+            self._unsettle(_Unsettled(kind, name, entry.token))
         try:
             self._settle(key)
         except Exception as exc:  # never fail interpreter exit

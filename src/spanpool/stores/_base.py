@@ -22,20 +22,25 @@ reclaimed (dead process, or not kept alive for too long) finds its token unknown
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import socket
 from typing import Protocol
 
 
+@functools.cache
 def host_id() -> str:
-    """This host's name and boot, so that a pid is only compared with pids of the same boot of
-    the same machine."""
+    """This host's name, boot and pid namespace, so that a pid is only compared with pids that
+    name the same processes: same machine, same boot, same namespace (two containers sharing a
+    host name and a store file each have their own pids)."""
+    parts = [socket.gethostname()]
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
-            boot = f.read().strip()
+            parts.append(f.read().strip())
+        parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
     except OSError:
-        boot = ""
-    return f"{socket.gethostname()}/{boot}" if boot else socket.gethostname()
+        pass
+    return "/".join(parts)
 
 
 def pid_alive(pid: int) -> bool:
@@ -148,7 +153,8 @@ class Store(Protocol):
         ...
 
     def create_failed(self, key: str, token: str) -> None:
-        """Give back the permit ``token``; unknown tokens are ignored."""
+        """Give back the permit ``token``, waking waiters as a release does (the place is
+        free again); unknown tokens are ignored."""
         ...
 
     def reserve(
@@ -171,8 +177,8 @@ class Store(Protocol):
 
     def discard(self, key: str, name: str, token: str) -> bool:
         """Forget a checked-out session (the server no longer has it, or the holder deleted
-        it), freeing its place under ``max_sessions``. False when not checked out under
-        ``token``."""
+        it), freeing its place under ``max_sessions`` and waking waiters as a release does.
+        False when not checked out under ``token``."""
         ...
 
     def take_idle(

@@ -6,6 +6,7 @@ import dataclasses
 import secrets
 import threading
 
+from ..errors import StoreError
 from ._base import Acquired, Claim, Holder, SessionRecord, StoreStats
 
 
@@ -43,7 +44,7 @@ class MemoryStore:
 
     def _state(self, key: str) -> _PoolState:
         if self._closed:
-            raise RuntimeError("the store is closed")
+            raise StoreError(f"{self!r} is closed")
         state = self._pools.get(key)
         if state is None:
             state = self._pools[key] = _PoolState()
@@ -113,7 +114,9 @@ class MemoryStore:
 
     def create_failed(self, key: str, token: str) -> None:
         with self._lock:
-            self._state(key).permits.pop(token, None)
+            state = self._state(key)
+            if state.permits.pop(token, None) is not None:
+                self._freed(state)
 
     def reserve(
         self, key: str, *, holder: Holder, now: float, target: int, max_sessions: int
@@ -154,7 +157,13 @@ class MemoryStore:
             if state.checked_out(name, token) is None:
                 return False
             del state.in_use[name]
+            self._freed(state)
             return True
+
+    def _freed(self, state: _PoolState) -> None:
+        # A place under max_sessions is free again: waiters may now create a session.
+        state.releases += 1
+        self._released.notify_all()
 
     def take_idle(
         self,

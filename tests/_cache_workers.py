@@ -1,0 +1,144 @@
+"""Worker processes for ``test_cache_pool_processes.py``: each opens its own store, pool and
+client, as a real worker process of an application would.
+
+Functions here run in child processes started by ``multiprocessing`` ("forkserver" or
+"spawn"), so they take only plain arguments and report through a queue.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from typing import Any
+
+from spanpool import CacheSessionPool
+from spanpool.testing import connect
+
+
+def open_store(kind: str, address: str) -> Any:
+    if kind == "sqlite":
+        from spanpool.stores import SQLiteStore
+
+        return SQLiteStore(address)
+    from spanpool.stores import RedisStore
+
+    return RedisStore(address)
+
+
+class Ledger:
+    """Who holds which session, outside the pool: taking a session someone else holds
+    fails (a Redis set's SADD answers 0; a SQLite primary key refuses the row)."""
+
+    def __init__(self, kind: str, address: str, name: str) -> None:
+        self._kind = kind
+        self._name = name
+        if kind == "redis":
+            import redis
+
+            self._redis: Any = redis.Redis.from_url(address)
+        else:
+            self._sqlite = sqlite3.connect(address, timeout=60, isolation_level=None)
+            self._sqlite.execute("PRAGMA journal_mode=WAL")
+            self._sqlite.execute(
+                f"CREATE TABLE IF NOT EXISTS {name} (session TEXT PRIMARY KEY, pid INTEGER)"
+            )
+
+    def take(self, session: str) -> bool:
+        if self._kind == "redis":
+            return int(self._redis.sadd(self._name, session)) == 1
+        try:
+            self._sqlite.execute(f"INSERT INTO {self._name} VALUES (?, ?)", (session, os.getpid()))
+        except sqlite3.IntegrityError:
+            return False
+        return True
+
+    def give(self, session: str) -> None:
+        if self._kind == "redis":
+            self._redis.srem(self._name, session)
+        else:
+            self._sqlite.execute(f"DELETE FROM {self._name} WHERE session = ?", (session,))
+
+    def size(self) -> int:
+        if self._kind == "redis":
+            return int(self._redis.scard(self._name))
+        return int(self._sqlite.execute(f"SELECT count(*) FROM {self._name}").fetchone()[0])
+
+
+def hammer(
+    store: tuple[str, str],
+    ledger: tuple[str, str, str],
+    endpoint: str,
+    database_id: str,
+    max_sessions: int,
+    cycles: int,
+    start: Any,
+    results: Any,
+) -> None:
+    """Acquire, use and release sessions ``cycles`` times, as fast as possible."""
+    pool = CacheSessionPool(
+        open_store(*store),
+        max_sessions=max_sessions,
+        min_sessions=1,
+        sleep_interval_seconds=0.05,
+        max_cycles_to_wait_for_session=600,
+    )
+    connect(endpoint, database_id, pool=pool)
+    holding = Ledger(*ledger)
+    start.wait(60)
+    doubles = done = 0
+    for _ in range(cycles):
+        session = pool.acquire()
+        if not holding.take(session.name):
+            doubles += 1
+        assert list(session.snapshot().execute_sql("SELECT 1")) == [[1]]
+        holding.give(session.name)
+        pool.release(session)
+        done += 1
+    results.put((os.getpid(), done, doubles, pool.get_stats()))
+
+
+def hold(
+    store: tuple[str, str],
+    endpoint: str,
+    database_id: str,
+    max_sessions: int,
+    count: int,
+    results: Any,
+) -> None:
+    """Check out ``count`` sessions, report their names, and hang on to them until killed."""
+    pool = CacheSessionPool(open_store(*store), max_sessions=max_sessions, min_sessions=0)
+    connect(endpoint, database_id, pool=pool)
+    sessions = [pool.acquire() for _ in range(count)]
+    results.put([session.name for session in sessions])
+    time.sleep(120)
+
+
+def wait_for_one(
+    store: tuple[str, str],
+    endpoint: str,
+    database_id: str,
+    max_sessions: int,
+    sleep_interval: float,
+    waiting: Any,
+    results: Any,
+) -> None:
+    """Acquire from a full pool, waiting at most one ``sleep_interval``; report what came."""
+    pool = CacheSessionPool(
+        open_store(*store),
+        max_sessions=max_sessions,
+        min_sessions=0,
+        sleep_interval_seconds=sleep_interval,
+        max_cycles_to_wait_for_session=1,
+    )
+    connect(endpoint, database_id, pool=pool)
+    waiting.set()
+    began = time.monotonic()
+    try:
+        session = pool.acquire()
+    except Exception as exc:
+        results.put(("error", repr(exc), time.monotonic() - began, pool.get_stats()))
+        return
+    waited = time.monotonic() - began
+    results.put(("ok", session.name, waited, pool.get_stats()))
+    pool.release(session)

@@ -1,0 +1,273 @@
+"""CacheSessionPool shared by separate processes, over SQLite and over Redis.
+
+The LocalSpanner runs in the test process, which only waits while the workers run: each
+worker is a process of its own with its own store connection, pool and official client, as
+the workers of a web server or a job queue are. The server's peak count of live sessions
+shows that the global ``max_sessions`` held, and a ledger outside the pool (a Redis set, a
+SQLite table with a primary key) shows that no session was ever held by two processes at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import queue
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from spanpool import CacheSessionPool, NotCheckedOut
+from spanpool.testing import LocalSpanner
+
+from . import _cache_workers as workers
+from .conftest import ACCOUNTS_DDL
+
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def mp() -> Any:
+    """Processes forked from a server process that imported the client once (fast starts),
+    never from the test process and its gRPC threads."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["tests._cache_workers"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[LocalSpanner]:
+    with LocalSpanner(ddl=ACCOUNTS_DDL, max_workers=128) as srv:
+        yield srv
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_address(request: pytest.FixtureRequest, tmp_path: Any) -> tuple[str, str]:
+    if request.param == "sqlite":
+        path = str(tmp_path / "pool.db")
+        workers.open_store("sqlite", path).close()  # the file exists before workers start
+        return ("sqlite", path)
+    return ("redis", request.getfixturevalue("redis_url"))
+
+
+def _db_id(prefix: str) -> str:
+    return f"{prefix}{next(_ids)}p{os.getpid()}t{time.monotonic_ns() % 10**6}"
+
+
+def _local_pool(store_address: tuple[str, str], server: LocalSpanner, db_id: str, **kw: Any) -> Any:
+    pool = CacheSessionPool(workers.open_store(*store_address), **kw)
+    database = server.database(db_id, pool=pool)
+    return pool, database
+
+
+def _collect(results: Any, processes: list[Any], count: int, timeout: float = 120) -> list[Any]:
+    """``count`` reports from the workers; fails at once when a worker dies without one."""
+    reports: list[Any] = []
+    deadline = time.monotonic() + timeout
+    while len(reports) < count:
+        try:
+            reports.append(results.get(timeout=0.2))
+            continue
+        except queue.Empty:
+            pass
+        dead = [p for p in processes if p.exitcode not in (None, 0)]
+        if dead or time.monotonic() > deadline:
+            for process in processes:
+                process.kill()
+            pytest.fail(f"workers failed: {[(p.pid, p.exitcode) for p in processes]}")
+    return reports
+
+
+def _join(processes: list[Any], timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    for process in processes:
+        process.join(max(0.1, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            pytest.fail(f"worker {process.pid} did not finish")
+
+
+def test_six_processes_hammering_one_pool(
+    mp: Any, server: LocalSpanner, store_address: tuple[str, str], tmp_path: Any
+) -> None:
+    max_sessions, processes_count, cycles = 4, 6, 40
+    db_id = _db_id("hammer")
+    if store_address[0] == "redis":
+        ledger = ("redis", store_address[1], f"test-ledger:{db_id}")
+    else:
+        ledger = ("sqlite", str(tmp_path / "ledger.db"), "holding")
+    start, results = mp.Event(), mp.Queue()
+    processes = [
+        mp.Process(
+            target=workers.hammer,
+            args=(
+                store_address,
+                ledger,
+                server.endpoint,
+                db_id,
+                max_sessions,
+                cycles,
+                start,
+                results,
+            ),
+        )
+        for _ in range(processes_count)
+    ]
+    for process in processes:
+        process.start()
+    start.set()
+    reports = _collect(results, processes, len(processes))
+    _join(processes)
+
+    assert all(process.exitcode == 0 for process in processes)
+    assert sum(report[1] for report in reports) == processes_count * cycles
+    assert [report[2] for report in reports] == [0] * processes_count  # never held twice
+    database_name = server.database_path(db_id)
+    assert 1 <= server.peak_session_count(database_name) <= max_sessions
+    # Everything is back, and the store knows exactly the sessions the server has.
+    pool, _ = _local_pool(store_address, server, db_id, max_sessions=max_sessions)
+    stats = pool.get_stats()
+    assert (stats["in_use"], stats["creating"]) == (0, 0)
+    assert stats["idle"] == server.session_count(database_name) <= max_sessions
+    assert workers.Ledger(*ledger).size() == 0
+    assert sum(report[3]["requests_timeouts"] for report in reports) == 0
+    assert pool.clear() is True
+
+
+def test_a_sigkilled_holder_is_reclaimed_at_once(
+    mp: Any, server: LocalSpanner, store_address: tuple[str, str]
+) -> None:
+    db_id = _db_id("killed")
+    results = mp.Queue()
+    holder = mp.Process(
+        target=workers.hold, args=(store_address, server.endpoint, db_id, 2, 2, results)
+    )
+    holder.start()
+    names = set(_collect(results, [holder], 1)[0])
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join(30)
+    assert holder.exitcode == -signal.SIGKILL
+
+    pool, database = _local_pool(
+        store_address, server, db_id, max_sessions=2, min_sessions=0, should_wait_for_session=False
+    )
+    assert pool.get_stats()["in_use"] == 2  # still checked out to the dead process
+    # reclaim_after_seconds is 20 minutes: the pool sees the holder's pid is gone instead.
+    session = pool.acquire()
+    assert session.name in names
+    stats = pool.get_stats()
+    assert (stats["sessions_reclaimed"], stats["in_use"], stats["idle"]) == (2, 1, 1)
+    pool.release(session)
+    assert pool.clear() is True
+    assert server.session_count(database.name) == 0
+
+
+def test_a_waiter_in_another_process_gets_the_released_session(
+    mp: Any, server: LocalSpanner, store_address: tuple[str, str]
+) -> None:
+    db_id = _db_id("waiter")
+    pool, _ = _local_pool(store_address, server, db_id, max_sessions=1, min_sessions=0)
+    session = pool.acquire()
+    waiting, results = mp.Event(), mp.Queue()
+    sleep_interval = 30.0
+    child = mp.Process(
+        target=workers.wait_for_one,
+        args=(store_address, server.endpoint, db_id, 1, sleep_interval, waiting, results),
+    )
+    child.start()
+    assert waiting.wait(60)
+    time.sleep(0.2)  # let the child find the pool full and start waiting
+    pool.release(session)
+    outcome, name, waited, stats = _collect(results, [child], 1)[0]
+    _join([child])
+    assert outcome == "ok", name
+    assert name == session.name
+    assert (stats["requests_waiting_total"], stats["requests_timeouts"]) == (1, 0)
+    # Woken by the release (a Redis blocking pop, SQLite's fast polling), well before the
+    # 30 s sleep interval would have ended.
+    assert waited < sleep_interval
+    assert pool.get_stats()["idle"] == 1
+
+
+def test_a_process_that_exits_returns_what_it_holds(
+    server: LocalSpanner, store_address: tuple[str, str]
+) -> None:
+    db_id = _db_id("exits")
+    script = textwrap.dedent(
+        f"""
+        from spanpool import CacheSessionPool
+        from spanpool.testing import connect
+        from tests._cache_workers import open_store
+
+        pool = CacheSessionPool(open_store(*{store_address!r}), max_sessions=3, min_sessions=0)
+        connect({server.endpoint!r}, {db_id!r}, pool=pool)
+        held = [pool.acquire(), pool.acquire()]
+        print(pool.get_stats()["in_use"])
+        # exits without releasing them
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "2"
+    pool, database = _local_pool(store_address, server, db_id, max_sessions=3, min_sessions=0)
+    stats = pool.get_stats()
+    assert (stats["in_use"], stats["idle"]) == (0, 2)
+    assert server.session_count(database.name) == 2
+    assert pool.clear() is True
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_forgets_the_checkouts_of_its_parent(
+    server: LocalSpanner, tmp_path: Any
+) -> None:
+    store_address = ("sqlite", str(tmp_path / "pool.db"))
+    pool, database = _local_pool(
+        store_address, server, _db_id("fork"), max_sessions=2, min_sessions=1
+    )
+    session = pool.acquire()
+
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only
+        code = 1
+        try:
+            stats = pool.get_stats()  # the store is shared; the checkout is the parent's
+            fresh = stats["held_here"] == 0 and stats["in_use"] == 1
+            try:
+                pool.release(session)
+                code = 2
+            except NotCheckedOut:
+                code = 0 if fresh and pool._holder.pid == os.getpid() else 3
+        except BaseException:
+            code = 4
+        finally:
+            os._exit(code)
+
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child did not finish")
+        time.sleep(0.01)
+    # 2: the child released the parent's session; 3: it kept the parent's state; 4: error
+    assert os.waitstatus_to_exitcode(status) == 0
+    pool.release(session)
+    assert pool.get_stats()["idle"] == 1 == server.session_count(database.name)
