@@ -1,4 +1,5 @@
-"""Run spanpool's benchmarks: LocalSpanner's own speed, then the pools, then CacheSessionPool.
+"""Run spanpool's benchmarks: LocalSpanner's own speed, the pools, the asyncio pools, then
+CacheSessionPool.
 
 ``./dev bench [--quick] [--seconds S]``: the flags are bench/pools.py's; LocalSpanner's benchmark
 runs with its defaults, or for 1 second per measurement with ``--quick``.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+import async_pools
 import cache
 import localspanner
 import pools
@@ -24,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.argv = saved
     print()
     status = pools.run(options)
+    print()
+    status = async_pools.main(argv) or status
     print()
     # CacheSessionPool over its stores; it takes --quick only.
     return cache.main(["--quick"] if options.quick else []) or status
