@@ -665,9 +665,9 @@ def test_stats_measure_waits_and_usage_and_pop_resets_counters(clock: FakeClock)
     w = RecordingWaiter()
     core.enqueue(w)
     clock.advance(2)
-    core.release(session)  # held 2.25 s
+    core.release(session)  # held 2.25 s; the waiter is handed the session after 2 s
     clock.advance(0.5)
-    assert core.settle(w) is session  # waited 2.5 s
+    assert core.settle(w) is session  # the wait counts until the hand-off, not until here
     clock.advance(1)
     core.release(session)  # held 1.5 s (from the hand-off)
     stats = core.pop_stats()
@@ -681,8 +681,8 @@ def test_stats_measure_waits_and_usage_and_pop_resets_counters(clock: FakeClock)
         "requests_waiting": 0,
         "requests_num": 2,
         "requests_waiting_total": 1,
-        "requests_wait_ms": 2500,
-        "requests_wait_max_ms": 2500,
+        "requests_wait_ms": 2000,
+        "requests_wait_max_ms": 2000,
         "requests_timeouts": 0,
         "requests_cancelled": 0,
         "sessions_created": 1,

@@ -463,20 +463,20 @@ class PoolCore(Generic[T]):
         Returns what it was served, raises the error it was served (:class:`PoolClosed`),
         or, if it is still waiting, withdraws it and raises :class:`PoolTimeout`.
         """
-        now = self._clock()
-        with self._lock:
-            waited = now - waiter.since
-            self._wait_total += waited
-            if waited > self._wait_max:
-                self._wait_max = waited
-            if waiter.waiting:
-                waiter.waiting = False
-                self._waiters.remove(waiter)
-                self._timeouts += 1
-                raise self._timeout_error(waiter.timeout)
-            # The timer may have fired in the same instant the request was served, after
-            # wake() but before this point.  The request still wants what it got, so it is
-            # kept rather than reported as a timeout: nothing to hand back, nothing lost.
+        if waiter.waiting:
+            now = self._clock()
+            with self._lock:
+                if waiter.waiting:
+                    waiter.waiting = False
+                    self._waiters.remove(waiter)
+                    self._timeouts += 1
+                    self._count_wait_locked(now - waiter.since)
+                    raise self._timeout_error(waiter.timeout)
+                # The timer fired in the same instant the request was served, after wake()
+                # but before this point.  The request still wants what it got, so it is kept
+                # rather than reported as a timeout: nothing to hand back, nothing lost.
+        # Served: whoever served it set the result (or error) and counted the wait under the
+        # lock before clearing `waiting`, so nothing here needs the lock.
         if waiter.error is not None:
             raise waiter.error
         result = waiter.result
@@ -484,6 +484,11 @@ class PoolCore(Generic[T]):
             raise PoolUsageError("settle() called twice, or after abandon(), for one request")
         waiter.result = None
         return result
+
+    def _count_wait_locked(self, waited: float) -> None:
+        self._wait_total += waited
+        if waited > self._wait_max:
+            self._wait_max = waited
 
     def abandon(self, waiter: Waiter[T]) -> T | None:
         """Withdraw a queued request whose requester was cancelled or interrupted.
@@ -586,14 +591,16 @@ class PoolCore(Generic[T]):
 
     # -- returning ------------------------------------------------------------------------------
 
-    def release(self, item: T, max_idle: int | None = None) -> bool:
+    def release(self, item: T, max_idle: int | None = None, now: float | None = None) -> bool:
         """Return an item in use: hand it to the oldest waiter, else keep it idle.
 
         Returns False, and forgets the item, when the pool is closed or already holds
         ``max_idle`` idle items: the caller must then delete it.  Raises
         :class:`NotCheckedOut` (changing nothing) if the item is not in use from this pool.
+        ``now`` is the core's clock, when the caller has just read it.
         """
-        now = self._clock()
+        if now is None:
+            now = self._clock()
         self._lock.acquire()
         try:
             since = self._in_use.pop(item, None)
@@ -605,8 +612,12 @@ class PoolCore(Generic[T]):
                     # common case of a waiter that can be woken.
                     waiter = waiters.popleft()
                     self._check_out_locked(item, now, waiter.site)
+                    waiter.result = item  # before `waiting`: settle() reads them unlocked
                     waiter.waiting = False
-                    waiter.result = item
+                    waited = now - waiter.since
+                    self._wait_total += waited
+                    if waited > self._wait_max:
+                        self._wait_max = waited
                     if waiter.wake():
                         return True
                     waiter.result = None
@@ -728,8 +739,8 @@ class PoolCore(Generic[T]):
                 self._forget_locked(item)
             while self._waiters:
                 waiter = self._waiters.popleft()
+                waiter.error = self._closed_error()  # before `waiting`, as in _serve_locked
                 waiter.waiting = False
-                waiter.error = self._closed_error()
                 waiter.wake()
         return idle
 
@@ -777,8 +788,9 @@ class PoolCore(Generic[T]):
             self._sites.pop(item, None)
 
     def _serve_locked(self, waiter: Waiter[T], result: T | CreationPermit[T]) -> bool:
+        waiter.result = result  # before `waiting`: settle() reads them unlocked
         waiter.waiting = False
-        waiter.result = result
+        self._count_wait_locked(self._clock() - waiter.since)
         if waiter.wake():
             return True
         waiter.result = None

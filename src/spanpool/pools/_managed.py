@@ -53,6 +53,8 @@ class ManagedPool(AbstractSessionPool):
 
     #: Hand out the most (``"lifo"``) or least (``"lru"``) recently used idle session.
     order: IdleOrder = "lifo"
+    #: Most idle sessions kept; a session returned beyond that is deleted (None: no limit).
+    _max_idle: int | None = None
 
     def __init__(
         self,
@@ -229,12 +231,9 @@ class ManagedPool(AbstractSessionPool):
         if session._spanpool_gone:
             self._session_gone(session)
             return
-        session._spanpool_last_used = self._clock()
-        if not self._core.release(session, self._max_idle()):
+        session._spanpool_last_used = now = self._clock()
+        if not self._core.release(session, self._max_idle, now):
             self._delete(session)
-
-    def _max_idle(self) -> int | None:
-        return None
 
     def _adopt_or_refuse(self, session: Any) -> None:
         # The official Database replaces a session the server lost with one it creates from

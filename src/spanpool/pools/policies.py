@@ -50,10 +50,7 @@ class BurstyPool(ManagedPool):
             leak_threshold=leak_threshold,
             maintenance=maintenance,
         )
-        self.target_size = target_size
-
-    def _max_idle(self) -> int | None:
-        return self.target_size
+        self.target_size = self._max_idle = target_size
 
 
 class FixedSizePool(ManagedPool):
