@@ -297,7 +297,7 @@ class Settings:
 
     rounds: int  # rounds of the short timings (scenarios 1 and 4)
     slow_rounds: int  # rounds of the contention runs of scenario 3
-    ping_rounds: int  # rounds of scenario 5
+    ping_rounds: int  # rounds of scenario 5 (each adds a few dozen get()s during ping())
     cycles: int  # get+put cycles per measurement of scenarios 1 and 2 ...
     cycle_seconds: float  # ... or fewer, when they take longer than this
     contention_seconds: float  # one run of scenario 3
@@ -975,7 +975,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
     return Settings(
         rounds=3 if args.quick else 7,
         slow_rounds=1 if args.quick else 3,
-        ping_rounds=1 if args.quick else 5,
+        ping_rounds=1 if args.quick else 15,
         cycles=2_000 if args.quick else 20_000,
         cycle_seconds=seconds / 8,
         contention_seconds=seconds,

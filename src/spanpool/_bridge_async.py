@@ -182,9 +182,12 @@ async def exists(session: Session) -> bool:
 
 
 async def ping(session: Session) -> bool:
-    """Refresh the session with ``SELECT 1``; False when the server no longer has it."""
+    """Refresh the session with ``SELECT 1``; False when the server no longer has it (straight
+    through the stub, as in the blocking bridge)."""
+    database = session._database
+    request = spanner_types.ExecuteSqlRequest(session=session.name, sql="SELECT 1")
     try:
-        await session.ping()
+        await database.spanner_api.execute_sql(request=request, metadata=_metadata(database))
     except exceptions.NotFound as exc:
         if is_session_not_found(exc):
             return False

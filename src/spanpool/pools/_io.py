@@ -8,9 +8,11 @@ functions; ``_io_async.py`` has the same names for asyncio.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import weakref
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, TypeVar
 
 log = logging.getLogger("spanpool")
@@ -21,8 +23,34 @@ PARALLEL_RPCS = 8
 """RPCs a pool sends at once when it pings, creates or deletes many sessions."""
 
 
+class _Workers:
+    """Threads kept for the RPCs pools send in bulk, so that a ping round does not start (and
+    then join) a thread per RPC. Each ``run_all`` call still sends at most ``PARALLEL_RPCS`` at
+    once; the threads are made on demand and none survives ``fork``."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._executor: ThreadPoolExecutor | None = None
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._executor = None
+
+    def executor(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(4 * PARALLEL_RPCS, "spanpool-rpc")
+            return self._executor
+
+
+_workers = _Workers()
+
+
 def run_all(work: Callable[[Any], R], items: Iterable[Any]) -> list[R | BaseException]:
-    """``work(item)`` for every item, up to ``PARALLEL_RPCS`` at a time; errors are returned."""
+    """``work(item)`` for every item, up to ``PARALLEL_RPCS`` at a time; errors are returned.
+
+    ``work`` must not itself call ``run_all`` (it is a single RPC)."""
     items = list(items)
 
     def guarded(item: Any) -> R | BaseException:
@@ -33,12 +61,32 @@ def run_all(work: Callable[[Any], R], items: Iterable[Any]) -> list[R | BaseExce
 
     if len(items) <= 1:
         return [guarded(item) for item in items]
+    lanes = min(PARALLEL_RPCS, len(items))
+    results: list[R | BaseException] = [None] * len(items)  # type: ignore[list-item]
+    cursor = iter(range(len(items)))
+    take = threading.Lock()
+
+    def lane() -> None:
+        while True:
+            with take:
+                index = next(cursor, None)
+            if index is None:
+                return
+            results[index] = guarded(items[index])
+
     try:
-        with ThreadPoolExecutor(min(PARALLEL_RPCS, len(items)), "spanpool-rpc") as executor:
-            return list(executor.map(guarded, items))
+        executor = _workers.executor()
+        futures = [executor.submit(lane) for _ in range(lanes - 1)]
     except RuntimeError:
-        # At interpreter exit no new thread may start: one after another still works.
+        # At interpreter exit no new work may start: one after another still works.
         return [guarded(item) for item in items]
+    try:
+        lane()  # the calling thread is one of the lanes
+    finally:
+        # Even when this thread is interrupted: no RPC of this call may still be in flight
+        # once the caller goes on to hand the sessions back.
+        wait(futures)
+    return results
 
 
 def run_to_end(work: R, if_abandoned: Callable[[R], object] | None = None) -> R:
