@@ -497,6 +497,26 @@ def test_double_and_foreign_release_raise_and_change_nothing(clock: FakeClock) -
     assert state(core) == before
 
 
+def test_created_idle_many_serves_waiters_then_idles_and_refuses_duplicates() -> None:
+    core: PoolCore[Item] = PoolCore(max_size=4)
+    (old,) = fill(core, 1)
+    assert core.acquire() is old
+    permits = core.reserve(3)
+    waiter = RecordingWaiter(timeout=5)
+    assert core.enqueue(waiter) is None  # full: 1 in use, 3 being created
+    batch = [Item("a"), Item("b")]
+    assert core.created_idle_many(permits[:2], batch) == []
+    assert waiter.result is batch[0]  # the first goes to the waiter, the second is idle
+    assert idle_items(core) == [batch[1]]
+    with pytest.raises(PoolUsageError, match="already in this pool"):
+        core.created_idle_many([permits[2]], [batch[1]])
+    core.create_failed(permits[2])
+    assert core.get_stats()["pool_creating"] == 0
+    spare = core.reserve(1)
+    core.close()
+    assert core.created_idle_many(spare, [Item("late")])[0].name == "late"
+
+
 def test_release_beyond_max_idle_gives_the_item_back_for_deletion(clock: FakeClock) -> None:
     core: PoolCore[Item] = PoolCore(max_size=None, clock=clock)
     sessions = []

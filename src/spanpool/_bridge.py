@@ -161,7 +161,7 @@ def batch_create(
             if not response.session:
                 raise RuntimeError("BatchCreateSessions returned no session")
             batch = []
-            for session_pb in response.session:
+            for session_pb in spanner_types.BatchCreateSessionsResponse.pb(response).session:
                 session = new_session(database, labels, role, owner)
                 session._session_id = session_pb.name.rsplit("/", 1)[-1]
                 batch.append(session)

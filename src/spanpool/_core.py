@@ -577,6 +577,31 @@ class PoolCore(Generic[T]):
                 return False
         raise PoolUsageError(problem)
 
+    def created_idle_many(self, permits: list[CreationPermit[T]], items: list[T]) -> list[T]:
+        """:meth:`created_idle` for a batch, under one lock; returns the items the pool could
+        not take (it is closed): the caller must delete them."""
+        now = self._clock()
+        refused: list[T] = []
+        with self._lock:
+            idle = {id(entry[1]) for entry in self._idle}  # the duplicate check, in one pass
+            for permit, item in zip(permits, items, strict=True):
+                problem = self._check_permit_locked(permit)
+                if problem is None and (
+                    item in self._in_use or item in self._in_maintenance or id(item) in idle
+                ):
+                    problem = f"pool {self.name!r}: {item!r} is already in this pool"
+                if problem is not None:
+                    raise PoolUsageError(problem)
+                permit.spent = True
+                self._creating -= 1
+                self._created += 1
+                if self._put_locked(item, now, now):
+                    idle.add(id(item))
+                else:
+                    self._discarded += 1
+                    refused.append(item)
+        return refused
+
     def create_failed(self, permit: CreationPermit[T]) -> None:
         """Creating failed: the place goes to the oldest waiter (as a permit) or back to free."""
         with self._lock:

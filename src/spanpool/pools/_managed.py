@@ -155,10 +155,11 @@ class ManagedPool(AbstractSessionPool):
             for session in batch:
                 session._spanpool_last_used = now
                 session._spanpool_pooled = True
-                with lock:
-                    permit = pending.pop() if pending else None
-                if permit is None or not self._core.created_idle(permit, session):
-                    _io.spawn(self._delete, session)
+            with lock:
+                permits = [pending.pop() for _ in range(min(len(batch), len(pending)))]
+            refused = self._core.created_idle_many(permits, batch[: len(permits)])
+            for session in refused + batch[len(permits) :]:
+                _io.spawn(self._delete, session)
 
         try:
             return _bridge.batch_create(
