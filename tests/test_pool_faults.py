@@ -756,3 +756,44 @@ def test_binding_again_after_a_failed_bind_works(server: LocalSpanner, pools: Po
     with pool.session() as session:
         assert _select_one(session) == [[1]]
     assert server.session_count(database.name) == 3
+
+
+_EXIT_AFTER_THE_SERVER_IS_GONE = textwrap.dedent(
+    """
+    import asyncio, sys
+
+    from spanpool import AsyncFixedSizePool, FixedSizePool
+    from spanpool.testing import LocalSpanner, connect, connect_async
+
+    flavour = sys.argv[1]
+    server = LocalSpanner().start()
+    if flavour == "blocking":
+        pool = FixedSizePool(size=20)
+        connect(server.endpoint, "gone", pool=pool)
+    else:
+        apool = AsyncFixedSizePool(size=20)
+
+        async def bind() -> None:
+            await connect_async(server.endpoint, "gone", pool=apool)
+
+        asyncio.run(bind())
+    server.stop(grace=None)
+    print("server stopped", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("flavour", ["blocking", "asyncio"])
+def test_exit_does_not_hang_when_the_server_is_gone(flavour: str) -> None:
+    # Deleting at exit is best effort: one short attempt per session, no retries. With the
+    # client's default retries each of the 20 deletes would keep the process alive for 30 s.
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_AFTER_THE_SERVER_IS_GONE, flavour],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "server stopped"
+    assert "delet" in done.stderr  # the failed deletes are logged, not raised

@@ -223,12 +223,21 @@ def ping(session: Session) -> bool:
     return True
 
 
+DELETE_TIMEOUT = 5.0
+"""Seconds a pool waits for one DeleteSession, without retrying: deleting is best effort (the
+server drops an unused session after an hour), and closing a pool or leaving the interpreter
+must not hang on a server that is gone."""
+
+
 def delete(session: Session) -> None:
     """Delete the session on the server; a session already gone is fine."""
     if session.session_id is None:
         return
+    database = session._database
     with contextlib.suppress(exceptions.NotFound):
-        Session.delete(session)
+        database.spanner_api.delete_session(
+            name=session.name, metadata=_metadata(database), retry=None, timeout=DELETE_TIMEOUT
+        )
 
 
 def begin_transaction(session: Session) -> Any:

@@ -17,6 +17,7 @@ from google.cloud.spanner_v1._async.session import Session
 from google.cloud.spanner_v1.types import spanner as spanner_types
 
 from ._bridge import (
+    DELETE_TIMEOUT,
     MAX_BATCH,
     detach,
     has_fresh_transaction,
@@ -28,6 +29,7 @@ from ._bridge import (
 from ._bridge import _metadata as _metadata
 
 __all__ = [
+    "DELETE_TIMEOUT",
     "MAX_BATCH",
     "PooledSession",
     "batch_create",
@@ -199,8 +201,11 @@ async def delete(session: Session) -> None:
     """Delete the session on the server; a session already gone is fine."""
     if session.session_id is None:
         return
+    database = session._database
     with contextlib.suppress(exceptions.NotFound):
-        await Session.delete(session)
+        await database.spanner_api.delete_session(
+            name=session.name, metadata=_metadata(database), retry=None, timeout=DELETE_TIMEOUT
+        )
 
 
 async def begin_transaction(session: Session) -> Any:
@@ -236,10 +241,17 @@ def delete_at_exit(database: Any, sessions: list[Any]) -> int:
     deleted = 0
     for name in names:
         try:
-            api.delete_session(name=name, metadata=metadata, timeout=5)
+            # No retries, a short deadline: exit must not hang on a server that is gone.
+            api.delete_session(name=name, metadata=metadata, retry=None, timeout=DELETE_TIMEOUT)
             deleted += 1
         except exceptions.NotFound:
             deleted += 1
         except Exception as exc:
-            log.warning("deleting %s at exit failed: %s", name, exc)
+            log.warning(
+                "could not delete %d sessions at exit (%s): %s",
+                len(names) - deleted,
+                name,
+                exc,
+            )
+            break  # the server is unreachable or failing: the rest would fail the same way
     return deleted
