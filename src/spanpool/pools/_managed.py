@@ -35,6 +35,7 @@ from ..errors import (
     PoolUsageError,
     SessionLeakWarning,
 )
+from ..metrics import track as _track_metrics
 from . import _io
 from ._abstract import AbstractSessionPool
 
@@ -107,6 +108,7 @@ class ManagedPool(AbstractSessionPool):
         self._want_maintenance = maintenance
         self._worker: Any = None
         self._exit_hook: Callable[[], None] | None = None
+        _track_metrics(self)
 
     # -- binding ----------------------------------------------------------------------------
 

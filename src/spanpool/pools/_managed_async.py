@@ -33,6 +33,7 @@ from ..errors import (
     PoolUsageError,
     SessionLeakWarning,
 )
+from ..metrics import track as _track_metrics
 from . import _io_async
 from ._abstract_async import AsyncAbstractSessionPool
 
@@ -105,6 +106,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         self._want_maintenance = maintenance
         self._worker: Any = None
         self._exit_hook: Callable[[], None] | None = None
+        _track_metrics(self)
 
     # -- binding ----------------------------------------------------------------------------
 

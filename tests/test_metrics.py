@@ -1,0 +1,73 @@
+"""OpenTelemetry metrics of the pools, collected with the SDK's in-memory reader."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+import spanpool.metrics
+from spanpool import AsyncFixedSizePool, FixedSizePool
+from spanpool.testing import LocalSpanner, connect_async
+
+
+def _collect(reader: InMemoryMetricReader) -> dict[tuple[str, str, str], int]:
+    """(metric, pool name, state) -> value, from one collection."""
+    found: dict[tuple[str, str, str], int] = {}
+    data = reader.get_metrics_data()
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            assert scope.scope.name == "spanpool"
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    attributes: dict[str, Any] = dict(point.attributes or {})
+                    key = (
+                        metric.name,
+                        attributes["db.client.connection.pool.name"],
+                        attributes.get("db.client.connection.state", ""),
+                    )
+                    found[key] = int(point.value)
+    return found
+
+
+def test_pools_report_sessions_by_state_limits_and_waiters(server: LocalSpanner) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    spanpool.metrics.instrument(meter_provider=provider)
+    spanpool.metrics.instrument(meter_provider=provider)  # twice: no duplicate instruments
+
+    pool = FixedSizePool(size=3)
+    database = server.database("metrics", pool=pool)
+    name = spanpool.metrics.pool_name(pool)
+    assert name == f"FixedSizePool:{database.name}"
+    held = pool.get()
+    seen = _collect(reader)
+    assert seen[("db.client.connection.count", name, "idle")] == 2
+    assert seen[("db.client.connection.count", name, "used")] == 1
+    assert seen[("db.client.connection.max", name, "")] == 3
+    assert seen[("db.client.connection.pending_requests", name, "")] == 0
+    assert seen[("spanpool.sessions.creating", name, "")] == 0
+    pool.put(held)
+    assert _collect(reader)[("db.client.connection.count", name, "used")] == 0
+
+    async def asyncio_pool() -> None:
+        apool = AsyncFixedSizePool(size=2)
+        adb = await connect_async(server.endpoint, "ametrics", pool=apool)
+        first, second = await apool.get(), await apool.get()
+        waiter = asyncio.create_task(apool.get())
+        await asyncio.sleep(0)
+        aname = f"AsyncFixedSizePool:{adb.name}"
+        seen = _collect(reader)
+        assert seen[("db.client.connection.count", aname, "used")] == 2
+        assert seen[("db.client.connection.pending_requests", aname, "")] == 1
+        await apool.put(first)
+        await apool.put(await waiter)
+        await apool.put(second)
+        await apool.close()
+
+    asyncio.run(asyncio_pool())
+    pool.close()
+    provider.shutdown()
