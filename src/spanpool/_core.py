@@ -515,7 +515,7 @@ class PoolCore(Generic[T]):
             if isinstance(result, CreationPermit):
                 result.spent = True
                 self._creating -= 1
-                self._grant_permit_locked()
+                self._grant_permit_locked(now)
                 return None
             if result is None:  # served an error (closed), or already settled
                 return None
@@ -604,13 +604,14 @@ class PoolCore(Generic[T]):
 
     def create_failed(self, permit: CreationPermit[T]) -> None:
         """Creating failed: the place goes to the oldest waiter (as a permit) or back to free."""
+        now = self._clock()
         with self._lock:
             problem = self._check_permit_locked(permit)
             if problem is None:
                 permit.spent = True
                 self._creating -= 1
                 self._create_failed += 1
-                self._grant_permit_locked()
+                self._grant_permit_locked(now)
                 return
         raise PoolUsageError(problem)
 
@@ -631,22 +632,6 @@ class PoolCore(Generic[T]):
             since = self._in_use.pop(item, None)
             if since is not None:
                 self._usage += now - since
-                waiters = self._waiters
-                if waiters:
-                    # Direct hand-off to the oldest waiter: _hand_off_locked, inlined for the
-                    # common case of a waiter that can be woken.
-                    waiter = waiters.popleft()
-                    self._check_out_locked(item, now, waiter.site)
-                    waiter.result = item  # before `waiting`: settle() reads them unlocked
-                    waiter.waiting = False
-                    waited = now - waiter.since
-                    self._wait_total += waited
-                    if waited > self._wait_max:
-                        self._wait_max = waited
-                    if waiter.wake():
-                        return True
-                    waiter.result = None
-                    del self._in_use[item]
                 if self._waiters or self._closed:
                     if self._put_locked(item, now, now):
                         return True
@@ -672,7 +657,7 @@ class PoolCore(Generic[T]):
                 self._usage += now - since
             if since is not None or self._in_maintenance.pop(item, None) is not None:
                 self._forget_locked(item)
-                self._grant_permit_locked()
+                self._grant_permit_locked(now)
                 return
         raise NotCheckedOut(
             f"pool {self.name!r}: {item!r} is neither in use nor in maintenance in this pool"
@@ -812,10 +797,10 @@ class PoolCore(Generic[T]):
         if self._sites:
             self._sites.pop(item, None)
 
-    def _serve_locked(self, waiter: Waiter[T], result: T | CreationPermit[T]) -> bool:
+    def _serve_locked(self, waiter: Waiter[T], result: T | CreationPermit[T], now: float) -> bool:
         waiter.result = result  # before `waiting`: settle() reads them unlocked
         waiter.waiting = False
-        self._count_wait_locked(self._clock() - waiter.since)
+        self._count_wait_locked(now - waiter.since)
         if waiter.wake():
             return True
         waiter.result = None
@@ -826,7 +811,7 @@ class PoolCore(Generic[T]):
         while self._waiters:
             waiter = self._waiters.popleft()
             self._check_out_locked(item, now, waiter.site)
-            if self._serve_locked(waiter, item):
+            if self._serve_locked(waiter, item, now):
                 return True
             del self._in_use[item]
         return False
@@ -845,13 +830,13 @@ class PoolCore(Generic[T]):
             idle.insert(position, (last_used, item))
         return True
 
-    def _grant_permit_locked(self) -> None:
+    def _grant_permit_locked(self, now: float) -> None:
         """A place just became free: give it to the oldest waiter, as a creation permit."""
         while self._waiters:
             waiter = self._waiters.popleft()
             permit = CreationPermit(self, waiter.site)
             self._creating += 1
-            if self._serve_locked(waiter, permit):
+            if self._serve_locked(waiter, permit, now):
                 return
             permit.spent = True
             self._creating -= 1
