@@ -57,21 +57,11 @@ ORPHAN_AFTER = 60.0
 """A claim of this process that it does not know of (a store step whose answer was lost) is
 taken back once this old."""
 
-_REQUIRED = (
-    "acquire",
-    "created",
-    "create_failed",
-    "reserve",
-    "release",
-    "keep_alive",
-    "discard",
-    "take_idle",
-    "roll_window",
-    "claims",
-    "reclaim",
-    "clear",
-    "stats",
-    "wait_for_release",
+# The steps the pool takes, read from the contract (the pool never closes a store it was given).
+_REQUIRED = tuple(
+    name
+    for name, value in vars(Store).items()
+    if callable(value) and not name.startswith("_") and name != "close"
 )
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import secrets
 import socket
 from typing import Protocol
 
@@ -41,6 +42,11 @@ def host_id() -> str:
     except OSError:
         pass
     return "/".join(parts)
+
+
+def new_token() -> str:
+    """A random claim token."""
+    return secrets.token_hex(8)
 
 
 def pid_alive(pid: int) -> bool:

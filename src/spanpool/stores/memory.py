@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import secrets
 import threading
 
 from ..errors import StoreError
-from ._base import Acquired, Claim, Holder, SessionRecord, StoreStats
+from ._base import Acquired, Claim, Holder, SessionRecord, StoreStats, new_token
 
 
 @dataclasses.dataclass
@@ -27,10 +26,6 @@ class _PoolState:
         if entry is None or entry[1].token != token:
             return None
         return entry[0]
-
-
-def new_token() -> str:
-    return secrets.token_hex(8)
 
 
 class MemoryStore:

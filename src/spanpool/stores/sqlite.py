@@ -18,7 +18,6 @@ Tables, all keyed by the pool's key:
 from __future__ import annotations
 
 import os
-import secrets
 import sqlite3
 import threading
 import time
@@ -27,7 +26,7 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from ..errors import StoreError
-from ._base import Acquired, Claim, Holder, SessionRecord, StoreStats
+from ._base import Acquired, Claim, Holder, SessionRecord, StoreStats, new_token
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x5350504C  # "SPPL" in the file header: this file is a spanpool store
@@ -90,10 +89,6 @@ _MAX_PARAMS = 500  # tokens per ``IN (...)``, well under SQLite's limit on param
 # could disturb the parent's locks), only kept referenced so that garbage collection leaves
 # them alone.
 _INHERITED: list[sqlite3.Connection] = []
-
-
-def _new_token() -> str:
-    return secrets.token_hex(8)
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -292,7 +287,7 @@ class SQLiteStore:
         expired_before: float,
         retire_before: float,
     ) -> Acquired:
-        token = _new_token()
+        token = new_token()
         with self._write() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO pools (key, window_start) VALUES (?, ?)", (key, now)
@@ -377,7 +372,7 @@ class SQLiteStore:
     ) -> list[str]:
         with self._write() as conn:
             total = int(conn.execute(_TOTAL, (key,)).fetchone()[0])
-            tokens = [_new_token() for _ in range(max(0, min(target, max_sessions) - total))]
+            tokens = [new_token() for _ in range(max(0, min(target, max_sessions) - total))]
             if tokens:
                 conn.execute(_ENSURE_POOL, (key,))
                 conn.executemany(
@@ -449,7 +444,7 @@ class SQLiteStore:
                 return [(record, None) for record in records]
             first = int(conn.execute(f"SELECT {_NEXT_SEQ}", (key,)).fetchone()[0])
             conn.execute("UPDATE pools SET seq = seq + ? WHERE key = ?", (len(records), key))
-            taken = [(record, _new_token()) for record in records]
+            taken = [(record, new_token()) for record in records]
             conn.executemany(
                 _CHECK_OUT,
                 [
