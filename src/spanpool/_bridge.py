@@ -39,26 +39,15 @@ FRESH_TRANSACTION = 8.0
 transaction older than this is not handed out."""
 
 
-class PooledSession(Session):
-    """The official ``Session``, remembering which pool it belongs to.
-
-    The pool learns through ``exists()`` and ``delete()`` when a checked-out session is gone,
-    so it can replace it instead of handing it out again.
-    """
+class PoolMember:
+    """What a pooled session adds to the client's ``Session``, in both the blocking and the
+    asyncio flavour: which pool it belongs to, when it was last used, and the transaction the
+    pool began for it. Comes before ``Session`` among the bases."""
 
     _spanpool_owner: Any = None
     _spanpool_last_used: float = 0.0
     _spanpool_pooled: bool = False  # made by the pool itself, not by `pool._new_session()`
     _spanpool_gone: bool = False  # the server said it no longer has this session
-
-    def run_in_transaction(self, func: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return super().run_in_transaction(func, *args, **kwargs)  # type: ignore[no-untyped-call]
-        except exceptions.NotFound as exc:
-            if is_session_not_found(exc):
-                self._spanpool_gone = True
-            raise
-
     _spanpool_transaction: tuple[Any, float] | None = None
 
     def transaction(self, *args: Any, **kwargs: Any) -> Any:
@@ -68,7 +57,23 @@ class PooledSession(Session):
             self._spanpool_transaction = None
             if has_fresh_transaction(prebegun):
                 return prebegun[0]
-        return super().transaction(*args, **kwargs)
+        return super().transaction(*args, **kwargs)  # type: ignore[misc]
+
+
+class PooledSession(PoolMember, Session):
+    """The official ``Session``, remembering which pool it belongs to.
+
+    The pool learns through ``exists()`` and ``delete()`` when a checked-out session is gone,
+    so it can replace it instead of handing it out again.
+    """
+
+    def run_in_transaction(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().run_in_transaction(func, *args, **kwargs)  # type: ignore[no-untyped-call]
+        except exceptions.NotFound as exc:
+            if is_session_not_found(exc):
+                self._spanpool_gone = True
+            raise
 
     def exists(self) -> bool:
         found: bool = super().exists()  # type: ignore[no-untyped-call]

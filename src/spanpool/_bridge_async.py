@@ -19,6 +19,7 @@ from google.cloud.spanner_v1.types import spanner as spanner_types
 from ._bridge import (
     DELETE_TIMEOUT,
     MAX_BATCH,
+    PoolMember,
     detach,
     has_fresh_transaction,
     is_session_not_found,
@@ -51,14 +52,8 @@ __all__ = [
 log = logging.getLogger("spanpool")
 
 
-class PooledSession(Session):
+class PooledSession(PoolMember, Session):
     """The official asyncio ``Session``, remembering which pool it belongs to."""
-
-    _spanpool_owner: Any = None
-    _spanpool_last_used: float = 0.0
-    _spanpool_pooled: bool = False
-    _spanpool_gone: bool = False
-    _spanpool_transaction: tuple[Any, float] | None = None
 
     async def run_in_transaction(self, func: Any, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -67,15 +62,6 @@ class PooledSession(Session):
             if is_session_not_found(exc):
                 self._spanpool_gone = True
             raise
-
-    def transaction(self, *args: Any, **kwargs: Any) -> Any:
-        """The transaction a pool began for this session, if still fresh; else a new one."""
-        prebegun = self._spanpool_transaction
-        if prebegun is not None:
-            self._spanpool_transaction = None
-            if has_fresh_transaction(prebegun):
-                return prebegun[0]
-        return super().transaction(*args, **kwargs)
 
     async def exists(self) -> bool:
         found: bool = await super().exists()
