@@ -280,7 +280,7 @@ def run(args: argparse.Namespace) -> int:
     methods = multiprocessing.get_all_start_methods()
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if "forkserver" in methods:
-        context.set_forkserver_preload(["spanpool", "spanpool.stores.sqlite"])
+        context.set_forkserver_preload(["spanpool", "spanpool.cache.sqlite"])
     began = time.monotonic()
     results: list[Result] = []
     with ExitStack() as stack:

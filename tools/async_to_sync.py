@@ -7,14 +7,14 @@ The asyncio modules (``*_async.py``) are the source. The blocking twin is the sa
 
 - ``await x`` → ``x``; ``async def``, ``async with``, ``async for`` → ``def``, ``with``, ``for``;
 - ``__aenter__`` / ``__aexit__`` → ``__enter__`` / ``__exit__``;
-- ``Name_async`` → ``Name`` (modules and functions: ``_bridge_async`` → ``_bridge``,
+- ``Name_async`` → ``Name`` (modules and functions: ``client_async`` → ``client``,
   ``acquire_async`` → ``acquire``) and ``AsyncName`` → ``Name`` (classes);
 - a line ending in ``# sync: CODE`` becomes ``CODE``; a line ending in ``# async only`` is dropped.
 
 The result is sorted and formatted with ruff. What really differs between the flavours (threads
 or tasks, the official client's blocking or asyncio objects) lives in small hand-written modules
-with the same names in both: ``_io`` / ``_io_async``, ``_bridge`` / ``_bridge_async``,
-``_maintenance`` / ``_maintenance_async``.
+with the same names in both: ``pools/_flavour`` / ``pools/_flavour_async`` and
+``bridge/client`` / ``bridge/client_async``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 POOLS = ROOT / "src" / "spanpool" / "pools"
-SOURCES = [POOLS / "_abstract_async.py", POOLS / "_managed_async.py", POOLS / "policies_async.py"]
+SOURCES = [POOLS / "abstract_async.py", POOLS / "base_async.py", POOLS / "policies_async.py"]
 
 _RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bawait\s+"), ""),

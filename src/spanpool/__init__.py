@@ -1,5 +1,6 @@
 """spanpool: session pools for Cloud Spanner's Python client."""
 
+from .cache import CacheSessionPool
 from .errors import (
     NotCheckedOut,
     PoolClosed,
@@ -19,7 +20,6 @@ from .pools import (
     AsyncSessionCheckout,
     AsyncTransactionPingingPool,
     BurstyPool,
-    CacheSessionPool,
     FixedSizePool,
     ManagedPool,
     PingingPool,

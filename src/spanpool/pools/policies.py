@@ -7,10 +7,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .. import _bridge
-from .._core import Clock
-from . import _io
-from ._managed import ManagedPool
+from ..bridge import client
+from ..core import Clock
+from . import _flavour
+from .base import ManagedPool
 
 _MINUTE = 60.0
 _SERVER_IDLE_EXPIRY = 3600.0
@@ -156,7 +156,7 @@ class TransactionPingingPool(PingingPool):
         if not pending:
             return 0
         try:
-            outcomes = _io.run_all(_bridge.begin_transaction, pending)
+            outcomes = _flavour.run_all(client.begin_transaction, pending)
         except BaseException:
             self._give_back(pending)
             raise
@@ -166,7 +166,7 @@ class TransactionPingingPool(PingingPool):
         doomed = []
         for session, outcome in zip(pending, outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                if _bridge.is_session_not_found(outcome):
+                if client.is_session_not_found(outcome):
                     self._core.discard(session)
                     self._count_replaced()
                     continue
@@ -189,4 +189,4 @@ class TransactionPingingPool(PingingPool):
 
 
 def _has_fresh_transaction(session: Any) -> bool:
-    return _bridge.has_fresh_transaction(getattr(session, "_spanpool_transaction", None))
+    return client.has_fresh_transaction(getattr(session, "_spanpool_transaction", None))

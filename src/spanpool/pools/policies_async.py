@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .. import _bridge_async
-from .._core import Clock
-from . import _io_async
-from ._managed_async import AsyncManagedPool
+from ..bridge import client_async
+from ..core import Clock
+from . import _flavour_async
+from .base_async import AsyncManagedPool
 
 _MINUTE = 60.0
 _SERVER_IDLE_EXPIRY = 3600.0
@@ -154,7 +154,7 @@ class AsyncTransactionPingingPool(AsyncPingingPool):
         if not pending:
             return 0
         try:
-            outcomes = await _io_async.run_all(_bridge_async.begin_transaction, pending)
+            outcomes = await _flavour_async.run_all(client_async.begin_transaction, pending)
         except BaseException:
             self._give_back(pending)
             raise
@@ -164,7 +164,7 @@ class AsyncTransactionPingingPool(AsyncPingingPool):
         doomed = []
         for session, outcome in zip(pending, outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                if _bridge_async.is_session_not_found(outcome):
+                if client_async.is_session_not_found(outcome):
                     self._core.discard(session)
                     self._count_replaced()
                     continue
@@ -187,4 +187,4 @@ class AsyncTransactionPingingPool(AsyncPingingPool):
 
 
 def _has_fresh_transaction(session: Any) -> bool:
-    return _bridge_async.has_fresh_transaction(getattr(session, "_spanpool_transaction", None))
+    return client_async.has_fresh_transaction(getattr(session, "_spanpool_transaction", None))

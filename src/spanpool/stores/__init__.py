@@ -4,18 +4,20 @@
 - ``SQLiteStore(path)``: many processes on one host, through one SQLite file.
 - ``RedisStore(url_or_client)``: many hosts, through a Redis server (needs the ``redis``
   package: ``pip install spanpool[redis]``).
+
+They live in :mod:`spanpool.cache` beside the pool; this module names them for users.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._base import Acquired, Claim, Holder, SessionRecord, Store, StoreStats
-from .memory import MemoryStore
+from ..cache.memory import MemoryStore
+from ..cache.store import Acquired, Claim, Holder, SessionRecord, Store, StoreStats
 
 if TYPE_CHECKING:
-    from .redis import RedisStore
-    from .sqlite import SQLiteStore
+    from ..cache.redis import RedisStore
+    from ..cache.sqlite import SQLiteStore
 
 __all__ = [
     "Acquired",
@@ -32,12 +34,8 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     # Imported on first use, so that spanpool works without the redis package.
-    if name == "SQLiteStore":
-        from .sqlite import SQLiteStore
+    if name in ("SQLiteStore", "RedisStore"):
+        from .. import cache
 
-        return SQLiteStore
-    if name == "RedisStore":
-        from .redis import RedisStore
-
-        return RedisStore
+        return getattr(cache, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

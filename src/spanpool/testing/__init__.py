@@ -1,6 +1,6 @@
 """Testing helpers: LocalSpanner, a real Spanner gRPC server on loopback."""
 
-from .._bridge import REGULAR_SESSIONS_ENV
+from ..bridge import REGULAR_SESSIONS_ENV
 from .server import (
     LocalSpanner,
     RequestRecord,

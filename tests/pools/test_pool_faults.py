@@ -30,11 +30,11 @@ from spanpool import (
     PoolClosed,
     PoolForked,
     SessionLeakWarning,
-    _bridge,
 )
+from spanpool.bridge import client as _bridge
 from spanpool.testing import LocalSpanner
 
-from .conftest import FakeClock
+from ..conftest import FakeClock
 
 # -- helpers ---------------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from spanpool import (
 )
 from spanpool.testing import LocalSpanner, connect_async
 
-from .conftest import ACCOUNTS_DDL, FakeClock
+from ..conftest import ACCOUNTS_DDL, FakeClock
 
 T = TypeVar("T")
 

@@ -24,7 +24,7 @@ from spanpool import (
 )
 from spanpool.testing import LocalSpanner
 
-from .conftest import ACCOUNTS_DDL
+from ..conftest import ACCOUNTS_DDL
 
 POOLS = [BurstyPool, FixedSizePool, PingingPool, TransactionPingingPool]
 

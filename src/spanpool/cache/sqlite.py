@@ -26,7 +26,7 @@ from contextlib import contextmanager, suppress
 from typing import Any
 
 from ..errors import StoreError
-from ._base import Acquired, Claim, Holder, SessionRecord, StoreStats, new_token
+from .store import Acquired, Claim, Holder, SessionRecord, StoreStats, new_token
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x5350504C  # "SPPL" in the file header: this file is a spanpool store

@@ -6,7 +6,7 @@ import dataclasses
 import threading
 
 from ..errors import StoreError
-from ._base import Acquired, Claim, Holder, SessionRecord, StoreStats, new_token
+from .store import Acquired, Claim, Holder, SessionRecord, StoreStats, new_token
 
 
 @dataclasses.dataclass

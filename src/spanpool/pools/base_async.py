@@ -23,8 +23,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .. import _bridge_async
-from .._core import Clock, CreationPermit, IdleOrder, PoolCore
+from ..bridge import client_async
+from ..core import Clock, CreationPermit, IdleOrder, PoolCore
 from ..errors import (
     NotCheckedOut,
     PoolClosed,
@@ -34,8 +34,8 @@ from ..errors import (
     SessionLeakWarning,
 )
 from ..metrics import track as _track_metrics
-from . import _io_async
-from ._abstract_async import AsyncAbstractSessionPool
+from . import _flavour_async
+from .abstract_async import AsyncAbstractSessionPool
 
 log = logging.getLogger("spanpool")
 
@@ -92,7 +92,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
             order=self.order,
             clock=self._clock,
             track_sites=leak_threshold is not None,
-            on_orphan=functools.partial(_io_async.spawn, self._delete),
+            on_orphan=functools.partial(_flavour_async.spawn, self._delete),
         )
         self._counters_lock = threading.Lock()
         self._deleted = 0
@@ -122,7 +122,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
             )
         self._database = database
         if self._exit_hook is None:
-            self._exit_hook = functools.partial(_io_async.close_at_exit, weakref.ref(self))
+            self._exit_hook = functools.partial(_flavour_async.close_at_exit, weakref.ref(self))
             atexit.register(self._exit_hook)
         if self._want_maintenance:
             self.start_maintenance()
@@ -144,7 +144,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         """
         if not permits:
             return 0
-        return await _io_async.run_to_end(self._create_batches(permits))
+        return await _flavour_async.run_to_end(self._create_batches(permits))
 
     async def _create_batches(self, permits: list[CreationPermit[Any]]) -> int:
         pending = list(permits)
@@ -159,10 +159,10 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
                 permits = [pending.pop() for _ in range(min(len(batch), len(pending)))]
             refused = self._core.created_idle_many(permits, batch[: len(permits)])
             for session in refused + batch[len(permits) :]:
-                _io_async.spawn(self._delete, session)
+                _flavour_async.spawn(self._delete, session)
 
         try:
-            return await _bridge_async.batch_create(
+            return await client_async.batch_create(
                 self._database, len(permits), self._labels, self._database_role, self, arrived
             )
         finally:
@@ -196,13 +196,13 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
     async def _create_for(self, permit: CreationPermit[Any]) -> Any:
         # Runs to its end even if an asyncio caller is cancelled meanwhile: the session it
         # would have had is then put back, rather than left on the server unknown to the pool.
-        return await _io_async.run_to_end(self._create_checked_out(permit), self.put)
+        return await _flavour_async.run_to_end(self._create_checked_out(permit), self.put)
 
     async def _create_checked_out(self, permit: CreationPermit[Any]) -> Any:
         session = self._new_session()
         session._spanpool_pooled = True
         try:
-            await _bridge_async.create(session)
+            await client_async.create(session)
         except BaseException:
             self._core.create_failed(permit)
             raise
@@ -212,7 +212,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
     async def _still_exists(self, session: Any) -> bool:
         """Ask the server about a session old enough to be in doubt; drop it if gone."""
         try:
-            found = await _bridge_async.exists(session)
+            found = await client_async.exists(session)
         except BaseException:
             self._core.release(session)
             raise
@@ -241,10 +241,10 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         # `pool._new_session()` and puts that one back: take it in if there is room.
         if (
             session is not None
-            and _bridge_async.session_database(session) is self._database
+            and client_async.session_database(session) is self._database
             and getattr(session, "session_id", None) is not None
-            and isinstance(session, _bridge_async.PooledSession)
-            and _bridge_async.owner_of(session) in (None, self)
+            and isinstance(session, client_async.PooledSession)
+            and client_async.owner_of(session) in (None, self)
             and not session._spanpool_pooled
         ):
             permits = self._core.reserve(1)
@@ -254,14 +254,14 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
                 session._spanpool_last_used = self._clock()
                 return
             raise PoolFull(f"{self._name} is full: it cannot take {session.name} in")
-        where = getattr(_bridge_async.session_database(session), "name", None)
+        where = getattr(client_async.session_database(session), "name", None)
         raise NotCheckedOut(
             f"{self._name}: {getattr(session, 'name', session)!r} was not checked out from this "
             f"pool (it belongs to {where or 'another pool'})"
         )
 
     async def _check_in(self, session: Any, error: BaseException | None) -> None:
-        if error is not None and _bridge_async.is_session_not_found(error):
+        if error is not None and client_async.is_session_not_found(error):
             self._session_gone(session)
         else:
             await self.put(session)
@@ -273,7 +273,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
             self._core.discard(session)
         except NotCheckedOut:
             return
-        _bridge_async.detach(session)
+        client_async.detach(session)
         self._count_replaced()
 
     def _new_session(self) -> Any:
@@ -292,7 +292,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
             try:
                 result: R = await session.run_in_transaction(func, *args, **kwargs)
             except BaseException as exc:
-                if _bridge_async.is_session_not_found(exc) and attempt < attempts - 1:
+                if client_async.is_session_not_found(exc) and attempt < attempts - 1:
                     self._session_gone(session)
                     continue
                 await self._check_in(session, exc)
@@ -326,7 +326,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         if not sessions:
             return
         try:
-            outcomes = await _io_async.run_all(_bridge_async.ping, sessions)
+            outcomes = await _flavour_async.run_all(client_async.ping, sessions)
         except BaseException:
             self._give_back(sessions)
             raise
@@ -357,7 +357,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         # they go back as they were, so that none stays checked out for ever.
         for session in sessions:
             if not self._core.return_checked(session, refreshed=False):
-                _io_async.spawn(self._delete, session)
+                _flavour_async.spawn(self._delete, session)
 
     def _count_replaced(self) -> None:
         with self._counters_lock:
@@ -399,12 +399,12 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
     async def _delete_all(self, sessions: list[Any]) -> None:
         """Delete sessions the pool has forgotten (a cancelled asyncio caller does not stop it)."""
         if sessions:
-            await _io_async.run_to_end(self._delete_now(sessions))
+            await _flavour_async.run_to_end(self._delete_now(sessions))
 
     async def _delete_now(self, sessions: list[Any]) -> int:
         for session in sessions:
-            _bridge_async.detach(session)
-        outcomes = await _io_async.run_all(_bridge_async.delete, sessions)
+            client_async.detach(session)
+        outcomes = await _flavour_async.run_all(client_async.delete, sessions)
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         with self._counters_lock:
             self._deleted += len(sessions) - len(failed)
@@ -418,7 +418,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         """Run background maintenance (a thread; an asyncio task for the asyncio pools) that
         keeps sessions alive (pings spread over the interval), replaces dropped ones and
         reports leaks. ``close()`` stops it."""
-        from .._maintenance_async import MaintenanceWorker
+        from ._flavour_async import MaintenanceWorker
 
         self._check_usable()
         if self._worker is None:

@@ -23,7 +23,7 @@ from google.rpc import error_details_pb2
 
 from spanpool.testing import LocalSpanner, connect
 
-from .conftest import ACCOUNTS_DDL, FakeClock, database_name
+from ..conftest import ACCOUNTS_DDL, FakeClock, database_name
 
 INT64 = param_types.INT64
 

@@ -25,11 +25,11 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Literal, TypeVar
 
-from .. import _bridge
+from ..bridge import client
 from ..errors import NotCheckedOut, PoolTimeout, PoolUsageError, SpanpoolError, StoreError
-from ..stores._base import Holder, SessionRecord, Store, StoreStats, pid_alive
-from ._abstract import AbstractSessionPool
-from ._io import run_all
+from ..pools._flavour import run_all
+from ..pools.abstract import AbstractSessionPool
+from .store import Holder, SessionRecord, Store, StoreStats, pid_alive
 
 log = logging.getLogger("spanpool")
 
@@ -82,7 +82,7 @@ class MaintenanceReport:
 @dataclasses.dataclass
 class _Held:
     token: str
-    session: _bridge.PooledSession
+    session: client.PooledSession
 
 
 @dataclasses.dataclass(frozen=True)
@@ -290,7 +290,7 @@ class CacheSessionPool(AbstractSessionPool):
 
     # -- checking out and in ------------------------------------------------------------------
 
-    def acquire(self, context: str = "r") -> _bridge.PooledSession:
+    def acquire(self, context: str = "r") -> client.PooledSession:
         """Check a session out (``context`` is ``"r"`` or ``"rw"``; both get a session).
 
         Raises :class:`~spanpool.errors.PoolTimeout` (a ``queue.Empty``) when the pool stays
@@ -307,7 +307,7 @@ class CacheSessionPool(AbstractSessionPool):
             f"sleep_interval_seconds={self.sleep_interval_seconds:g}",
         )
 
-    def get(self, timeout: float | None = None, **_: Any) -> _bridge.PooledSession:
+    def get(self, timeout: float | None = None, **_: Any) -> client.PooledSession:
         """``acquire()`` for the official ``Database``; ``timeout`` (seconds, 0: don't wait)
         replaces the pool's waiting time when given."""
         if timeout is None:
@@ -315,7 +315,7 @@ class CacheSessionPool(AbstractSessionPool):
         wait = _check_seconds("timeout", timeout, positive=False)
         return self._acquire(wait, f"timeout={wait:g}")
 
-    def _acquire(self, wait: float, why: str) -> _bridge.PooledSession:
+    def _acquire(self, wait: float, why: str) -> client.PooledSession:
         """Check a session out, waiting up to ``wait`` seconds for a release when full."""
         key = self._ready()
         started = time.monotonic()
@@ -380,8 +380,8 @@ class CacheSessionPool(AbstractSessionPool):
             if waited:
                 self._count("requests_wait_ms", round((time.monotonic() - started) * 1000))
 
-    def _hold(self, name: str, token: str) -> _bridge.PooledSession:
-        session = _bridge.session_for_name(
+    def _hold(self, name: str, token: str) -> client.PooledSession:
+        session = client.session_for_name(
             self._database, name, self._labels, self._database_role, self
         )
         session._spanpool_pooled = True
@@ -389,10 +389,10 @@ class CacheSessionPool(AbstractSessionPool):
             self._held[name] = _Held(token, session)
         return session
 
-    def _still_exists(self, session: _bridge.PooledSession) -> bool:
+    def _still_exists(self, session: client.PooledSession) -> bool:
         """Check a session idle long enough to be in doubt; drop it when the server lost it."""
         try:
-            found = _bridge.exists(session)
+            found = client.exists(session)
         except BaseException:
             self.release(session)
             raise
@@ -402,16 +402,16 @@ class CacheSessionPool(AbstractSessionPool):
             self._drop_held(session)
         return found
 
-    def _create_checked_out(self, key: str, token: str) -> _bridge.PooledSession | None:
+    def _create_checked_out(self, key: str, token: str) -> client.PooledSession | None:
         """Create a session for the permit ``token`` and check it out; None when the permit
         was taken back meanwhile."""
-        session: _bridge.PooledSession = self._new_session()
+        session: client.PooledSession = self._new_session()
         session._spanpool_pooled = True
         with self._mutex:
             self._in_flight.add(token)
         try:
             try:
-                _bridge.create(session)
+                client.create(session)
             except BaseException:
                 self._settle_quietly(lambda: self._store.create_failed(key, token))
                 raise
@@ -447,7 +447,7 @@ class CacheSessionPool(AbstractSessionPool):
         key = self._ready()
         held = self._take_held(session)
         if held is None:
-            if isinstance(session, _bridge.PooledSession) and session._spanpool_gone:
+            if isinstance(session, client.PooledSession) and session._spanpool_gone:
                 return  # dropped from the pool when the server said it was gone
             self._adopt_or_refuse(session)
             return
@@ -512,14 +512,14 @@ class CacheSessionPool(AbstractSessionPool):
         return alive
 
     def _check_in(self, session: Any, error: BaseException | None) -> None:
-        if error is not None and _bridge.is_session_not_found(error):
+        if error is not None and client.is_session_not_found(error):
             self._session_gone(session)
         self.release(session)
 
     def _session_gone(self, session: Any) -> None:
         """The server no longer has ``session`` (or it was deleted): drop it from the pool
         now, never to be handed out again; returning it later is a no-op."""
-        if not isinstance(session, _bridge.PooledSession):
+        if not isinstance(session, client.PooledSession):
             return
         session._spanpool_gone = True
         try:
@@ -529,7 +529,7 @@ class CacheSessionPool(AbstractSessionPool):
             # Kept aside and retried at the next call; exists() and delete() don't raise it.
             log.warning("%s", exc)
 
-    def _drop_held(self, session: _bridge.PooledSession) -> bool:
+    def _drop_held(self, session: client.PooledSession) -> bool:
         """Remove a session this process holds from the pool; False when not held."""
         held = self._take_held(session)
         if held is None or self._key is None:
@@ -548,23 +548,23 @@ class CacheSessionPool(AbstractSessionPool):
         # The official Database replaces a session the server lost with one made by
         # `pool._new_session()`, and returns that one: take it in if there is room.
         if (
-            isinstance(session, _bridge.PooledSession)
-            and _bridge.session_database(session) is self._database
+            isinstance(session, client.PooledSession)
+            and client.session_database(session) is self._database
             and session.session_id is not None
-            and _bridge.owner_of(session) in (None, self)
+            and client.owner_of(session) in (None, self)
             and not session._spanpool_pooled
             and not session._spanpool_gone
         ):
             self._adopt(session)
             return
-        where = getattr(_bridge.session_database(session), "name", None)
+        where = getattr(client.session_database(session), "name", None)
         raise NotCheckedOut(
             f"CacheSessionPool {self._key}: {getattr(session, 'name', session)!r} is not "
             f"checked out from this pool by this process (returned twice, or it belongs to "
             f"{where or 'another pool'})"
         )
 
-    def _adopt(self, session: _bridge.PooledSession) -> None:
+    def _adopt(self, session: client.PooledSession) -> None:
         key = self.key
         now = self._clock()
         try:
@@ -583,7 +583,7 @@ class CacheSessionPool(AbstractSessionPool):
             raise
         for extra in permits[1:]:
             self._settle_quietly(functools.partial(self._store.create_failed, key, extra))
-        _bridge.detach(session)
+        client.detach(session)
         session._spanpool_pooled = True
         if not permits or not self._record_idle(key, permits[0], session.name, now):
             self._delete_sessions([session])
@@ -668,7 +668,7 @@ class CacheSessionPool(AbstractSessionPool):
                     self._delete_sessions([session])
 
         try:
-            _bridge.batch_create(
+            client.batch_create(
                 self._database, len(tokens), self._labels, self._database_role, self, arrived
             )
         finally:
@@ -797,12 +797,12 @@ class CacheSessionPool(AbstractSessionPool):
         try:
             trimmed = self._delete_claimed(key, trim)
             sessions = [
-                _bridge.session_for_name(
+                client.session_for_name(
                     self._database, record.name, self._labels, self._database_role, None
                 )
                 for record, _ in keep
             ]
-            outcomes = run_all(_bridge.ping, sessions)
+            outcomes = run_all(client.ping, sessions)
             refreshed = lost = 0
             for (record, token), outcome in zip(keep, outcomes, strict=True):
                 assert token is not None
@@ -875,12 +875,12 @@ class CacheSessionPool(AbstractSessionPool):
             self._in_flight.update(tokens)
         try:
             sessions = [
-                _bridge.session_for_name(
+                client.session_for_name(
                     self._database, record.name, self._labels, self._database_role, None
                 )
                 for record, _ in taken
             ]
-            outcomes = run_all(_bridge.delete, sessions)
+            outcomes = run_all(client.delete, sessions)
             deleted = 0
             for (record, token), outcome in zip(taken, outcomes, strict=True):
                 assert token is not None
@@ -912,7 +912,7 @@ class CacheSessionPool(AbstractSessionPool):
         if not records:
             return True
         sessions = [
-            _bridge.session_for_name(
+            client.session_for_name(
                 self._database, record.name, self._labels, self._database_role, None
             )
             for record in records
@@ -921,8 +921,8 @@ class CacheSessionPool(AbstractSessionPool):
 
     def _delete_sessions(self, sessions: list[Any]) -> bool:
         for session in sessions:
-            _bridge.detach(session)
-        outcomes = run_all(_bridge.delete, sessions)
+            client.detach(session)
+        outcomes = run_all(client.delete, sessions)
         failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         self._count("sessions_deleted", len(sessions) - len(failed))
         for error in failed[:3]:

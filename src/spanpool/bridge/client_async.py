@@ -1,4 +1,4 @@
-"""The bridge of :mod:`spanpool._bridge` for the official client's asyncio flavour
+"""The bridge of :mod:`spanpool.bridge.client` for the official client's asyncio flavour
 (``google.cloud.spanner_v1.AsyncClient``): the same functions, as coroutines, over the
 asyncio ``Session`` and the asyncio gRPC stub. What does not talk to the server is shared with
 the blocking bridge.
@@ -16,7 +16,7 @@ from google.api_core import exceptions
 from google.cloud.spanner_v1._async.session import Session
 from google.cloud.spanner_v1.types import spanner as spanner_types
 
-from ._bridge import (
+from .client import (
     DELETE_TIMEOUT,
     MAX_BATCH,
     PoolMember,
@@ -27,7 +27,7 @@ from ._bridge import (
     session_database,
     transaction_is_usable,
 )
-from ._bridge import _metadata as _metadata
+from .client import _metadata as _metadata
 
 __all__ = [
     "DELETE_TIMEOUT",

@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import redis
 
+from spanpool.cache.redis import RedisStore
 from spanpool.errors import StoreError
 from spanpool.stores import Holder, MemoryStore, SessionRecord
-from spanpool.stores.redis import RedisStore
 
-from .redis_server import redis_server
+from ..redis_server import redis_server
 
 HOLDER = Holder("host-a", 101)
 FORK = multiprocessing.get_context("fork")
@@ -505,6 +505,6 @@ def test_without_the_redis_package_the_error_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "redis", None)
-    monkeypatch.delitem(sys.modules, "spanpool.stores.redis")
+    monkeypatch.delitem(sys.modules, "spanpool.cache.redis")
     with pytest.raises(ImportError, match=r"pip install 'spanpool\[redis\]'"):
-        importlib.import_module("spanpool.stores.redis")
+        importlib.import_module("spanpool.cache.redis")

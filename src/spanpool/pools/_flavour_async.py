@@ -1,19 +1,20 @@
 """What the asyncio flavour of the pools does differently from the blocking one: run many
 RPCs at once (tasks), start work in the background, and clean up at interpreter exit.
 
-The same names as :mod:`spanpool.pools._io`, which the generated blocking pools call.
+The same names as :mod:`spanpool.pools._flavour`, which the generated blocking pools call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
-from .. import _bridge_async
-from ._io import PARALLEL_RPCS
+from ..bridge import client_async
+from ._flavour import PARALLEL_RPCS
 
 log = logging.getLogger("spanpool")
 
@@ -100,4 +101,38 @@ def close_at_exit(pool_ref: weakref.ref[Any]) -> None:
         return
     sessions = pool._core.close()
     if sessions:
-        _bridge_async.delete_at_exit(pool._database, sessions)
+        client_async.delete_at_exit(pool._database, sessions)
+
+
+class MaintenanceWorker:
+    """A task awaiting ``pool.maintain()`` every ``pool.maintenance_interval()`` seconds until
+    :meth:`stop`. Errors are logged and the worker goes on. Created on the running loop."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"spanpool-maintenance-{self._pool._name}"
+        )
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None or task is asyncio.current_task():
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._pool.maintenance_interval())
+            try:
+                await self._pool.maintain()
+            except Exception:
+                log.exception("%s: maintenance round failed", self._pool._name)

@@ -26,8 +26,8 @@ import pytest
 from spanpool import CacheSessionPool, NotCheckedOut
 from spanpool.testing import LocalSpanner
 
+from ..conftest import ACCOUNTS_DDL
 from . import _cache_workers as workers
-from .conftest import ACCOUNTS_DDL
 
 _ids = itertools.count()
 
@@ -38,7 +38,7 @@ def mp() -> Any:
     never from the test process and its gRPC threads."""
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["tests._cache_workers"])
+        context.set_forkserver_preload(["tests.cache._cache_workers"])
         return context
     return multiprocessing.get_context("spawn")
 
@@ -205,7 +205,7 @@ def test_a_process_that_exits_returns_what_it_holds(
         f"""
         from spanpool import CacheSessionPool
         from spanpool.testing import connect
-        from tests._cache_workers import open_store
+        from tests.cache._cache_workers import open_store
 
         pool = CacheSessionPool(open_store(*{store_address!r}), max_sessions=3, min_sessions=0)
         connect({server.endpoint!r}, {db_id!r}, pool=pool)
@@ -219,7 +219,7 @@ def test_a_process_that_exits_returns_what_it_holds(
         capture_output=True,
         text=True,
         timeout=120,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
         check=False,
     )
     assert done.returncode == 0, done.stderr

@@ -1,4 +1,4 @@
-"""The store contract (``spanpool.stores._base``), checked against every store.
+"""The store contract (``spanpool.cache.store``), checked against every store.
 
 ``MemoryStore`` is the reference; ``SQLiteStore`` and ``RedisStore`` must behave the same. Each
 test uses its own pool key, so the Redis tests can share one server.
@@ -809,7 +809,7 @@ def test_sqlite_threads_never_share_a_session(sqlite_store: SQLiteStore, key: st
 
 
 def test_sqlite_forked_child_opens_its_own_connection(sqlite_store: SQLiteStore, key: str) -> None:
-    from spanpool.stores import sqlite as sqlite_module
+    from spanpool.cache import sqlite as sqlite_module
 
     token = check_out(sqlite_store, key, "s1", 100.0)
     pid = os.fork()
@@ -833,7 +833,7 @@ def test_sqlite_forked_child_opens_its_own_connection(sqlite_store: SQLiteStore,
 def mp_context() -> Any:
     context = multiprocessing.get_context("forkserver")
     # Children fork from a server that imported spanpool once, instead of importing it each.
-    context.set_forkserver_preload(["spanpool.stores.sqlite", __name__])
+    context.set_forkserver_preload(["spanpool.cache.sqlite", __name__])
     return context
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from .. import _bridge_async
 from .._labels import label_problem
+from ..bridge import client_async
 
 
 class AsyncAbstractSessionPool:
@@ -74,7 +74,7 @@ class AsyncAbstractSessionPool:
         """An uncreated session for the bound database, with the pool's labels and role."""
         if self._database is None:
             raise RuntimeError(f"{type(self).__name__} is not bound to a database yet")
-        return _bridge_async.new_session(self._database, self._labels, self._database_role, self)
+        return client_async.new_session(self._database, self._labels, self._database_role, self)
 
     def _session_gone(self, session: Any) -> None:
         """Told when a session of this pool turned out to be deleted; pools may react."""

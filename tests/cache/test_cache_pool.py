@@ -26,13 +26,13 @@ from spanpool import (
     PoolTimeout,
     PoolUsageError,
     StoreError,
-    _bridge,
 )
-from spanpool.pools.cache import SERVER_IDLE_EXPIRY, WINDOW
+from spanpool.bridge import client as _bridge
+from spanpool.cache.pool import SERVER_IDLE_EXPIRY, WINDOW
 from spanpool.stores import Holder, MemoryStore
 from spanpool.testing import LocalSpanner
 
-from .conftest import ACCOUNTS_DDL, FakeClock
+from ..conftest import ACCOUNTS_DDL, FakeClock
 
 _ids = itertools.count()
 STORES = ["memory", "sqlite", "redis"]

@@ -1,8 +1,8 @@
 """What the blocking flavour of the pools does differently from the asyncio one: run many
 RPCs at once (threads), start work in the background, and clean up at interpreter exit.
 
-``_managed.py`` and ``policies.py`` are generated from their asyncio twins and call these
-functions; ``_io_async.py`` has the same names for asyncio.
+``base.py`` and ``policies.py`` are generated from their asyncio twins and call these
+functions; ``_flavour_async.py`` has the same names for asyncio.
 """
 
 from __future__ import annotations
@@ -105,3 +105,34 @@ def close_at_exit(pool_ref: weakref.ref[Any]) -> None:
     pool = pool_ref()
     if pool is not None and not pool._core.forked:
         pool.close()
+
+
+class MaintenanceWorker:
+    """A daemon thread calling ``pool.maintain()`` every ``pool.maintenance_interval()``
+    seconds until :meth:`stop`. Errors are logged and the worker goes on."""
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, name=f"spanpool-maintenance-{pool._name}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        if self._thread is not threading.current_thread() and self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._pool.maintenance_interval()):
+            try:
+                self._pool.maintain()
+            except Exception:
+                log.exception("%s: maintenance round failed", self._pool._name)

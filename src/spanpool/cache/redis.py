@@ -54,7 +54,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("RedisStore needs the redis package: pip install 'spanpool[redis]'") from exc
 
 from ..errors import StoreError
-from ._base import Acquired, Claim, Holder, SessionRecord, StoreStats
+from .store import Acquired, Claim, Holder, SessionRecord, StoreStats
 
 _SUFFIXES = (
     "idle",

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from spanpool import _core
-from spanpool._core import CreationPermit, PoolCore, Waiter
+from spanpool.core import CreationPermit, PoolCore, Waiter
+from spanpool.core import core as _core
 from spanpool.errors import NotCheckedOut, PoolClosed, PoolTimeout, PoolUsageError
 
 # -- helpers ---------------------------------------------------------------------------------

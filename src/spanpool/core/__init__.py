@@ -1,0 +1,27 @@
+"""The one in-process concurrency structure every pool shares: idle sessions (LIFO or LRU),
+fair FIFO waiters with direct hand-off, capacity accounting, an injectable clock. No I/O, no
+Spanner: it works for threads and asyncio tasks alike."""
+
+from .core import (
+    AsyncDeadlines,
+    AsyncWaiter,
+    Checkout,
+    Clock,
+    CreationPermit,
+    IdleOrder,
+    PoolCore,
+    ThreadWaiter,
+    Waiter,
+)
+
+__all__ = [
+    "AsyncDeadlines",
+    "AsyncWaiter",
+    "Checkout",
+    "Clock",
+    "CreationPermit",
+    "IdleOrder",
+    "PoolCore",
+    "ThreadWaiter",
+    "Waiter",
+]
