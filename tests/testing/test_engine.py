@@ -28,8 +28,8 @@ from google.protobuf import struct_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spanpool.testing import _engine
-from spanpool.testing._engine import Catalog, EngineError
+from spanpool.testing.sql import engine as _engine
+from spanpool.testing.sql.engine import Catalog, EngineError
 
 ACCOUNTS = (
     "CREATE TABLE Accounts (Id INT64 NOT NULL, Name STRING(MAX), Balance INT64 NOT NULL, "

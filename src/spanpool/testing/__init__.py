@@ -1,4 +1,14 @@
-"""Testing helpers: LocalSpanner, a real Spanner gRPC server on loopback."""
+"""LocalSpanner: a real Cloud Spanner gRPC server on loopback, for tests, demos and benchmarks.
+
+- ``server``: ``LocalSpanner`` (start, stop, what a test can do to it), ``connect``,
+  ``connect_async`` and ``serve_in_process``;
+- ``control``: injected latency and errors, freezing, request counts and the request log;
+- ``model``: databases, sessions and transactions, and the rules they follow (idle expiry on
+  the injectable clock, session limits, locks and aborts);
+- ``errors``: errors as Cloud Spanner sends them (status codes, resource and retry details);
+- ``services/``: the gRPC services, one module each, and what every RPC goes through;
+- ``sql/``: the GoogleSQL engine on SQLite (tokens, values, schema, translation, execution).
+"""
 
 from ..bridge import REGULAR_SESSIONS_ENV
 from .server import (

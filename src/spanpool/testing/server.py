@@ -18,10 +18,10 @@ from typing import Any
 import grpc
 from google.cloud.spanner_v1.testing import spanner_database_admin_pb2_grpc, spanner_pb2_grpc
 
-from ._admin_service import DatabaseAdminService
-from ._control import Control, RequestRecord
-from ._spanner_service import SpannerService
-from ._state import Backend
+from .control import Control, RequestRecord
+from .model import Backend
+from .services.database_admin import DatabaseAdminService
+from .services.spanner import SpannerService
 
 __all__ = [
     "LocalSpanner",

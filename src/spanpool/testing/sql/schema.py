@@ -15,8 +15,8 @@ from typing import Any
 
 import grpc
 
-from . import _values as v
-from ._sqltokens import (
+from . import values as v
+from .tokens import (
     IDENT,
     NUMBER,
     QIDENT,
@@ -33,7 +33,7 @@ from ._sqltokens import (
     split,
     sql_literal,
 )
-from ._values import EngineError, TypeMsg
+from .values import EngineError, TypeMsg
 
 DDL_TABLE = "_spanpool_ddl"
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from ._status import SpannerError
+from .errors import SpannerError
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,10 @@ from google.cloud.spanner_v1.testing import spanner_database_admin_pb2_grpc
 from google.longrunning import operations_pb2
 from google.protobuf import any_pb2, empty_pb2, message
 
-from ._control import Control
-from ._spanner_service import rpc, timestamp
-from ._state import Backend, DatabaseState
-from ._status import invalid
+from ..control import Control
+from ..errors import invalid
+from ..model import Backend, DatabaseState
+from .rpc import rpc, timestamp
 
 _CREATE_DATABASE = re.compile(r"\s*CREATE\s+DATABASE\s+`?([A-Za-z0-9_\-]+)`?\s*", re.IGNORECASE)
 _READY = admin.Database.State.READY

@@ -12,7 +12,7 @@ from typing import TypeAlias
 
 import grpc
 
-from ._values import EngineError
+from .values import EngineError
 
 IDENT = "ident"  # a bare word: keyword, identifier or function name
 QIDENT = "qident"  # a `quoted` identifier (text is the name)

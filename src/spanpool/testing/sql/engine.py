@@ -1,7 +1,7 @@
 """LocalSpanner's data engine: GoogleSQL queries, DML, reads and mutations on SQLite.
 
-Each database is one SQLite file (see ``_schema`` for its tables and ``_values`` for how values
-are stored). Statements are translated once per catalog and text (``_sqltranslate``) and kept in
+Each database is one SQLite file (see ``schema`` for its tables and ``values`` for how values
+are stored). Statements are translated once per catalog and text (``translate``) and kept in
 the catalog's LRU cache together with the encoders of their result columns.
 """
 
@@ -19,11 +19,11 @@ from typing import Any
 
 import grpc
 
-from . import _values as v
-from ._schema import Catalog, ColumnInfo, IndexInfo, TableInfo, apply_ddl, load_catalog
-from ._sqltokens import quote_ident
-from ._sqltranslate import Translation, translate
-from ._values import EngineError, TypeMsg
+from . import values as v
+from .schema import Catalog, ColumnInfo, IndexInfo, TableInfo, apply_ddl, load_catalog
+from .tokens import quote_ident
+from .translate import Translation, translate
+from .values import EngineError, TypeMsg
 
 __all__ = [
     "Catalog",

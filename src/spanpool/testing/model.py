@@ -26,8 +26,8 @@ from pathlib import Path
 import grpc
 
 from .._labels import label_problem
-from . import _engine
-from ._status import SpannerError, aborted, failed_precondition, invalid, session_not_found
+from .errors import SpannerError, aborted, failed_precondition, invalid, session_not_found
+from .sql import engine
 
 _DATABASE_NAME = re.compile(r"projects/[^/]+/instances/[^/]+/databases/([A-Za-z][A-Za-z0-9_\-]*)")
 
@@ -91,8 +91,8 @@ class DatabaseState:
     def __init__(self, name: str, path: Path) -> None:
         self.name = name
         self.path = path
-        self.writer = _engine.connect(str(path))
-        self.catalog = _engine.load_catalog(self.writer)
+        self.writer = engine.connect(str(path))
+        self.catalog = engine.load_catalog(self.writer)
         self.sql_mutex = threading.Lock()  # one statement at a time on the writer connection
         self.writer_changed = threading.Condition(threading.Lock())
         self.writer_owner: Transaction | None = None
@@ -105,7 +105,7 @@ class DatabaseState:
         with self._readers_lock:
             conn = self._readers.pop() if self._readers else None
         if conn is None:
-            conn = _engine.connect(str(self.path))
+            conn = engine.connect(str(self.path))
         try:
             yield conn
         finally:
@@ -200,8 +200,8 @@ class Backend:
         db = DatabaseState(name, path)
         if statements:
             try:
-                db.catalog = _engine.apply_ddl(db.writer, db.catalog, statements)
-            except _engine.EngineError as exc:
+                db.catalog = engine.apply_ddl(db.writer, db.catalog, statements)
+            except engine.EngineError as exc:
                 db.close()
                 path.unlink(missing_ok=True)
                 raise SpannerError(exc.code, exc.message) from exc
@@ -229,8 +229,8 @@ class Backend:
                 self._abort_owner(db, db.writer_owner, "interrupted by a schema change")
             try:
                 with db.sql_mutex:
-                    db.catalog = _engine.apply_ddl(db.writer, db.catalog, statements)
-            except _engine.EngineError as exc:
+                    db.catalog = engine.apply_ddl(db.writer, db.catalog, statements)
+            except engine.EngineError as exc:
                 raise SpannerError(exc.code, exc.message) from exc
 
     # -- sessions ---------------------------------------------------------------------------
@@ -482,8 +482,8 @@ class Backend:
         db.writer_changed.notify_all()
 
     def run_write(
-        self, txn: Transaction, work: Callable[[sqlite3.Connection], _engine.Result]
-    ) -> _engine.Result:
+        self, txn: Transaction, work: Callable[[sqlite3.Connection], engine.Result]
+    ) -> engine.Result:
         """Run ``work`` on the writer connection inside ``txn``."""
         self.acquire_writer(txn)
         db = txn.session.database
@@ -507,8 +507,8 @@ class Backend:
                 if mutations:
                     stamp = rfc3339(commit_ts)
                     with db.sql_mutex:
-                        _engine.apply_mutations(db.writer, db.catalog, mutations, stamp)
-            except _engine.EngineError as exc:
+                        engine.apply_mutations(db.writer, db.catalog, mutations, stamp)
+            except engine.EngineError as exc:
                 txn.state = ROLLED_BACK
                 self._release_writer(db, rollback=True)
                 raise SpannerError(exc.code, exc.message) from exc

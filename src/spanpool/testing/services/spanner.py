@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
-import grpc
 from google.cloud.spanner_v1.testing import spanner_pb2_grpc
 from google.cloud.spanner_v1.types import commit_response, result_set, spanner, transaction
-from google.protobuf import empty_pb2, timestamp_pb2
+from google.protobuf import empty_pb2
 from google.rpc import code_pb2, status_pb2
 
-from . import _engine
-from ._control import Control
-from ._state import Backend, SessionState, Transaction
-from ._status import SpannerError, invalid
-
-log = logging.getLogger("spanpool.testing")
+from ..control import Control
+from ..errors import SpannerError, invalid
+from ..model import Backend, SessionState, Transaction
+from ..sql import engine
+from .rpc import rpc, timestamp
 
 _Session = spanner.Session.pb()
 _PartialResultSet = result_set.PartialResultSet.pb()
@@ -28,68 +25,6 @@ _ResultSetStats = result_set.ResultSetStats.pb()
 _Transaction = transaction.Transaction.pb()
 _CommitResponse = commit_response.CommitResponse.pb()
 _ROWS_PER_MESSAGE = 2048
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def timestamp(nanos: int) -> timestamp_pb2.Timestamp:
-    return timestamp_pb2.Timestamp(seconds=nanos // 1_000_000_000, nanos=nanos % 1_000_000_000)
-
-
-def _target(request: Any) -> str:
-    for attr in ("session", "database", "name"):
-        value = getattr(request, attr, None)
-        if isinstance(value, str) and value:
-            return value
-    return ""
-
-
-def _fail(control: Control, method: str, target: str, exc: BaseException, context: Any) -> None:
-    if isinstance(exc, _engine.EngineError):
-        exc = SpannerError(exc.code, exc.message)
-    if not isinstance(exc, SpannerError):
-        log.exception("LocalSpanner: %s failed", method)
-        exc = SpannerError(grpc.StatusCode.INTERNAL, f"LocalSpanner internal error: {exc!r}")
-    control.record(method, target, exc.code)
-    context.abort_with_status(exc.to_status())
-
-
-def rpc(method: str, *, streaming: bool = False) -> Callable[[F], F]:
-    """Wrap a servicer method: raw protobuf request in, counting, faults, errors as statuses."""
-
-    def decorate(fn: F) -> F:
-        if streaming:
-
-            @functools.wraps(fn)
-            def stream(self: Any, request: Any, context: Any) -> Iterator[Any]:
-                raw = type(request).pb(request)
-                target = _target(raw)
-                try:
-                    self.control.before(method, context)
-                    yield from fn(self, raw, context)
-                except Exception as exc:
-                    _fail(self.control, method, target, exc, context)
-                    return
-                self.control.record(method, target, grpc.StatusCode.OK)
-
-            return stream  # type: ignore[return-value]
-
-        @functools.wraps(fn)
-        def unary(self: Any, request: Any, context: Any) -> Any:
-            raw = type(request).pb(request)
-            target = _target(raw)
-            try:
-                self.control.before(method, context)
-                response = fn(self, raw, context)
-            except Exception as exc:
-                _fail(self.control, method, target, exc, context)
-                return None
-            self.control.record(method, target, grpc.StatusCode.OK)
-            return response
-
-        return unary  # type: ignore[return-value]
-
-    return decorate
 
 
 def _session_pb(session: SessionState) -> Any:
@@ -197,10 +132,10 @@ class SpannerService(spanner_pb2_grpc.SpannerServicer):
         self,
         session: SessionState,
         selector: Any,
-        work: Callable[[Any, Any], _engine.Result],
+        work: Callable[[Any, Any], engine.Result],
         *,
         is_dml: bool,
-    ) -> tuple[_engine.Result, Transaction | None, bool]:
+    ) -> tuple[engine.Result, Transaction | None, bool]:
         txn, begun = self._select(session, selector)
         db = session.database
         try:
@@ -224,7 +159,7 @@ class SpannerService(spanner_pb2_grpc.SpannerServicer):
         return result, txn, begun
 
     @staticmethod
-    def _metadata(result: _engine.Result, txn: Transaction | None, begun: bool) -> Any:
+    def _metadata(result: engine.Result, txn: Transaction | None, begun: bool) -> Any:
         metadata = _ResultSetMetadata()
         metadata.row_type.fields.extend(result.fields)
         if begun and txn is not None:
@@ -234,7 +169,7 @@ class SpannerService(spanner_pb2_grpc.SpannerServicer):
         return metadata
 
     @staticmethod
-    def _stats(result: _engine.Result, txn: Transaction | None) -> Any:
+    def _stats(result: engine.Result, txn: Transaction | None) -> Any:
         stats = _ResultSetStats()
         if result.row_count is not None:
             if txn is not None and txn.partitioned:
@@ -243,9 +178,9 @@ class SpannerService(spanner_pb2_grpc.SpannerServicer):
                 stats.row_count_exact = result.row_count
         return stats
 
-    def _query(self, request: Any) -> tuple[_engine.Result, Transaction | None, bool]:
+    def _query(self, request: Any) -> tuple[engine.Result, Transaction | None, bool]:
         session = self.backend.session(request.session)
-        kind = _engine.statement_kind(request.sql)
+        kind = engine.statement_kind(request.sql)
         if kind == "ddl":
             raise invalid("DDL statements are not supported by ExecuteSql; use UpdateDatabaseDdl.")
         params = request.params if request.HasField("params") else None
@@ -253,18 +188,18 @@ class SpannerService(spanner_pb2_grpc.SpannerServicer):
         return self._run(
             session,
             request.transaction,
-            lambda conn, catalog: _engine.execute_sql(
+            lambda conn, catalog: engine.execute_sql(
                 conn, catalog, request.sql, params, param_types
             ),
             is_dml=kind == "dml",
         )
 
-    def _read(self, request: Any) -> tuple[_engine.Result, Transaction | None, bool]:
+    def _read(self, request: Any) -> tuple[engine.Result, Transaction | None, bool]:
         session = self.backend.session(request.session)
         return self._run(
             session,
             request.transaction,
-            lambda conn, catalog: _engine.read(
+            lambda conn, catalog: engine.read(
                 conn,
                 catalog,
                 request.table,
@@ -276,7 +211,7 @@ class SpannerService(spanner_pb2_grpc.SpannerServicer):
             is_dml=False,
         )
 
-    def _result_set(self, outcome: tuple[_engine.Result, Transaction | None, bool]) -> Any:
+    def _result_set(self, outcome: tuple[engine.Result, Transaction | None, bool]) -> Any:
         result, txn, begun = outcome
         response = _ResultSet(metadata=self._metadata(result, txn, begun))
         for row in result.rows:
@@ -286,7 +221,7 @@ class SpannerService(spanner_pb2_grpc.SpannerServicer):
         return result_set.ResultSet.wrap(response)
 
     def _partial_result_sets(
-        self, outcome: tuple[_engine.Result, Transaction | None, bool]
+        self, outcome: tuple[engine.Result, Transaction | None, bool]
     ) -> Iterator[Any]:
         result, txn, begun = outcome
         rows = result.rows
@@ -329,7 +264,7 @@ class SpannerService(spanner_pb2_grpc.SpannerServicer):
         if not request.statements:
             raise invalid("ExecuteBatchDml needs at least one statement.")
         for statement in request.statements:
-            if _engine.statement_kind(statement.sql) != "dml":
+            if engine.statement_kind(statement.sql) != "dml":
                 raise invalid(f"ExecuteBatchDml accepts only DML statements: {statement.sql!r}")
         txn, begun = self._select(session, request.transaction)
         if txn is None or not txn.read_write or txn.partitioned:
@@ -344,7 +279,7 @@ class SpannerService(spanner_pb2_grpc.SpannerServicer):
             )
             try:
                 result = self.backend.run_write(txn, work)
-            except (SpannerError, _engine.EngineError) as exc:
+            except (SpannerError, engine.EngineError) as exc:
                 if index == 0:
                     if begun:
                         self.backend.rollback(txn)
@@ -397,8 +332,8 @@ class SpannerService(spanner_pb2_grpc.SpannerServicer):
 
 def _run_statement(
     catalog: Any, sql: str, params: Any, param_types: dict[str, Any], conn: Any
-) -> _engine.Result:
-    return _engine.execute_sql(conn, catalog, sql, params, param_types)
+) -> engine.Result:
+    return engine.execute_sql(conn, catalog, sql, params, param_types)
 
 
 def _matches_filter(session: SessionState, text: str) -> bool:

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import grpc
 
-from . import _values as v
-from ._schema import Catalog, ColumnInfo, TableInfo
-from ._sqltokens import (
+from . import values as v
+from .schema import Catalog, ColumnInfo, TableInfo
+from .tokens import (
     BYTES,
     IDENT,
     NUMBER,
@@ -42,7 +42,7 @@ from ._sqltokens import (
     text_of,
     word_of,
 )
-from ._values import EngineError, TypeMsg
+from .values import EngineError, TypeMsg
 
 # Words SQLite reserves that GoogleSQL lets name columns and tables: quoted on output.
 # fmt: off
