@@ -438,6 +438,21 @@ def test_expire_sessions_restart_and_counts(server: LocalSpanner) -> None:
     assert log[-1].method == "ExecuteStreamingSql" and log[-1].code == "OK"
 
 
+def test_lose_multiplexed_sessions(server: LocalSpanner) -> None:
+    database = server.database("lost")
+    regular = Session(database)  # database.session() would be multiplexed
+    regular.create()
+    assert _query(database, "SELECT 1") == [[1]]  # the client's own multiplexed session
+    [name] = server.multiplexed_sessions(database.name)
+    assert server.lose_multiplexed_sessions(database.name) == [name]
+    assert server.multiplexed_sessions() == []
+    assert regular.exists()  # regular sessions are untouched
+    with pytest.raises(exceptions.NotFound, match="Session not found") as caught:
+        _query(database, "SELECT 1")
+    [detail] = [d for d in caught.value.details if isinstance(d, error_details_pb2.ResourceInfo)]
+    assert detail.resource_name == name
+
+
 def test_freeze_holds_calls_until_unfreeze(server: LocalSpanner) -> None:
     database = server.database("frozen")
     session = database.session()

@@ -344,6 +344,29 @@ class Backend:
                 self._forget_session(session)
             return len(victims)
 
+    def multiplexed_sessions(self, database: str | None = None) -> list[str]:
+        """Names of the live multiplexed sessions (of one database, or of all)."""
+        with self._lock:
+            return [
+                s.name
+                for s in self._sessions.values()
+                if s.multiplexed and (database is None or s.database.name == database)
+            ]
+
+    def lose_multiplexed_sessions(self, database: str | None = None) -> list[str]:
+        """Lose the multiplexed sessions (of one database, or all), as a server that lost
+        them would: every later request naming one answers ``NOT_FOUND``. Returns their
+        names."""
+        with self._lock:
+            victims = [
+                s
+                for s in self._sessions.values()
+                if s.multiplexed and (database is None or s.database.name == database)
+            ]
+            for session in victims:
+                self._forget_session(session)
+            return [s.name for s in victims]
+
     def reset(self) -> None:
         """Forget every session and transaction; keep databases and data."""
         with self._lock:

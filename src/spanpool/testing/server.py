@@ -310,6 +310,15 @@ class LocalSpanner:
         does with idle ones; returns how many were dropped."""
         return self._require_started().expire_sessions(fraction, database)
 
+    def multiplexed_sessions(self, database: str | None = None) -> list[str]:
+        """Names of the live multiplexed sessions, in one database (full name) or in all."""
+        return self._require_started().multiplexed_sessions(database)
+
+    def lose_multiplexed_sessions(self, database: str | None = None) -> list[str]:
+        """Lose the multiplexed sessions (of one database, or all): every later request
+        naming one answers ``NOT_FOUND`` "Session not found". Returns their names."""
+        return self._require_started().lose_multiplexed_sessions(database)
+
     def restart(self) -> None:
         """Lose every session and transaction, as a server restart would; data is kept."""
         self._require_started().reset()
