@@ -48,3 +48,11 @@ class SessionLeakWarning(ResourceWarning):
 
 class PoolForked(SpanpoolError):
     """The pool was made in another process: sessions and channels cannot cross ``fork``."""
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type: a string, a boolean or None where a number is needed.
+
+    Also a :class:`ValueError`, so that handlers of the errors spanpool raised for bad
+    arguments before keep working.
+    """

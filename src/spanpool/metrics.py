@@ -27,6 +27,15 @@ from typing import Any
 
 from opentelemetry import metrics
 
+from .stats import (
+    POOL_AVAILABLE,
+    POOL_CREATING,
+    POOL_IN_MAINTENANCE,
+    POOL_IN_USE,
+    POOL_MAX,
+    REQUESTS_WAITING,
+)
+
 __all__ = ["instrument", "pool_name"]
 
 _pools: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -62,28 +71,28 @@ def _live_stats() -> Iterator[tuple[dict[str, str], dict[str, int]]]:
 def _count(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
     for attributes, stats in _live_stats():
         yield metrics.Observation(
-            stats.get("pool_available", 0), {**attributes, "db.client.connection.state": "idle"}
+            stats.get(POOL_AVAILABLE, 0), {**attributes, "db.client.connection.state": "idle"}
         )
         yield metrics.Observation(
-            stats.get("pool_in_use", 0) + stats.get("pool_in_maintenance", 0),
+            stats.get(POOL_IN_USE, 0) + stats.get(POOL_IN_MAINTENANCE, 0),
             {**attributes, "db.client.connection.state": "used"},
         )
 
 
 def _max(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
     for attributes, stats in _live_stats():
-        if "pool_max" in stats:
-            yield metrics.Observation(stats["pool_max"], attributes)
+        if POOL_MAX in stats:
+            yield metrics.Observation(stats[POOL_MAX], attributes)
 
 
 def _pending(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
     for attributes, stats in _live_stats():
-        yield metrics.Observation(stats.get("requests_waiting", 0), attributes)
+        yield metrics.Observation(stats.get(REQUESTS_WAITING, 0), attributes)
 
 
 def _creating(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
     for attributes, stats in _live_stats():
-        yield metrics.Observation(stats.get("pool_creating", 0), attributes)
+        yield metrics.Observation(stats.get(POOL_CREATING, 0), attributes)
 
 
 def instrument(meter_provider: metrics.MeterProvider | None = None) -> None:

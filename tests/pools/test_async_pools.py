@@ -335,23 +335,6 @@ def test_a_get_abandoned_by_wait_for_leaves_no_waiter_behind(server: LocalSpanne
     run(scenario())
 
 
-@pytest.mark.parametrize(
-    "make_pool, problem",
-    [
-        (lambda: AsyncFixedSizePool(size=0), "size"),
-        (lambda: AsyncPingingPool(size="3"), "size"),  # type: ignore[arg-type]
-        (lambda: AsyncBurstyPool(target_size=0), "target_size"),
-        (lambda: AsyncFixedSizePool(default_timeout=-1), "default_timeout"),
-        (lambda: AsyncPingingPool(ping_interval=-5), "ping interval"),
-        (lambda: AsyncTransactionPingingPool(labels={"Bad Key": "x"}), "label key"),
-        (lambda: AsyncFixedSizePool(leak_threshold=-1), "leak_threshold"),
-    ],
-)
-def test_bad_arguments_get_clear_errors(make_pool: Callable[[], Any], problem: str) -> None:
-    with pytest.raises(ValueError, match=problem):
-        make_pool()
-
-
 def test_foreign_double_and_closed_use_are_refused(server: LocalSpanner) -> None:
     async def scenario() -> None:
         async with Pools(server) as pools:

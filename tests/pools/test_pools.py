@@ -163,25 +163,6 @@ def test_get_times_out_with_an_error_that_is_queue_empty(server: LocalSpanner) -
     pool.close()
 
 
-@pytest.mark.parametrize(
-    "make, problem",
-    [
-        (lambda: FixedSizePool(size=0), "size"),
-        (lambda: FixedSizePool(size=-3), "size"),
-        (lambda: PingingPool(size="3"), "size"),  # type: ignore[arg-type]
-        (lambda: BurstyPool(target_size=0), "target_size"),
-        (lambda: FixedSizePool(default_timeout=-1), "default_timeout"),
-        (lambda: PingingPool(ping_interval=-5), "ping interval"),
-        (lambda: FixedSizePool(labels={"Bad Key": "x"}), "label key"),
-        (lambda: BurstyPool(labels={"ok": "Not Allowed"}), "value"),
-        (lambda: FixedSizePool(leak_threshold=-1), "leak_threshold"),
-    ],
-)
-def test_bad_arguments_get_clear_errors(make: Any, problem: str) -> None:
-    with pytest.raises(ValueError, match=problem):
-        make()
-
-
 def test_foreign_double_and_closed_use_are_refused(server: LocalSpanner) -> None:
     pool = FixedSizePool(size=2)
     other = FixedSizePool(size=1)

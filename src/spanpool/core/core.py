@@ -35,7 +35,22 @@ from dataclasses import dataclass
 from traceback import StackSummary
 from typing import Any, Generic, Literal, TypeVar
 
-from spanpool.errors import NotCheckedOut, PoolClosed, PoolTimeout, PoolUsageError
+from ..errors import NotCheckedOut, PoolClosed, PoolTimeout, PoolUsageError
+from ..stats import (
+    POOL_CREATING,
+    POOL_IN_MAINTENANCE,
+    REQUESTS_CANCELLED,
+    REQUESTS_NUM,
+    REQUESTS_TIMEOUTS,
+    REQUESTS_WAIT_MAX_MS,
+    REQUESTS_WAIT_MS,
+    REQUESTS_WAITING_TOTAL,
+    SESSIONS_CREATE_FAILED,
+    SESSIONS_CREATED,
+    SESSIONS_DISCARDED,
+    USAGE_MS,
+    gauges,
+)
 
 __all__ = [
     "AsyncWaiter",
@@ -872,23 +887,23 @@ class PoolCore(Generic[T]):
         )
 
     def _stats_locked(self) -> dict[str, int]:
-        stats: dict[str, int] = {} if self.max_size is None else {"pool_max": self.max_size}
-        stats.update(
-            pool_size=self._size_locked(),
-            pool_available=len(self._idle),
-            pool_in_use=len(self._in_use),
-            pool_in_maintenance=len(self._in_maintenance),
-            pool_creating=self._creating,
-            requests_waiting=len(self._waiters),
-            requests_num=self._requests,
-            requests_waiting_total=self._requests_waited,
-            requests_wait_ms=round(self._wait_total * 1000),
-            requests_wait_max_ms=round(self._wait_max * 1000),
-            requests_timeouts=self._timeouts,
-            requests_cancelled=self._cancelled,
-            sessions_created=self._created,
-            sessions_create_failed=self._create_failed,
-            sessions_discarded=self._discarded,
-            usage_ms=round(self._usage * 1000),
+        stats = gauges(
+            size=self._size_locked(),
+            available=len(self._idle),
+            in_use=len(self._in_use),
+            maximum=self.max_size,
+            waiting=len(self._waiters),
         )
+        stats[POOL_IN_MAINTENANCE] = len(self._in_maintenance)
+        stats[POOL_CREATING] = self._creating
+        stats[REQUESTS_NUM] = self._requests
+        stats[REQUESTS_WAITING_TOTAL] = self._requests_waited
+        stats[REQUESTS_WAIT_MS] = round(self._wait_total * 1000)
+        stats[REQUESTS_WAIT_MAX_MS] = round(self._wait_max * 1000)
+        stats[REQUESTS_TIMEOUTS] = self._timeouts
+        stats[REQUESTS_CANCELLED] = self._cancelled
+        stats[SESSIONS_CREATED] = self._created
+        stats[SESSIONS_CREATE_FAILED] = self._create_failed
+        stats[SESSIONS_DISCARDED] = self._discarded
+        stats[USAGE_MS] = round(self._usage * 1000)
         return stats

@@ -25,6 +25,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .. import _validate
 from ..bridge import client
 from ..core import Clock, CreationPermit, IdleOrder, PoolCore
 from ..errors import (
@@ -36,17 +37,23 @@ from ..errors import (
     SessionLeakWarning,
 )
 from ..metrics import track as _track_metrics
+from ..stats import (
+    PINGS,
+    PINGS_FAILED,
+    POOL_AVAILABLE,
+    POOL_CREATING,
+    POOL_IN_USE,
+    POOL_SIZE,
+    SESSIONS_DELETED,
+    SESSIONS_REPLACED,
+    Counters,
+)
 from . import _flavour
 from .abstract import AbstractSessionPool
 
 log = logging.getLogger("spanpool")
 
 R = TypeVar("R")
-
-
-def _validate_timeout(name: str, value: float | None) -> None:
-    if value is not None and (not isinstance(value, (int, float)) or value < 0):
-        raise ValueError(f"{name} must be a number of seconds >= 0, not {value!r}")
 
 
 class ManagedPool(AbstractSessionPool):
@@ -72,21 +79,20 @@ class ManagedPool(AbstractSessionPool):
         maintenance: bool = False,
         name: str | None = None,
     ) -> None:
+        # The policies check their own parameters (size, ages, intervals) by the user's names
+        # and units, and pass them here in seconds.
         super().__init__(labels=labels, database_role=database_role)
-        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
-            raise ValueError(f"pool size must be an integer >= 1, not {size!r}")
-        _validate_timeout("default_timeout", default_timeout)
-        _validate_timeout("max age", max_age)
-        _validate_timeout("leak_threshold", leak_threshold)
-        if keepalive_interval is not None and keepalive_interval <= 0:
-            raise ValueError(f"ping interval must be > 0 seconds, not {keepalive_interval!r}")
         self.size = size
         self._fill_on_bind = fill
-        self.default_timeout = default_timeout
+        self.default_timeout = _validate.timeout("default_timeout", default_timeout)
         self._max_age = max_age
         self._keepalive_interval = keepalive_interval
-        self._clock: Clock = clock or time.monotonic
-        self._leak_threshold = leak_threshold
+        self._clock: Clock = (
+            time.monotonic
+            if clock is None
+            else _validate.callable_("clock", clock, "a callable returning monotonic seconds")
+        )
+        self._leak_threshold = _validate.optional_number("leak_threshold", leak_threshold)
         self._name = name or type(self).__name__
         self._core: PoolCore[Any] = PoolCore(
             name=self._name,
@@ -96,11 +102,7 @@ class ManagedPool(AbstractSessionPool):
             track_sites=leak_threshold is not None,
             on_orphan=functools.partial(_flavour.spawn, self._delete),
         )
-        self._counters_lock = threading.Lock()
-        self._deleted = 0
-        self._replaced = 0
-        self._pings = 0
-        self._pings_failed = 0
+        self._counters = Counters((SESSIONS_DELETED, SESSIONS_REPLACED, PINGS, PINGS_FAILED))
         self._leaks_reported: set[tuple[int, float]] = set()
         # Sessions last used before this time are checked before they are handed out: set
         # when the server reported a session lost, since it may have lost others too.
@@ -180,6 +182,8 @@ class ManagedPool(AbstractSessionPool):
         core = self._core
         if core.forked or self._database is None:
             self._check_usable()
+        if timeout is not None:
+            timeout = _validate.timeout("timeout", timeout)
         if timeout is None:
             timeout = self.default_timeout
         while True:
@@ -346,10 +350,11 @@ class ManagedPool(AbstractSessionPool):
                     # Unknown state: delete it rather than hand out a session in doubt.
                     doomed.append(session)
                 lost += 1
-        with self._counters_lock:
-            self._pings += len(sessions)
-            self._pings_failed += lost
-            self._replaced += lost
+        counters = self._counters
+        counters.add(PINGS, len(sessions))
+        if lost:
+            counters.add(PINGS_FAILED, lost)
+            counters.add(SESSIONS_REPLACED, lost)
         self._delete_all(doomed)
         if lost and self._fill_on_bind and not self._core.closed:
             self._create_idle(self._core.reserve(lost))
@@ -362,8 +367,7 @@ class ManagedPool(AbstractSessionPool):
                 _flavour.spawn(self._delete, session)
 
     def _count_replaced(self) -> None:
-        with self._counters_lock:
-            self._replaced += 1
+        self._counters.add(SESSIONS_REPLACED)
 
     # -- clearing and closing ---------------------------------------------------------------------
 
@@ -408,8 +412,7 @@ class ManagedPool(AbstractSessionPool):
             client.detach(session)
         outcomes = _flavour.run_all(client.delete, sessions)
         failed = [o for o in outcomes if isinstance(o, BaseException)]
-        with self._counters_lock:
-            self._deleted += len(sessions) - len(failed)
+        self._counters.add(SESSIONS_DELETED, len(sessions) - len(failed))
         for error in failed[:3]:
             log.warning("%s: deleting a session failed: %s", self._name, error)
         return len(sessions) - len(failed)
@@ -452,7 +455,7 @@ class ManagedPool(AbstractSessionPool):
     def _top_up(self) -> None:
         if self._fill_on_bind and self.size is not None and self._database is not None:
             stats = self._core.get_stats()
-            missing = self.size - stats["pool_size"] - stats["pool_creating"]
+            missing = self.size - stats[POOL_SIZE] - stats[POOL_CREATING]
             if missing > 0:
                 self._create_idle(self._core.reserve(missing))
 
@@ -480,21 +483,13 @@ class ManagedPool(AbstractSessionPool):
     def get_stats(self) -> dict[str, int]:
         """Gauges and counters in psycopg_pool's style (times in ms)."""
         stats = self._core.get_stats()
-        with self._counters_lock:
-            stats.update(
-                sessions_deleted=self._deleted,
-                sessions_replaced=self._replaced,
-                pings=self._pings,
-                pings_failed=self._pings_failed,
-            )
+        stats.update(self._counters.snapshot())
         return stats
 
     def pop_stats(self) -> dict[str, int]:
         """:meth:`get_stats`, then reset the counters."""
-        stats = self.get_stats()
-        self._core.pop_stats()
-        with self._counters_lock:
-            self._deleted = self._replaced = self._pings = self._pings_failed = 0
+        stats = self._core.pop_stats()
+        stats.update(self._counters.pop())
         return stats
 
     def _check_usable(self) -> None:
@@ -510,6 +505,6 @@ class ManagedPool(AbstractSessionPool):
     def __repr__(self) -> str:
         stats = self._core.get_stats()
         return (
-            f"<{self._name} size={self.size} idle={stats['pool_available']} "
-            f"in_use={stats['pool_in_use']}>"
+            f"<{self._name} size={self.size} idle={stats[POOL_AVAILABLE]} "
+            f"in_use={stats[POOL_IN_USE]}>"
         )

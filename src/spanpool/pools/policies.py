@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .. import _validate
 from ..bridge import client
 from ..core import Clock
 from . import _flavour
@@ -36,13 +37,12 @@ class BurstyPool(ManagedPool):
         leak_threshold: float | None = None,
         maintenance: bool = False,
     ) -> None:
-        if not isinstance(target_size, int) or isinstance(target_size, bool) or target_size < 1:
-            raise ValueError(f"target_size must be an integer >= 1, not {target_size!r}")
+        target_size = _validate.integer("target_size", target_size, minimum=1)
         super().__init__(
             size=None,
             fill=False,
             default_timeout=0,
-            max_age=max_age_minutes * _MINUTE,
+            max_age=_max_age(max_age_minutes),
             keepalive_interval=None,
             labels=labels,
             database_role=database_role,
@@ -75,11 +75,12 @@ class FixedSizePool(ManagedPool):
         keepalive_minutes: float = 50,
     ) -> None:
         super().__init__(
-            size=size,
+            size=_validate.integer("size", size, minimum=1),
             fill=True,
             default_timeout=default_timeout,
-            max_age=max_age_minutes * _MINUTE,
-            keepalive_interval=keepalive_minutes * _MINUTE,
+            max_age=_max_age(max_age_minutes),
+            keepalive_interval=_MINUTE
+            * _validate.number("keepalive_minutes", keepalive_minutes, unit="minutes", above=True),
             labels=labels,
             database_role=database_role,
             clock=clock,
@@ -111,11 +112,12 @@ class PingingPool(ManagedPool):
         leak_threshold: float | None = None,
         maintenance: bool = False,
     ) -> None:
+        ping_interval = _validate.number("ping_interval", ping_interval, above=True)
         super().__init__(
-            size=size,
+            size=_validate.integer("size", size, minimum=1),
             fill=True,
             default_timeout=default_timeout,
-            max_age=_SERVER_IDLE_EXPIRY - 5 * _MINUTE if ping_interval else None,
+            max_age=_SERVER_IDLE_EXPIRY - 5 * _MINUTE,
             keepalive_interval=ping_interval,
             labels=labels,
             database_role=database_role,
@@ -186,6 +188,12 @@ class TransactionPingingPool(PingingPool):
         super().maintain()
         if not self._core.closed:
             self._begin_pending(keep=1)
+
+
+def _max_age(max_age_minutes: object) -> float:
+    """``max_age_minutes`` in seconds (inf: never check a session before handing it out)."""
+    minutes = _validate.number("max_age_minutes", max_age_minutes, unit="minutes", infinite=True)
+    return minutes * _MINUTE
 
 
 def _has_fresh_transaction(session: Any) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from .. import _validate
 from ..bridge import client_async
 from ..core import Clock
 from . import _flavour_async
@@ -34,13 +35,12 @@ class AsyncBurstyPool(AsyncManagedPool):
         leak_threshold: float | None = None,
         maintenance: bool = False,
     ) -> None:
-        if not isinstance(target_size, int) or isinstance(target_size, bool) or target_size < 1:
-            raise ValueError(f"target_size must be an integer >= 1, not {target_size!r}")
+        target_size = _validate.integer("target_size", target_size, minimum=1)
         super().__init__(
             size=None,
             fill=False,
             default_timeout=0,
-            max_age=max_age_minutes * _MINUTE,
+            max_age=_max_age(max_age_minutes),
             keepalive_interval=None,
             labels=labels,
             database_role=database_role,
@@ -73,11 +73,12 @@ class AsyncFixedSizePool(AsyncManagedPool):
         keepalive_minutes: float = 50,
     ) -> None:
         super().__init__(
-            size=size,
+            size=_validate.integer("size", size, minimum=1),
             fill=True,
             default_timeout=default_timeout,
-            max_age=max_age_minutes * _MINUTE,
-            keepalive_interval=keepalive_minutes * _MINUTE,
+            max_age=_max_age(max_age_minutes),
+            keepalive_interval=_MINUTE
+            * _validate.number("keepalive_minutes", keepalive_minutes, unit="minutes", above=True),
             labels=labels,
             database_role=database_role,
             clock=clock,
@@ -109,11 +110,12 @@ class AsyncPingingPool(AsyncManagedPool):
         leak_threshold: float | None = None,
         maintenance: bool = False,
     ) -> None:
+        ping_interval = _validate.number("ping_interval", ping_interval, above=True)
         super().__init__(
-            size=size,
+            size=_validate.integer("size", size, minimum=1),
             fill=True,
             default_timeout=default_timeout,
-            max_age=_SERVER_IDLE_EXPIRY - 5 * _MINUTE if ping_interval else None,
+            max_age=_SERVER_IDLE_EXPIRY - 5 * _MINUTE,
             keepalive_interval=ping_interval,
             labels=labels,
             database_role=database_role,
@@ -184,6 +186,12 @@ class AsyncTransactionPingingPool(AsyncPingingPool):
         await super().maintain()
         if not self._core.closed:
             await self._begin_pending(keep=1)
+
+
+def _max_age(max_age_minutes: object) -> float:
+    """``max_age_minutes`` in seconds (inf: never check a session before handing it out)."""
+    minutes = _validate.number("max_age_minutes", max_age_minutes, unit="minutes", infinite=True)
+    return minutes * _MINUTE
 
 
 def _has_fresh_transaction(session: Any) -> bool:

@@ -1,0 +1,95 @@
+"""What the pools measure, named once: the keys of ``get_stats()`` for every pool.
+
+One vocabulary for every pool, in psycopg_pool's style (times in milliseconds). Every pool
+reports the five gauges of :data:`COMMON` (``pool_max`` only when the pool has a bound:
+``BurstyPool`` has none), then its own extras; :mod:`spanpool.metrics` reads only these
+names. A pool counts its events with :class:`Counters`, one call per event.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+# -- gauges: the state now (pop_stats() does not reset them) --------------------------------
+
+POOL_SIZE = "pool_size"
+"""Sessions the pool holds: available, in use and in maintenance (not those being created)."""
+POOL_AVAILABLE = "pool_available"
+"""Idle sessions, ready to hand out."""
+POOL_IN_USE = "pool_in_use"
+"""Sessions checked out by callers (for a shared pool: by every process using the store)."""
+POOL_MAX = "pool_max"
+"""Most sessions the pool may hold, being created included; absent when unbounded."""
+POOL_MIN = "pool_min"
+"""Sessions the pool keeps alive even when unused (pools that have such a floor)."""
+POOL_CREATING = "pool_creating"
+"""Sessions being created for the pool now."""
+POOL_IN_MAINTENANCE = "pool_in_maintenance"
+"""Sessions taken out of the idle set for a ping or a transaction begun ahead of use."""
+REQUESTS_WAITING = "requests_waiting"
+"""Requests waiting for a session now."""
+
+COMMON = (POOL_SIZE, POOL_AVAILABLE, POOL_IN_USE, POOL_MAX, REQUESTS_WAITING)
+"""The gauges every pool reports (``pool_max`` when bounded)."""
+
+# -- counters: events since the pool was made, or since pop_stats() --------------------------
+
+REQUESTS_NUM = "requests_num"
+"""Checkouts asked for."""
+REQUESTS_WAITING_TOTAL = "requests_waiting_total"
+"""Checkouts that had to wait."""
+REQUESTS_WAIT_MS = "requests_wait_ms"
+"""Time spent waiting, in total."""
+REQUESTS_WAIT_MAX_MS = "requests_wait_max_ms"
+"""The longest wait."""
+REQUESTS_TIMEOUTS = "requests_timeouts"
+"""Checkouts that gave up waiting (``PoolTimeout``)."""
+REQUESTS_CANCELLED = "requests_cancelled"
+"""Checkouts withdrawn while waiting (a cancelled task, an interrupted thread)."""
+SESSIONS_CREATED = "sessions_created"
+SESSIONS_CREATE_FAILED = "sessions_create_failed"
+SESSIONS_DISCARDED = "sessions_discarded"
+"""Sessions that left the pool's accounting (deleted, lost, or refused when full)."""
+SESSIONS_DELETED = "sessions_deleted"
+"""Sessions the pool deleted on the server."""
+SESSIONS_REPLACED = "sessions_replaced"
+"""Sessions found lost on the server and dropped, to be replaced."""
+USAGE_MS = "usage_ms"
+"""Time sessions spent checked out, in total."""
+PINGS = "pings"
+PINGS_FAILED = "pings_failed"
+
+
+def gauges(
+    *, size: int, available: int, in_use: int, maximum: int | None, waiting: int
+) -> dict[str, int]:
+    """The :data:`COMMON` gauges, as a pool reports them."""
+    stats = {POOL_SIZE: size, POOL_AVAILABLE: available, POOL_IN_USE: in_use}
+    if maximum is not None:
+        stats[POOL_MAX] = maximum
+    stats[REQUESTS_WAITING] = waiting
+    return stats
+
+
+class Counters:
+    """A pool's event counters, safe to bump from any thread: one :meth:`add` per event."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[str, int] = dict.fromkeys(names, 0)
+
+    def add(self, name: str, count: int = 1) -> None:
+        with self._lock:
+            self._values[name] += count
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._values)
+
+    def pop(self) -> dict[str, int]:
+        """The counts so far, then zero."""
+        with self._lock:
+            values = dict(self._values)
+            self._values = dict.fromkeys(values, 0)
+        return values
