@@ -15,7 +15,7 @@ most 2 per cycle (SQLite); p50 <= 0.5 ms for Redis and SQLite with one process (
 processes than cores the processes also wait for a CPU, which the table shows but does not
 judge).
 
-Run with ``./dev run python bench/cache.py [--quick] [--seconds S]`` (or ``./dev bench``).
+Run with ``./dev run python -m spanpool.bench.cache [--quick] [--seconds S]`` (or ``./dev bench``).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from spanpool import CacheSessionPool
@@ -46,11 +45,8 @@ DATABASE = "cachebench"
 
 
 def _redis_server() -> Any:
-    """tests/redis_server.py's ``redis_server()``: one way to start Redis for tests and bench."""
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from tests.redis_server import redis_server
+    """spanpool.testing's ``redis_server()``: one way to start Redis for tests and bench."""
+    from spanpool.testing.redis_server import redis_server
 
     return redis_server()
 

@@ -6,7 +6,7 @@ client threads. The official client spends about as much CPU per call as the ser
 client process cannot use more than one core, so the 8 threads are measured both in one
 process and spread over two; the server's own CPU per call is reported too.
 
-Run with ``./dev run python bench/localspanner.py [--seconds 3]``.
+Run with ``./dev run python -m spanpool.bench.localspanner [--seconds 3]``.
 """
 
 from __future__ import annotations

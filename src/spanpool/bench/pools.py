@@ -22,7 +22,7 @@ from an in-process LocalSpanner.
 
 Prints one table and writes a chart to ``bench/out/pools.png``.
 
-Run with ``./dev run python bench/pools.py [--quick] [--seconds S]`` (or ``./dev bench``).
+Run with ``./dev run python -m spanpool.bench.pools [--quick] [--seconds S]`` (or ``./dev bench``).
 """
 
 from __future__ import annotations
@@ -48,8 +48,9 @@ from typing import Any, TypeVar
 
 from google.cloud.spanner_v1 import pool as official_pool
 
-from chart import Bar, write_chart
 from spanpool.testing import REGULAR_SESSIONS_ENV, LocalSpanner, connect, serve_in_process
+
+from .chart import Bar, write_chart
 
 try:
     from spanpool import BurstyPool, FixedSizePool, PingingPool, TransactionPingingPool
@@ -77,7 +78,7 @@ POOLS: dict[str, dict[str, Any]] = {
 }
 SIDES = ("official", "spanpool")
 LATENCIES_MS = (0.0, 5.0)
-OUT_DIR = Path(__file__).resolve().parent / "out"
+OUT_DIR = Path("bench") / "out"  # under the working directory
 
 CONTENTION_THREADS = 32
 CONTENTION_SIZE = 10

@@ -15,7 +15,8 @@ naive last-use time their sessions carry, so their first ``get()`` raises ``Type
 measure them at all, the bench gives their sessions an aware last-use time after ``bind``
 (the row says "patched"); without that they cannot serve a single checkout.
 
-Run with ``./dev run python bench/async_pools.py [--quick] [--seconds S]`` (or ``./dev bench``).
+Run with ``./dev run python -m spanpool.bench.async_pools [--quick] [--seconds S]`` (or
+``./dev bench``).
 """
 
 from __future__ import annotations
@@ -35,9 +36,10 @@ from typing import Any
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import spanner_v1
 
-import pools as common
-from pools import Failed, Goal, Metrics, Row, median_of, side_by_side, total_of
 from spanpool.testing import REGULAR_SESSIONS_ENV, serve_in_process
+
+from . import pools as common
+from .pools import Failed, Goal, Metrics, Row, median_of, side_by_side, total_of
 
 KINDS = ("BurstyPool", "FixedSizePool", "PingingPool", "TransactionPingingPool")
 SIDES = ("official", "spanpool")

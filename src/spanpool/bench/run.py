@@ -1,8 +1,8 @@
 """Run spanpool's benchmarks: LocalSpanner's own speed, the pools, the asyncio pools, then
 CacheSessionPool.
 
-``./dev bench [--quick] [--seconds S]``: the flags are bench/pools.py's; LocalSpanner's benchmark
-runs with its defaults, or for 1 second per measurement with ``--quick``.
+``./dev bench [--quick] [--seconds S]``: the flags are spanpool.bench.pools'; LocalSpanner's
+benchmark runs with its defaults, or for 1 second per measurement with ``--quick``.
 """
 
 from __future__ import annotations
@@ -10,10 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-import async_pools
-import cache
-import localspanner
-import pools
+from . import async_pools, cache, localspanner, pools
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     status = pools.run(options)
     print()
-    status = async_pools.main(argv) or status
+    status = async_pools.main(None if argv is None else list(argv)) or status
     print()
     # CacheSessionPool over its stores; it takes --quick only.
     return cache.main(["--quick"] if options.quick else []) or status
