@@ -380,6 +380,22 @@ def test_list_sessions_filters_by_label(server: LocalSpanner, regular_sessions: 
     assert len(listed) == 2
 
 
+def test_session_times_move_with_the_clock(clock: FakeClock, regular_sessions: None) -> None:
+    with LocalSpanner(clock=clock) as server:
+        database = server.database("times")
+        api = database.spanner_api
+        clock.advance(-1800)  # half an hour ago
+        old = api.create_session(database=database.name)
+        clock.advance(1800)
+        new = api.create_session(database=database.name)
+        gap = new.create_time - old.create_time
+        assert abs(gap.total_seconds() - 1800) < 5
+        clock.advance(600)
+        used = api.get_session(name=old.name)  # using a session moves its last-use time
+        assert abs((used.approximate_last_use_time - old.create_time).total_seconds() - 2400) < 5
+        assert used.create_time == old.create_time
+
+
 # -- control ---------------------------------------------------------------------------------
 
 

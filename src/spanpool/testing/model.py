@@ -165,6 +165,13 @@ class Backend:
         # Most sessions alive at once, per database and in all, since start or reset_peaks().
         self._peak_sessions: dict[str, int] = {}
         self._peak_total = 0
+        # Sessions' create and last-use times follow ``clock`` from the wall time at start, so a
+        # test that moves the clock moves the times ListSessions reports as well.
+        self._wall_origin_ns = time.time_ns() - int(clock() * 1e9)
+
+    def _wall_ns(self, now: float) -> int:
+        """The wall time, in nanoseconds since the epoch, when ``clock`` reads ``now``."""
+        return self._wall_origin_ns + int(now * 1e9)
 
     # -- databases ------------------------------------------------------------------------
 
@@ -250,7 +257,8 @@ class Backend:
             raise invalid("Multiplexed sessions cannot have labels.")
         validate_labels(labels)
         db = self.database(database)
-        now, wall = self.clock(), time.time_ns()
+        now = self.clock()
+        wall = self._wall_ns(now)
         with self._lock:
             room = self.max_sessions_per_database - len(db.sessions)
             if room < count:
@@ -288,7 +296,7 @@ class Backend:
                 self._forget_session(session)
                 raise session_not_found(name)
             session.last_used = now
-            session.last_use_time = time.time_ns()
+            session.last_use_time = self._wall_ns(now)
             return session
 
     def delete_session(self, name: str) -> None:

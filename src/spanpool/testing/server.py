@@ -135,7 +135,8 @@ class LocalSpanner:
             database = client.instance("i").database("d")
 
     Sessions behave as on Cloud Spanner: they expire after ``session_idle_timeout`` seconds
-    unused (measured with ``clock``, which tests may replace), at most
+    unused (measured with ``clock``, which tests may replace; the create and last-use times
+    that ``ListSessions`` reports move with it), at most
     ``max_sessions_per_batch`` are created per ``BatchCreateSessions`` call and at most
     ``max_sessions_per_database`` exist per database. A database is created on first use with
     the ``ddl`` given here, unless ``strict`` is set, in which case it must be created with
