@@ -286,7 +286,9 @@ def test_drop_and_alter(db: Db) -> None:
 def test_ddl_errors(db: Db) -> None:
     with expect_error(grpc.StatusCode.FAILED_PRECONDITION, "Duplicate name"):
         db.ddl(ACCOUNTS)
-    with expect_error(grpc.StatusCode.UNIMPLEMENTED, "CREATE VIEW"):
+    with expect_error(grpc.StatusCode.UNIMPLEMENTED, "CREATE SEARCH INDEX"):
+        db.ddl("CREATE SEARCH INDEX S ON Accounts(Tokens)")
+    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, "needs a distinct name"):
         db.ddl("CREATE VIEW V SQL SECURITY INVOKER AS SELECT 1")
     with expect_error(grpc.StatusCode.INVALID_ARGUMENT):
         db.ddl("CREATE TABLE (")

@@ -31,6 +31,8 @@ from .sql import engine
 
 _DATABASE_NAME = re.compile(r"projects/[^/]+/instances/[^/]+/databases/([A-Za-z][A-Za-z0-9_\-]*)")
 
+_INSTANCE_NAME = re.compile(r"(projects/[^/]+)/instances/([a-z][a-z0-9\-]{0,62}[a-z0-9])")
+
 ACTIVE, COMMITTED, ROLLED_BACK, ABORTED = "active", "committed", "rolled back", "aborted"
 
 
@@ -57,6 +59,21 @@ class Timestamps:
 def rfc3339(nanos: int) -> str:
     seconds, rest = divmod(nanos, 1_000_000_000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest:09d}Z"
+
+
+@dataclass(eq=False)
+class InstanceState:
+    """An instance: what ``CreateInstance`` was given. Its databases are those named under it."""
+
+    name: str
+    config: str
+    display_name: str
+    node_count: int
+    processing_units: int
+    labels: dict[str, str]
+    edition: int
+    create_time: int
+    update_time: int
 
 
 @dataclass(eq=False)
@@ -157,6 +174,7 @@ class Backend:
         self.timestamps = Timestamps()
         self._lock = threading.RLock()
         self._databases: dict[str, DatabaseState] = {}
+        self._instances: dict[str, InstanceState] = {}
         self._sessions: dict[str, SessionState] = {}
         self._ids = itertools.count(1)
         self._prefix = os.urandom(4).hex()
@@ -173,6 +191,74 @@ class Backend:
         """The wall time, in nanoseconds since the epoch, when ``clock`` reads ``now``."""
         return self._wall_origin_ns + int(now * 1e9)
 
+    # -- instances ------------------------------------------------------------------------
+
+    def create_instance(self, instance: InstanceState) -> InstanceState:
+        if _INSTANCE_NAME.fullmatch(instance.name) is None:
+            raise invalid(
+                f"Invalid instance name: {instance.name!r} (expected "
+                "projects/<project>/instances/<id>, the id of 2 to 64 lowercase letters, digits "
+                "and hyphens)"
+            )
+        with self._lock:
+            if instance.name in self._instances:
+                raise SpannerError(
+                    grpc.StatusCode.ALREADY_EXISTS, f"Instance already exists: {instance.name}"
+                )
+            self._instances[instance.name] = instance
+            return instance
+
+    def instance(self, name: str) -> InstanceState:
+        """The instance called ``name``. An instance that holds databases, or any instance on a
+        server that is not strict, exists without having been created."""
+        with self._lock:
+            instance = self._instances.get(name)
+            if instance is not None:
+                return instance
+            prefix = name + "/databases/"
+            if self.strict and not any(db.startswith(prefix) for db in self._databases):
+                raise SpannerError(grpc.StatusCode.NOT_FOUND, f"Instance not found: {name}")
+        return self.implicit_instance(name)
+
+    def implicit_instance(self, name: str) -> InstanceState:
+        project = name.split("/instances/")[0]
+        now = time.time_ns()
+        return InstanceState(
+            name,
+            f"{project}/instanceConfigs/emulator-config",
+            name.rsplit("/", 1)[-1],
+            1,
+            1000,
+            {},
+            0,
+            now,
+            now,
+        )
+
+    def instances(self, project: str) -> list[InstanceState]:
+        """Created instances of ``project`` and those that hold databases, by name."""
+        prefix = project + "/instances/"
+        with self._lock:
+            found = {name: i for name, i in self._instances.items() if name.startswith(prefix)}
+            for db in self._databases:
+                if db.startswith(prefix):
+                    name = db.split("/databases/")[0]
+                    if name not in found:
+                        found[name] = self.implicit_instance(name)
+        return [found[name] for name in sorted(found)]
+
+    def delete_instance(self, name: str) -> None:
+        """Delete an instance and every database in it."""
+        prefix = name + "/databases/"
+        with self._lock:
+            known = name in self._instances or any(d.startswith(prefix) for d in self._databases)
+            if not known:
+                raise SpannerError(grpc.StatusCode.NOT_FOUND, f"Instance not found: {name}")
+            self._instances.pop(name, None)
+            doomed = [d for d in self._databases if d.startswith(prefix)]
+        for db in doomed:
+            self.drop_database(db)
+
     # -- databases ------------------------------------------------------------------------
 
     def database(self, name: str, *, create: bool | None = None) -> DatabaseState:
@@ -188,15 +274,19 @@ class Backend:
                 raise SpannerError(grpc.StatusCode.NOT_FOUND, f"Database not found: {name}")
             return self._create_database(name, self.ddl)
 
-    def create_database(self, name: str, statements: Sequence[str]) -> DatabaseState:
+    def create_database(
+        self, name: str, statements: Sequence[str], proto_descriptors: bytes = b""
+    ) -> DatabaseState:
         with self._lock:
             if name in self._databases:
                 raise SpannerError(
                     grpc.StatusCode.ALREADY_EXISTS, f"Database already exists: {name}"
                 )
-            return self._create_database(name, statements)
+            return self._create_database(name, statements, proto_descriptors)
 
-    def _create_database(self, name: str, statements: Sequence[str]) -> DatabaseState:
+    def _create_database(
+        self, name: str, statements: Sequence[str], proto_descriptors: bytes = b""
+    ) -> DatabaseState:
         match = _DATABASE_NAME.fullmatch(name)
         if match is None:
             raise invalid(
@@ -207,7 +297,7 @@ class Backend:
         db = DatabaseState(name, path)
         if statements:
             try:
-                db.catalog = engine.apply_ddl(db.writer, db.catalog, statements)
+                db.catalog = engine.apply_ddl(db.writer, db.catalog, statements, proto_descriptors)
             except engine.EngineError as exc:
                 db.close()
                 path.unlink(missing_ok=True)
@@ -229,14 +319,18 @@ class Backend:
         db.close()
         db.path.unlink(missing_ok=True)
 
-    def update_ddl(self, db: DatabaseState, statements: Sequence[str]) -> None:
+    def update_ddl(
+        self, db: DatabaseState, statements: Sequence[str], proto_descriptors: bytes = b""
+    ) -> None:
         """Apply schema changes; an active read-write transaction of the database is aborted."""
         with db.writer_changed:
             if db.writer_owner is not None:
                 self._abort_owner(db, db.writer_owner, "interrupted by a schema change")
             try:
                 with db.sql_mutex:
-                    db.catalog = engine.apply_ddl(db.writer, db.catalog, statements)
+                    db.catalog = engine.apply_ddl(
+                        db.writer, db.catalog, statements, proto_descriptors
+                    )
             except engine.EngineError as exc:
                 raise SpannerError(exc.code, exc.message) from exc
 

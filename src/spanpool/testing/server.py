@@ -20,6 +20,7 @@ from google.cloud.spanner_v1.testing import spanner_database_admin_pb2_grpc, spa
 
 from .control import Control, RequestRecord
 from .model import Backend
+from .services import instance_admin
 from .services.database_admin import DatabaseAdminService
 from .services.spanner import SpannerService
 
@@ -212,6 +213,9 @@ class LocalSpanner:
         )
         spanner_database_admin_pb2_grpc.add_DatabaseAdminServicer_to_server(
             DatabaseAdminService(self._backend, self.control), server
+        )
+        instance_admin.add_to_server(
+            instance_admin.InstanceAdminService(self._backend, self.control), server
         )
         port = server.add_insecure_port(f"{self._host}:{self._requested_port}")
         if port == 0:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import timestamp_pb2
+from google.protobuf import any_pb2, message, timestamp_pb2
 
 from ..control import Control
 from ..errors import SpannerError
@@ -21,6 +21,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def timestamp(nanos: int) -> timestamp_pb2.Timestamp:
     return timestamp_pb2.Timestamp(seconds=nanos // 1_000_000_000, nanos=nanos % 1_000_000_000)
+
+
+def pack(msg: message.Message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(msg)
+    return packed
 
 
 def _target(request: Any) -> str:

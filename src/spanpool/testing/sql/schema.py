@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2
 
 from . import values as v
 from .tokens import (
@@ -32,6 +33,7 @@ from .tokens import (
     quote_ident,
     split,
     sql_literal,
+    text_of,
 )
 from .values import EngineError, TypeMsg
 
@@ -50,8 +52,11 @@ _DECLARED_TYPES = {
     v.JSON: "TEXT",
     v.UUID: "TEXT",
     v.ARRAY: "TEXT",
+    v.PROTO: "BLOB",
+    v.ENUM: "INT64",
 }
-_KEYABLE = frozenset(_DECLARED_TYPES) - {v.ARRAY, v.JSON}
+_KEYABLE = frozenset(_DECLARED_TYPES) - {v.ARRAY, v.JSON, v.PROTO}
+PROTOS_TABLE = "_spanpool_proto_descriptors"
 
 
 def _invalid(message: str) -> EngineError:
@@ -156,6 +161,59 @@ class LRUCache:
         return len(self._data)
 
 
+@dataclass(frozen=True)
+class ViewInfo:
+    """A view: its GoogleSQL query, and the name and type of each column."""
+
+    name: str
+    query: str
+    columns: list[ColumnInfo]
+
+
+@dataclass
+class Objects:
+    """Schema objects that LocalSpanner records but that do not change how data is stored."""
+
+    roles: set[str] = field(default_factory=set)
+    proto_types: set[str] = field(default_factory=set)  # of the proto bundle
+    change_streams: set[str] = field(default_factory=set)
+    sequences: set[str] = field(default_factory=set)
+    options: dict[str, object] = field(default_factory=dict)
+    proto_descriptors: bytes = b""  # a serialized FileDescriptorSet
+    proto_kinds: dict[str, int] = field(default_factory=dict)  # name -> PROTO or ENUM
+
+    def copy(self) -> Objects:
+        return Objects(
+            set(self.roles),
+            set(self.proto_types),
+            set(self.change_streams),
+            set(self.sequences),
+            dict(self.options),
+            self.proto_descriptors,
+            dict(self.proto_kinds),
+        )
+
+    def set_descriptors(self, data: bytes) -> None:
+        """Take the message and enum names of a serialized ``FileDescriptorSet``."""
+        try:
+            files = descriptor_pb2.FileDescriptorSet.FromString(data).file
+        except Exception:  # the protobuf runtime raises its own DecodeError
+            raise _invalid("proto_descriptors is not a serialized FileDescriptorSet") from None
+        kinds: dict[str, int] = {}
+
+        def walk(prefix: str, messages: Any, enums: Any) -> None:
+            for enum in enums:
+                kinds[prefix + enum.name] = v.ENUM
+            for message in messages:
+                kinds[prefix + message.name] = v.PROTO
+                walk(prefix + message.name + ".", message.nested_type, message.enum_type)
+
+        for file in files:
+            walk(file.package + "." if file.package else "", file.message_type, file.enum_type)
+        self.proto_descriptors = data
+        self.proto_kinds = kinds
+
+
 class Catalog:
     """The schema of one database. Immutable: DDL returns a new catalog."""
 
@@ -164,10 +222,14 @@ class Catalog:
         statements: Sequence[str] = (),
         tables: Sequence[TableInfo] = (),
         indexes: Sequence[IndexInfo] = (),
+        views: Sequence[ViewInfo] = (),
+        objects: Objects | None = None,
     ) -> None:
         self.statements: list[str] = list(statements)
         self._tables = {t.name.lower(): t for t in tables}
         self._indexes = {i.name.lower(): i for i in indexes}
+        self._views = {w.name.lower(): w for w in views}
+        self.objects = objects if objects is not None else Objects()
         self.prepared = LRUCache(1024)  # translated statements, by the engine
 
     @property
@@ -191,6 +253,13 @@ class Catalog:
     def find_index(self, name: str) -> IndexInfo | None:
         return self._indexes.get(name.lower())
 
+    @property
+    def views(self) -> list[ViewInfo]:
+        return list(self._views.values())
+
+    def find_view(self, name: str) -> ViewInfo | None:
+        return self._views.get(name.lower())
+
     def index(self, table: str, name: str) -> IndexInfo:
         """The index ``name`` of ``table``; NOT_FOUND if there is none."""
         index = self._indexes.get(name.lower())
@@ -202,15 +271,25 @@ class Catalog:
 # --- DDL parsing -------------------------------------------------------------------------------
 
 
-def _parse_type(cur: Cursor) -> TypeMsg:
+def _parse_type(cur: Cursor, protos: Objects) -> TypeMsg:
     node = cur.peek()
-    if not isinstance(node, Token) or node.kind != IDENT:
+    if not isinstance(node, Token) or node.kind not in (IDENT, QIDENT):
         raise cur.error("Expected a column type")
     cur.take()
     word = node.upper
+    if is_op(cur.peek(), ".") or node.kind == QIDENT or word not in v.SCALAR_NAMES:
+        path = [node.text]
+        while is_op(cur.peek(), ".") and isinstance(cur.peek(1), Token):
+            cur.take()
+            path.append(text_of(cur.take()))
+        name = ".".join(path)
+        if name in protos.proto_types:
+            return v.proto_type(protos.proto_kinds.get(name, v.PROTO), name)
+        if len(path) > 1:
+            raise _not_found(f"Proto type not found in the proto bundle: {name}")
     if word == "ARRAY":
         cur.expect_op("<")
-        element = _parse_type(cur)
+        element = _parse_type(cur, protos)
         cur.expect_op(">")
         if int(element.code) == v.ARRAY:
             raise _invalid("Arrays of arrays are not supported")
@@ -290,10 +369,10 @@ def _default_sql(nodes: list[Node], type_: TypeMsg) -> str:
     )
 
 
-def _parse_column(cur: Cursor, table: str) -> tuple[ColumnInfo, bool]:
+def _parse_column(cur: Cursor, table: str, protos: Objects) -> tuple[ColumnInfo, bool]:
     """A column definition; also returns whether it says PRIMARY KEY."""
     name = cur.name("a column name")
-    type_ = _parse_type(cur)
+    type_ = _parse_type(cur, protos)
     nullable, allow_commit_timestamp, default, primary = True, False, None, False
     while not cur.at_end():
         if cur.accept("NOT", "NULL"):
@@ -320,6 +399,19 @@ def _parse_column(cur: Cursor, table: str) -> tuple[ColumnInfo, bool]:
             raise cur.error(f"Unexpected text in the definition of column {name}")
     column = ColumnInfo(name, type_, nullable, allow_commit_timestamp, default)
     return column, primary
+
+
+def _dotted_names(group: Group) -> list[str]:
+    """``(a.b.C, d.E,)``: the dotted names of a proto bundle."""
+    names = []
+    for part in split(group.items):
+        if not part:
+            continue
+        words = [text_of(n) for n in part if not is_op(n, ".")]
+        if not words or len(part) != 2 * len(words) - 1:
+            raise _invalid("Expected proto type names such as package.Message")
+        names.append(".".join(words))
+    return names
 
 
 def _parse_key(group: Group) -> tuple[list[str], list[bool]]:
@@ -377,9 +469,17 @@ class _Schema:
         self.statements = list(catalog.statements)
         self.tables = {t.name.lower(): t for t in catalog.tables}
         self.indexes = {i.name.lower(): i for i in catalog.indexes}
+        self.views = {w.name.lower(): w for w in catalog.views}
+        self.objects = catalog.objects.copy()
 
     def catalog(self) -> Catalog:
-        return Catalog(self.statements, list(self.tables.values()), list(self.indexes.values()))
+        return Catalog(
+            self.statements,
+            list(self.tables.values()),
+            list(self.indexes.values()),
+            list(self.views.values()),
+            self.objects,
+        )
 
     def apply(self, statement: str) -> list[str]:
         """Apply one DDL statement to the schema; returns the SQLite statements it needs."""
@@ -399,10 +499,14 @@ class _Schema:
         elif cur.accept("ALTER", "DATABASE"):
             cur.name("a database name")
             cur.expect("SET", "OPTIONS")
-            _parse_options(cur.group())
+            self.objects.options.update(_parse_options(cur.group()))
             if not cur.at_end():
                 raise cur.error("Unexpected text after ALTER DATABASE ... SET OPTIONS (...)")
             sqlite = []  # database options do not matter to LocalSpanner
+        elif self._view_statement(cur):
+            sqlite = self._view(cur)
+        elif self._other_object(cur):
+            sqlite = []
         elif cur.accept("ANALYZE"):
             if not cur.at_end():
                 raise cur.error("Unexpected text after ANALYZE")
@@ -416,6 +520,124 @@ class _Schema:
         return sqlite
 
     @staticmethod
+    def _view_statement(cur: Cursor) -> bool:
+        return (
+            is_word(cur.peek(), "CREATE")
+            and (is_word(cur.peek(1), "VIEW") or is_word(cur.peek(3), "VIEW"))
+        ) or (is_word(cur.peek(), "DROP") and is_word(cur.peek(1), "VIEW"))
+
+    def _view(self, cur: Cursor) -> list[str]:
+        if cur.accept("DROP", "VIEW"):
+            name = cur.name("a view name")
+            if not cur.at_end():
+                raise cur.error("Unexpected text after DROP VIEW")
+            view = self.views.pop(name.lower(), None)
+            if view is None:
+                raise _not_found(f"View not found: {name}")
+            return [f"DROP VIEW {quote_ident(view.name)}"]
+        cur.expect("CREATE")
+        replace = cur.accept("OR", "REPLACE")
+        cur.expect("VIEW")
+        name = cur.name("a view name")
+        if cur.accept("SQL", "SECURITY"):
+            if not (cur.accept("INVOKER") or cur.accept("DEFINER")):
+                raise cur.error("Expected SQL SECURITY INVOKER or DEFINER")
+        else:
+            raise cur.error("Expected SQL SECURITY INVOKER")
+        cur.expect("AS")
+        first = cur.peek()
+        if first is None:
+            raise cur.error("Expected the view's query")
+        query = self.statements_text(cur, first)
+        old = self.views.get(name.lower())
+        if old is not None and not replace:
+            raise _precondition(f"Duplicate name in schema: {name}.")
+        if old is None:
+            self._check_new_name(name)
+        from .translate import translate  # the translator needs this module's catalog
+
+        translation = translate(query, self.catalog(), {})
+        if translation.dml is not None or translation.params:
+            raise _invalid(f"The query of view {name} must be a query without parameters")
+        names = [c.name for c in translation.columns]
+        if any(not n for n in names) or len({n.lower() for n in names}) != len(names):
+            raise _invalid(f"Every column of view {name} needs a distinct name")
+        columns = [
+            ColumnInfo(c.name, c.type if c.type is not None else v.scalar_type(v.STRING))
+            for c in translation.columns
+        ]
+        self.views[name.lower()] = ViewInfo(name, query, columns)
+        drop = [f"DROP VIEW {quote_ident(old.name)}"] if old is not None else []
+        return [*drop, f"CREATE VIEW {quote_ident(name)} AS {translation.sql}"]
+
+    @staticmethod
+    def statements_text(cur: Cursor, first: Node) -> str:
+        """The statement's text from ``first`` to its end."""
+        cur.rest()
+        return cur.sql[first.pos :].strip().rstrip(";")
+
+    def _other_object(self, cur: Cursor) -> bool:
+        """Roles, grants, proto bundles, change streams, sequences and statistics: recorded
+        (roles, proto types) or accepted, as they do not change what LocalSpanner stores."""
+        objects = self.objects
+        if cur.accept("CREATE", "ROLE"):
+            name = cur.name("a role name")
+            if name.lower() in {r.lower() for r in objects.roles}:
+                raise _precondition(f"Duplicate name in schema: {name}.")
+            objects.roles.add(name)
+        elif cur.accept("DROP", "ROLE"):
+            name = cur.name("a role name")
+            match = [r for r in objects.roles if r.lower() == name.lower()]
+            if not match:
+                raise _not_found(f"Role not found: {name}")
+            objects.roles.discard(match[0])
+        elif cur.accept("GRANT") or cur.accept("REVOKE"):
+            cur.rest()
+        elif cur.accept("CREATE", "PROTO", "BUNDLE") or cur.accept("ALTER", "PROTO", "BUNDLE"):
+            if is_group(cur.peek()):
+                names = _dotted_names(cur.group())
+                missing = [n for n in names if objects.proto_kinds and n not in objects.proto_kinds]
+                if missing:
+                    raise _invalid(
+                        f"Proto type {missing[0]} is not in the proto_descriptors of the request"
+                    )
+                objects.proto_types.update(names)
+            while cur.accept("INSERT") or cur.accept("UPDATE") or cur.accept("DELETE"):
+                group = cur.group()
+                if is_word(cur.nodes[cur.i - 2], "DELETE"):
+                    objects.proto_types.difference_update(_dotted_names(group))
+                else:
+                    objects.proto_types.update(_dotted_names(group))
+        elif cur.accept("DROP", "PROTO", "BUNDLE"):
+            objects.proto_types.clear()
+        elif is_word(cur.peek(1), "CHANGE") and is_word(cur.peek(2), "STREAM"):
+            verb = cur.take()
+            cur.expect("CHANGE", "STREAM")
+            name = cur.name("a change stream name")
+            if is_word(verb, "DROP"):
+                objects.change_streams.discard(name)
+            else:
+                objects.change_streams.add(name)
+            cur.rest()
+        elif is_word(cur.peek(), "CREATE", "ALTER", "DROP") and is_word(cur.peek(1), "SEQUENCE"):
+            verb = cur.take()
+            cur.take()
+            cur.accept("IF", "NOT", "EXISTS") or cur.accept("IF", "EXISTS")
+            name = cur.name("a sequence name")
+            if is_word(verb, "DROP"):
+                objects.sequences.discard(name)
+            else:
+                objects.sequences.add(name)
+            cur.rest()
+        elif cur.accept("ALTER", "STATISTICS"):
+            cur.rest()
+        else:
+            return False
+        if not cur.at_end():
+            raise cur.error("Unexpected text at the end of the statement")
+        return True
+
+    @staticmethod
     def _is_index(cur: Cursor) -> bool:
         for ahead in range(1, 4):
             if is_word(cur.peek(ahead), "INDEX"):
@@ -425,9 +647,10 @@ class _Schema:
         return False
 
     def _check_new_name(self, name: str) -> None:
-        if name.lower() == DDL_TABLE or name.lower().startswith("sqlite_"):
+        if name.lower() in (DDL_TABLE, PROTOS_TABLE) or name.lower().startswith("sqlite_"):
             raise _invalid(f"The name {name} is reserved by LocalSpanner")
-        if name.lower() in self.tables or name.lower() in self.indexes:
+        key = name.lower()
+        if key in self.tables or key in self.indexes or key in self.views:
             raise _precondition(f"Duplicate name in schema: {name}.")
 
     def _table(self, name: str) -> TableInfo:
@@ -444,12 +667,15 @@ class _Schema:
         self._check_new_name(name)
         columns: list[ColumnInfo] = []
         inline_key: list[str] = []
-        for part in split(cur.group().items):
+        definitions = split(cur.group().items)
+        if len(definitions) > 1 and not definitions[-1]:
+            definitions.pop()  # GoogleSQL allows a comma after the last column
+        for part in definitions:
             if is_word(part[0] if part else None, "CONSTRAINT", "FOREIGN", "CHECK"):
                 raise _unimplemented(
                     "Table constraints (FOREIGN KEY, CHECK) are not supported by LocalSpanner"
                 )
-            column, primary = _parse_column(Cursor(cur.sql, part), name)
+            column, primary = _parse_column(Cursor(cur.sql, part), name, self.objects)
             if column.name.lower() in {c.name.lower() for c in columns}:
                 raise _invalid(f"Duplicate column name {name}.{column.name}")
             columns.append(column)
@@ -615,7 +841,7 @@ class _Schema:
         quoted = quote_ident(table.name)
         if cur.accept("ADD", "COLUMN"):
             if_not_exists = cur.accept("IF", "NOT", "EXISTS")
-            column, primary = _parse_column(Cursor(cur.sql, cur.rest()), table.name)
+            column, primary = _parse_column(Cursor(cur.sql, cur.rest()), table.name, self.objects)
             if table.find_column(column.name) is not None:
                 if if_not_exists:
                     return []
@@ -666,7 +892,9 @@ class _Schema:
             )
         else:
             changed, _ = _parse_column(
-                Cursor(cur.sql, [Token(QIDENT, column.name, 0), *cur.rest()]), table.name
+                Cursor(cur.sql, [Token(QIDENT, column.name, 0), *cur.rest()]),
+                table.name,
+                self.objects,
             )
             if (
                 v.type_key(changed.type) != v.type_key(column.type)
@@ -713,17 +941,32 @@ def load_catalog(conn: sqlite3.Connection) -> Catalog:
         if "no such table" in str(exc):
             return Catalog()
         raise
+    protos: list[Any] = []
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (PROTOS_TABLE,)).fetchone():
+        protos = conn.execute(
+            f"SELECT descriptors FROM {PROTOS_TABLE} ORDER BY seq DESC LIMIT 1"
+        ).fetchall()
     schema = _Schema(Catalog())
+    if protos:
+        schema.objects.set_descriptors(protos[0][0])
     for (statement,) in rows:
         schema.apply(statement)
     return schema.catalog()
 
 
-def apply_ddl(conn: sqlite3.Connection, catalog: Catalog, statements: Sequence[str]) -> Catalog:
-    """Apply DDL statements atomically; returns the new catalog."""
+def apply_ddl(
+    conn: sqlite3.Connection,
+    catalog: Catalog,
+    statements: Sequence[str],
+    proto_descriptors: bytes = b"",
+) -> Catalog:
+    """Apply DDL statements atomically; returns the new catalog. ``proto_descriptors`` (a
+    serialized ``FileDescriptorSet``) defines the types a proto bundle may name."""
     if not statements:
         raise _invalid("No DDL statements given")
     schema = _Schema(catalog)
+    if proto_descriptors:
+        schema.objects.set_descriptors(proto_descriptors)
     try:
         conn.execute("BEGIN IMMEDIATE")
     except sqlite3.Error as exc:
@@ -733,6 +976,14 @@ def apply_ddl(conn: sqlite3.Connection, catalog: Catalog, statements: Sequence[s
             f"CREATE TABLE IF NOT EXISTS {DDL_TABLE} "
             "(seq INTEGER PRIMARY KEY, statement TEXT NOT NULL)"
         )
+        if proto_descriptors:
+            conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {PROTOS_TABLE} "
+                "(seq INTEGER PRIMARY KEY, descriptors BLOB NOT NULL)"
+            )
+            conn.execute(
+                f"INSERT INTO {PROTOS_TABLE} (descriptors) VALUES (?)", (proto_descriptors,)
+            )
         for statement in statements:
             for sql in schema.apply(statement):
                 try:

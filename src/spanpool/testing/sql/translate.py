@@ -900,6 +900,9 @@ class _Translator:
             table = self.catalog.table(path[0])
             text = quote_ident(table.name)
             columns = [Column(c.name, c.type) for c in table.columns]
+        elif len(path) == 1 and (view := self.catalog.find_view(path[0])) is not None:
+            text = quote_ident(view.name)
+            columns = [Column(c.name, c.type) for c in view.columns]
         else:
             raise _invalid(f"Table not found: {'.'.join(path)}")
         scope.sources.append(Source(alias or path[-1], columns))
@@ -938,6 +941,7 @@ class _Translator:
                 )
                 for t in tables
             ]
+            rows += [("", "", w.name, None, None, "VIEW", "COMMITTED") for w in self.catalog.views]
         elif view == "COLUMNS":
             names = ["TABLE_CATALOG", "TABLE_SCHEMA", "TABLE_NAME", "COLUMN_NAME"]
             names += ["ORDINAL_POSITION", "IS_NULLABLE", "SPANNER_TYPE"]

@@ -59,6 +59,9 @@ STRUCT = int(sp_type.TypeCode.STRUCT)
 NUMERIC = int(sp_type.TypeCode.NUMERIC)
 JSON = int(sp_type.TypeCode.JSON)
 UUID = int(sp_type.TypeCode.UUID)
+PROTO = int(sp_type.TypeCode.PROTO)  # stored and sent as BYTES
+ENUM = int(sp_type.TypeCode.ENUM)  # stored and sent as INT64
+_STORED_AS = {PROTO: BYTES, ENUM: INT64}
 
 SCALAR_NAMES: dict[str, int] = {
     "BOOL": BOOL,
@@ -107,16 +110,27 @@ def _array(element_code: int) -> TypeMsg:
 
 
 def array_type(element: TypeMsg) -> TypeMsg:
-    """A shared ``ARRAY<element>`` type message."""
+    """A shared ``ARRAY<element>`` type message (a new one for proto elements)."""
+    if element.proto_type_fqn:
+        return TypePb(code=ARRAY, array_element_type=element)
     return _array(int(element.code))
 
 
+def proto_type(code: int, name: str) -> TypeMsg:
+    """The type of a column of a proto message (``PROTO``) or enum (``ENUM``) ``name``."""
+    return TypePb(code=code, proto_type_fqn=name)
+
+
 def type_key(type_: TypeMsg | None) -> tuple[int, int]:
-    """A hashable summary of a (non-struct) type: (code, element code)."""
+    """A hashable summary of a (non-struct) type: (code, element code). Proto messages count
+    as BYTES and enums as INT64, which is how they are stored and sent."""
     if type_ is None:
         return (TYPE_CODE_UNSPECIFIED, TYPE_CODE_UNSPECIFIED)
     code = int(type_.code)
-    return (code, int(type_.array_element_type.code) if code == ARRAY else TYPE_CODE_UNSPECIFIED)
+    if code != ARRAY:
+        return (_STORED_AS.get(code, code), TYPE_CODE_UNSPECIFIED)
+    element = int(type_.array_element_type.code)
+    return (code, _STORED_AS.get(element, element))
 
 
 def type_name(type_: TypeMsg | None) -> str:
@@ -389,6 +403,8 @@ _TO_STORAGE: dict[int, Callable[[ValueMsg, TypeMsg], object]] = {
     ARRAY: _to_array,
     TYPE_CODE_UNSPECIFIED: _to_untyped,
 }
+_TO_STORAGE[PROTO] = _TO_STORAGE[BYTES]
+_TO_STORAGE[ENUM] = _TO_STORAGE[INT64]
 
 
 def to_storage(value: ValueMsg, type_: TypeMsg | None) -> object:
