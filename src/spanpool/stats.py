@@ -3,13 +3,28 @@
 One vocabulary for every pool, in psycopg_pool's style (times in milliseconds). Every pool
 reports the five gauges of :data:`COMMON` (``pool_max`` only when the pool has a bound:
 ``BurstyPool`` has none), then its own extras; :mod:`spanpool.metrics` reads only these
-names. A pool counts its events with :class:`Counters`, one call per event.
+names. A pool counts its events with :class:`Counters`, and tracks where its sessions were
+checked out (for leak warnings) with a :class:`CheckoutTracker`: one call per event each.
 """
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
-from collections.abc import Iterable
+import traceback
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from traceback import StackSummary
+from types import FrameType
+from typing import Any, Generic, TypeVar
+
+from .errors import SessionLeakWarning
+
+log = logging.getLogger("spanpool")
+
+T = TypeVar("T")
 
 # -- gauges: the state now (pop_stats() does not reset them) --------------------------------
 
@@ -93,3 +108,98 @@ class Counters:
             values = dict(self._values)
             self._values = dict.fromkeys(values, 0)
         return values
+
+
+# -- where sessions were checked out ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Checkout(Generic[T]):
+    """A session in use: since when, for how long so far, and where it was checked out."""
+
+    item: T
+    since: float
+    held_for: float
+    site: StackSummary | None
+
+
+def _site(depth: int) -> StackSummary | None:
+    """The caller's stack outside spanpool's pools, innermost frame last (source read lazily)."""
+    frame: FrameType | None = sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(_OWN_MODULES):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    site = StackSummary.extract(traceback.walk_stack(frame), limit=depth, lookup_lines=False)
+    site.reverse()
+    return site
+
+
+_OWN_MODULES = ("spanpool.pools", "spanpool.cache", "spanpool.stats")
+
+
+class CheckoutTracker(Generic[T]):
+    """When and where each session in use was checked out: for leak warnings, and to say where
+    the sessions still out were taken when a pool closes.
+
+    Kept out of the pool's logic and out of the core: a pool calls :meth:`checked_out` once per
+    checkout and :meth:`returned` once per return or loss, and only when tracking is on (it
+    costs a stack walk per checkout).
+    """
+
+    def __init__(self, clock: Callable[[], float], depth: int = 12) -> None:
+        self._clock = clock
+        self._depth = depth
+        self._lock = threading.Lock()
+        self._out: dict[T, tuple[float, StackSummary | None]] = {}
+        self._reported: set[tuple[int, float]] = set()
+
+    def checked_out(self, item: T) -> None:
+        site = _site(self._depth)
+        now = self._clock()
+        with self._lock:
+            self._out[item] = (now, site)
+
+    def returned(self, item: T) -> None:
+        with self._lock:
+            self._out.pop(item, None)
+
+    def outstanding(self, threshold: float = 0.0) -> list[Checkout[T]]:
+        """Sessions held longer than ``threshold`` seconds, longest held first."""
+        now = self._clock()
+        with self._lock:
+            late = [
+                Checkout(item, since, now - since, site)
+                for item, (since, site) in self._out.items()
+                if now - since >= threshold
+            ]
+        late.sort(key=lambda checkout: checkout.since)
+        return late
+
+    def overdue(self, threshold: float) -> list[Checkout[T]]:
+        """Sessions held longer than ``threshold`` seconds, longest held first."""
+        return [c for c in self.outstanding(threshold) if c.held_for > threshold]
+
+    def warn_overdue(self, pool_name: str, threshold: float) -> int:
+        """Log and warn (:class:`~spanpool.errors.SessionLeakWarning`) once about each session
+        held longer than ``threshold``, naming where it was checked out; returns how many are
+        overdue."""
+        overdue = self.overdue(threshold)
+        for checkout in overdue:
+            key = (id(checkout.item), checkout.since)
+            if key in self._reported:
+                continue
+            self._reported.add(key)
+            message = (
+                f"{pool_name}: session {getattr(checkout.item, 'name', checkout.item)} has been "
+                f"checked out for {checkout.held_for:.1f}s (leak_threshold={threshold}s); "
+                f"checked out at:\n{where(checkout)}"
+            )
+            log.warning(message)
+            warnings.warn(message, SessionLeakWarning, stacklevel=3)
+        return len(overdue)
+
+
+def where(checkout: Checkout[Any]) -> str:
+    """Where a session was checked out, as a traceback."""
+    return "".join(checkout.site.format()) if checkout.site else "(unknown)\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import queue
 import random
 import threading
@@ -16,8 +15,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from spanpool.core import CreationPermit, PoolCore, Waiter
-from spanpool.core import core as _core
+from spanpool.core import CreationPermit, PoolCore, Served, ThreadWaiter, Waiter
 from spanpool.errors import NotCheckedOut, PoolClosed, PoolTimeout, PoolUsageError
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -66,8 +64,8 @@ class ObservedCore(PoolCore[Item]):
         super().__init__(**kwargs)
         self.queued = threading.Semaphore(0)
 
-    def enqueue(self, waiter: Waiter[Item]) -> Item | CreationPermit[Item] | None:
-        got = super().enqueue(waiter)
+    def _enqueue_locked(self, waiter: Waiter[Served[Item]], now: float) -> Served[Item] | None:
+        got = super()._enqueue_locked(waiter, now)
         if got is None:
             self.queued.release()
         return got
@@ -400,14 +398,14 @@ def test_thread_interrupted_at_the_instant_it_is_served_passes_the_item_on(
     (session,) = fill(core, 1)
     assert core.acquire() is session
     served = threading.Event()
-    blocking = _core.ThreadWaiter.block
+    blocking = ThreadWaiter.block
 
-    def interrupted(waiter: _core.ThreadWaiter[Item]) -> bool:
+    def interrupted(waiter: ThreadWaiter[Item]) -> bool:
         blocking(waiter)
         served.set()
         raise KeyboardInterrupt  # delivered just after the hand-off
 
-    monkeypatch.setattr(_core.ThreadWaiter, "block", interrupted)
+    monkeypatch.setattr(ThreadWaiter, "block", interrupted)
     outcome: list[BaseException] = []
 
     def victim() -> None:
@@ -713,53 +711,6 @@ def test_stats_measure_waits_and_usage_and_pop_resets_counters(clock: FakeClock)
     after = core.get_stats()
     assert after["requests_num"] == after["usage_ms"] == after["sessions_created"] == 0
     assert after["pool_size"] == after["pool_available"] == 1  # gauges stay
-
-
-def leaky_caller(core: PoolCore[Item]) -> Item:
-    return item(core.acquire())
-
-
-def test_overdue_lists_long_held_items_with_their_checkout_site(clock: FakeClock) -> None:
-    core: PoolCore[Item] = PoolCore(max_size=3, clock=clock, track_sites=True)
-    fill(core, 3)
-    first = leaky_caller(core)
-    clock.advance(20)
-    second = leaky_caller(core)
-    clock.advance(10)
-    late = core.overdue(15)
-    assert [entry.item for entry in late] == [first]
-    assert late[0].held_for == 30 and late[0].since == 1000
-    assert late[0].site is not None
-    assert late[0].site[-1].name == "leaky_caller"  # innermost frame: the caller of acquire
-    assert [entry.item for entry in core.overdue(5)] == [first, second]
-    core.release(first)
-    core.release(second)
-    assert core.overdue(0) == []
-
-
-def test_overdue_without_site_tracking(clock: FakeClock) -> None:
-    core: PoolCore[Item] = PoolCore(max_size=1, clock=clock)
-    fill(core, 1)
-    leaky_caller(core)
-    clock.advance(5)
-    (entry,) = core.overdue(1)
-    assert entry.site is None and entry.held_for == 5
-
-
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_forked_is_set_in_a_child_process() -> None:
-    core: PoolCore[Item] = PoolCore()
-    assert not core.forked and core.owner_pid == os.getpid()
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child
-        os.write(write_end, b"1" if core.forked else b"0")
-        os._exit(0)
-    os.close(write_end)
-    answer = os.read(read_end, 1)
-    os.close(read_end)
-    os.waitpid(pid, 0)
-    assert answer == b"1" and not core.forked
 
 
 # -- asyncio ---------------------------------------------------------------------------------

@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
 import random
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 from collections.abc import Callable, Coroutine
 from types import TracebackType
@@ -35,6 +38,7 @@ from spanpool import (
     AsyncTransactionPingingPool,
     NotCheckedOut,
     PoolClosed,
+    PoolForked,
     PoolFull,
     PoolTimeout,
     SessionLeakWarning,
@@ -125,6 +129,20 @@ async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bo
             return False
         await asyncio.sleep(0.002)
     return True
+
+
+def wait_child(pid: int, timeout: float = 20.0) -> int:
+    """The exit code of a forked child; kills it and fails the test if it hangs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child did not finish")
+        time.sleep(0.01)
 
 
 def rpcs(server: LocalSpanner, method: str) -> int:
@@ -969,6 +987,89 @@ def _maintenance_tasks() -> list[asyncio.Task[Any]]:
         for task in asyncio.all_tasks()
         if task.get_name().startswith("spanpool-maintenance-") and not task.done()
     ]
+
+
+def _refusals_in_child(pool: Any, database: Any, session: Any, parent: int) -> int:
+    """In a forked child (still inside the parent's running loop, which it must not use): how
+    many of the pool's methods did not refuse clearly. A coroutine method must raise
+    PoolForked before its first suspension; run with the parent's core lock held, so that a
+    method touching it would hang the child instead."""
+    calls: list[Callable[[], Any]] = [
+        pool.get,
+        lambda: pool.put(session),
+        pool.clear,
+        pool.ping,
+        pool.get_stats,
+        pool.pop_stats,
+        pool.maintain,
+        pool.check_leaks,
+        pool.fill,
+        pool.start_maintenance,
+        lambda: pool.bind(database),
+        lambda: pool.run_in_transaction(insert, 1),
+        lambda: pool.session().__aenter__(),
+    ]
+    unclear = 0
+    for call in calls:
+        try:
+            outcome = call()
+            if asyncio.iscoroutine(outcome):
+                try:
+                    outcome.send(None)
+                finally:
+                    outcome.close()
+        except PoolForked as exc:
+            message = str(exc)
+            if f"process {parent}" not in message or f"process {os.getpid()}" not in message:
+                unclear += 1
+        except BaseException:
+            unclear += 1
+        else:
+            unclear += 1
+    closing = pool.close()
+    try:
+        closing.send(None)  # does nothing: the sessions are the parent's
+    except StopIteration:
+        pass
+    else:
+        unclear += 1
+    repr(pool)
+    return unclear
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("cls", [AsyncFixedSizePool, AsyncBurstyPool], ids=lambda c: c.__name__)
+def test_everything_in_a_forked_child_refuses_without_touching_the_parents_state(
+    server: LocalSpanner, cls: type
+) -> None:
+    async def scenario() -> None:
+        async with Pools(server) as pools:
+            pool = make(cls, size=2)
+            database = await pools.bind(pool, "fork")
+            held = await pool.get()
+            if cls is AsyncBurstyPool:
+                await pool.put(await pool.get())
+            before = live_names(server, database.name)
+            parent = os.getpid()
+            pool._core._lock.acquire()  # another thread inside the pool at the fork
+            try:
+                pid = os.fork()
+                if pid == 0:  # the child: report through the exit code only
+                    code = 100
+                    try:
+                        code = _refusals_in_child(pool, database, held, parent)
+                    finally:
+                        os._exit(code)
+            finally:
+                pool._core._lock.release()
+            assert await asyncio.to_thread(wait_child, pid) == 0
+            assert live_names(server, database.name) == before
+            await pool.put(held)
+            async with pool.session() as session:
+                assert await select_one(session) == [[1]]
+            assert_books_match(pool, server, database.name)
+
+    run(scenario())
 
 
 def test_maintenance_task_pings_and_stops_on_close(server: LocalSpanner) -> None:

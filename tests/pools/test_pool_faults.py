@@ -29,6 +29,7 @@ from spanpool import (
     PingingPool,
     PoolClosed,
     PoolForked,
+    PoolUsageError,
     SessionLeakWarning,
 )
 from spanpool.bridge import client as _bridge
@@ -613,32 +614,72 @@ def test_official_pool_leaves_its_sessions_at_process_exit(server: LocalSpanner)
     assert left == 5
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-def test_forked_child_cannot_use_the_pool_and_the_parent_keeps_working(
-    server: LocalSpanner, pools: Pools
-) -> None:
-    pool = FixedSizePool(size=2)
-    database = pools.bind(pool, "fork")
-    parent = os.getpid()
-
-    pid = os.fork()
-    if pid == 0:  # the child: report through the exit code only
-        code = 1
+def _refusals_in_child(pool: Any, database: Any, session: Any, parent: int) -> int:
+    """In a forked child: how many of the pool's methods did not refuse clearly (0: all
+    raised PoolForked naming both processes). Run with the parent's core lock held, so that a
+    method touching it would hang the child instead."""
+    calls: list[Callable[[], object]] = [
+        pool.get,
+        lambda: pool.put(session),
+        pool.clear,
+        pool.ping,
+        pool.get_stats,
+        pool.pop_stats,
+        pool.maintain,
+        pool.check_leaks,
+        pool.fill,
+        pool.start_maintenance,
+        lambda: pool.bind(database),
+        lambda: pool.run_in_transaction(lambda transaction: None),
+        lambda: pool.session().__enter__(),
+    ]
+    unclear = 0
+    for call in calls:
         try:
-            pool.get()
+            call()
         except PoolForked as exc:
             message = str(exc)
-            clear = f"process {parent}" in message and f"process {os.getpid()}" in message
-            code = 0 if clear and "fork" in message else 2
+            if f"process {parent}" not in message or f"process {os.getpid()}" not in message:
+                unclear += 1
         except BaseException:
-            code = 3
-        finally:
-            os._exit(code)
+            unclear += 1
+        else:
+            unclear += 1
+    pool.close()  # does nothing: the sessions are the parent's
+    repr(pool)
+    return unclear
 
-    assert _wait_child(pid) == 0  # 1: get() worked, 2: unclear message, 3: another error
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.parametrize("cls", [FixedSizePool, PingingPool, BurstyPool], ids=lambda c: c.__name__)
+def test_everything_in_a_forked_child_refuses_without_touching_the_parents_state(
+    server: LocalSpanner, pools: Pools, cls: type
+) -> None:
+    pool = cls(2) if cls is not BurstyPool else cls(target_size=2)
+    database = pools.bind(pool, "fork")
+    held = pool.get()  # checked out in the parent when it forks: the child must not return it
+    if cls is BurstyPool:
+        pool.put(pool.get())
+    parent = os.getpid()
+    before = _live_names(server, database.name)
+
+    pool._core._lock.acquire()  # a parent thread inside the pool at the instant of the fork
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit code only
+            code = 100
+            try:
+                code = _refusals_in_child(pool, database, held, parent)
+            finally:
+                os._exit(code)
+    finally:
+        pool._core._lock.release()
+
+    assert _wait_child(pid, timeout=20) == 0  # how many calls did not raise a clear PoolForked
+    assert _live_names(server, database.name) == before
+    pool.put(held)
     with pool.session() as session:
         assert _select_one(session) == [[1]]
-    assert pool.get_stats()["pool_available"] == 2
     _assert_books_match(pool, server, database.name)
 
 
@@ -710,6 +751,54 @@ def test_a_session_leaked_again_after_its_return_is_reported_again(
     clock.advance(6)
     with pytest.warns(SessionLeakWarning, match="_check_out_and_forget"):
         assert pool.check_leaks() == 1
+
+
+def test_closing_with_sessions_checked_out_says_how_many_and_where(
+    server: LocalSpanner, pools: Pools, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    tracked = FixedSizePool(size=2, clock=clock, leak_threshold=60)
+    pools.bind(tracked, "close-tracked")
+    session = _check_out_and_forget(tracked)
+    clock.advance(3)
+    with caplog.at_level(logging.WARNING, logger="spanpool"):
+        tracked.close()
+    (record,) = [r for r in caplog.records if "still checked out" in r.getMessage()]
+    message = record.getMessage()
+    assert "closed with 1 session still checked out" in message
+    assert "checked out 3.0s ago" in message and "_check_out_and_forget" in message
+    tracked.put(session)  # returned after close: deleted
+    caplog.clear()
+
+    untracked = FixedSizePool(size=3)
+    pools.bind(untracked, "close-untracked")
+    held = [untracked.get(), untracked.get()]
+    with caplog.at_level(logging.WARNING, logger="spanpool"):
+        untracked.close()
+    (record,) = [r for r in caplog.records if "still checked out" in r.getMessage()]
+    assert "closed with 2 sessions still checked out" in record.getMessage()
+    assert "leak_threshold" in record.getMessage()
+    for session in held:
+        untracked.put(session)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="spanpool"):
+        untracked.close()  # closing again says nothing more
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize("cls", [FixedSizePool, BurstyPool], ids=lambda c: c.__name__)
+def test_get_before_bind_refuses_and_leaves_the_pool_whole(
+    server: LocalSpanner, pools: Pools, cls: type
+) -> None:
+    pool = cls(2) if cls is not BurstyPool else cls(target_size=2)
+    for _ in range(3):
+        with pytest.raises(PoolUsageError, match="not bound to a database"):
+            pool.get()
+    assert pool.get_stats()["pool_creating"] == 0
+    database = pools.bind(pool, "unbound-first")
+    first, second = pool.get(timeout=1), pool.get(timeout=1)
+    pool.put(first)
+    pool.put(second)
+    _assert_books_match(pool, server, database.name)
 
 
 # -- 8. built-in maintenance ---------------------------------------------------------------------

@@ -2,26 +2,18 @@
 fair FIFO waiters with direct hand-off, capacity accounting, an injectable clock. No I/O, no
 Spanner: it works for threads and asyncio tasks alike."""
 
-from .core import (
-    AsyncDeadlines,
-    AsyncWaiter,
-    Checkout,
-    Clock,
-    CreationPermit,
-    IdleOrder,
-    PoolCore,
-    ThreadWaiter,
-    Waiter,
-)
+from .core import PoolCore
+from .state import Clock, CreationPermit, IdleOrder, Served
+from .waiters import AsyncDeadlines, AsyncWaiter, ThreadWaiter, Waiter
 
 __all__ = [
     "AsyncDeadlines",
     "AsyncWaiter",
-    "Checkout",
     "Clock",
     "CreationPermit",
     "IdleOrder",
     "PoolCore",
+    "Served",
     "ThreadWaiter",
     "Waiter",
 ]

@@ -8,12 +8,12 @@ functions; ``_flavour_async.py`` has the same names for asyncio.
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any, TypeVar
+
+from .._lifecycle import after_fork_in_child
 
 log = logging.getLogger("spanpool")
 
@@ -31,7 +31,7 @@ class _Workers:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
-        os.register_at_fork(after_in_child=self._forget)
+        after_fork_in_child(self._forget)
 
     def _forget(self) -> None:
         self._lock = threading.Lock()
@@ -100,11 +100,9 @@ def spawn(work: Callable[[Any], Any], item: Any) -> None:
     work(item)
 
 
-def close_at_exit(pool_ref: weakref.ref[Any]) -> None:
+def close_at_exit(pool: Any) -> None:
     """At interpreter exit, close a pool still open: its idle sessions are deleted."""
-    pool = pool_ref()
-    if pool is not None and not pool._core.forked:
-        pool.close()
+    pool.close()
 
 
 class MaintenanceWorker:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
@@ -93,13 +92,12 @@ def spawn(work: Callable[[Any], Coroutine[Any, Any, Any]], item: Any) -> None:
     _keep(loop.create_task(work(item)))
 
 
-def close_at_exit(pool_ref: weakref.ref[Any]) -> None:
+def close_at_exit(pool: Any) -> None:
     """At interpreter exit, close a pool still open. Its event loop is gone by then, so the
     idle sessions are deleted through a blocking channel."""
-    pool = pool_ref()
-    if pool is None or pool._core.forked or pool._core.closed:
+    if pool._forked or pool._core.closed:
         return
-    sessions = pool._core.close()
+    sessions = pool._close_core()
     if sessions:
         client_async.delete_at_exit(pool._database, sessions)
 

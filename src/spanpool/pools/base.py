@@ -13,19 +13,16 @@ permits*, and RPCs happen outside it.
 
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
 import math
 import os
 import threading
 import time
-import warnings
-import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .. import _validate
+from .. import _lifecycle, _validate
 from ..bridge import client
 from ..core import Clock, CreationPermit, IdleOrder, PoolCore
 from ..errors import (
@@ -34,7 +31,6 @@ from ..errors import (
     PoolForked,
     PoolFull,
     PoolUsageError,
-    SessionLeakWarning,
 )
 from ..metrics import track as _track_metrics
 from ..stats import (
@@ -46,7 +42,9 @@ from ..stats import (
     POOL_SIZE,
     SESSIONS_DELETED,
     SESSIONS_REPLACED,
+    CheckoutTracker,
     Counters,
+    where,
 )
 from . import _flavour
 from .abstract import AbstractSessionPool
@@ -99,17 +97,23 @@ class ManagedPool(AbstractSessionPool):
             max_size=size,
             order=self.order,
             clock=self._clock,
-            track_sites=leak_threshold is not None,
             on_orphan=functools.partial(_flavour.spawn, self._delete),
         )
         self._counters = Counters((SESSIONS_DELETED, SESSIONS_REPLACED, PINGS, PINGS_FAILED))
-        self._leaks_reported: set[tuple[int, float]] = set()
+        # Where sessions were checked out, for leak warnings: only when asked for (a stack walk
+        # per checkout).
+        self._checkouts: CheckoutTracker[Any] | None = (
+            None if self._leak_threshold is None else CheckoutTracker(self._clock)
+        )
         # Sessions last used before this time are checked before they are handed out: set
         # when the server reported a session lost, since it may have lost others too.
         self._verify_before = -math.inf
         self._want_maintenance = maintenance
         self._worker: Any = None
-        self._exit_hook: Callable[[], None] | None = None
+        self._exit_hook: _lifecycle.ExitHook | None = None
+        self._pid = os.getpid()
+        self._forked = False  # set in a child process forked after the pool was made
+        _lifecycle.watch_fork(self)
         _track_metrics(self)
 
     # -- binding ----------------------------------------------------------------------------
@@ -126,8 +130,7 @@ class ManagedPool(AbstractSessionPool):
             )
         self._database = database
         if self._exit_hook is None:
-            self._exit_hook = functools.partial(_flavour.close_at_exit, weakref.ref(self))
-            atexit.register(self._exit_hook)
+            self._exit_hook = _lifecycle.ExitHook(self, _flavour.close_at_exit)
         if self._want_maintenance:
             self.start_maintenance()
         if self._fill_on_bind:
@@ -135,6 +138,7 @@ class ManagedPool(AbstractSessionPool):
 
     def fill(self) -> int:
         """Create sessions until the pool holds ``size`` of them; returns how many."""
+        self._check_usable()
         if self.size is None:
             return 0
         permits = self._core.reserve(self.size)
@@ -179,24 +183,27 @@ class ManagedPool(AbstractSessionPool):
     def get(self, timeout: float | None = None, **_: Any) -> Any:
         """Check a session out, waiting up to ``timeout`` seconds (the pool's default when
         None). Raises :class:`~spanpool.errors.PoolTimeout` (a ``queue.Empty``)."""
-        core = self._core
-        if core.forked or self._database is None:
-            self._check_usable()
+        if self._forked or self._database is None:
+            self._check_usable(bound=True)  # before the accounting is touched
         if timeout is not None:
             timeout = _validate.timeout("timeout", timeout)
         if timeout is None:
             timeout = self.default_timeout
+        core = self._core
         while True:
             got: Any = core.acquire(timeout)
             if type(got) is CreationPermit:
-                return self._create_for(got)
-            last_used = got._spanpool_last_used
-            max_age = self._max_age
-            if (
-                (max_age is not None and self._clock() - last_used >= max_age)
-                or last_used < self._verify_before
-            ) and not self._still_exists(got):
-                continue
+                got = self._create_for(got)
+            else:
+                last_used = got._spanpool_last_used
+                max_age = self._max_age
+                if (
+                    (max_age is not None and self._clock() - last_used >= max_age)
+                    or last_used < self._verify_before
+                ) and not self._still_exists(got):
+                    continue
+            if self._checkouts is not None:
+                self._checkouts.checked_out(got)
             return got
 
     def _create_for(self, permit: CreationPermit[Any]) -> Any:
@@ -232,9 +239,13 @@ class ManagedPool(AbstractSessionPool):
     def put(self, session: Any) -> None:
         """Return a checked-out session. A session of another pool or database, or one
         returned twice, raises :class:`~spanpool.errors.NotCheckedOut`."""
+        if self._forked:
+            self._refuse_if_forked()
         if getattr(session, "_spanpool_owner", None) is not self or not session._spanpool_pooled:
             self._adopt_or_refuse(session)
             return
+        if self._checkouts is not None:
+            self._checkouts.returned(session)
         if session._spanpool_gone:
             self._session_gone(session)
             return
@@ -274,7 +285,10 @@ class ManagedPool(AbstractSessionPool):
 
     def _session_gone(self, session: Any) -> None:
         """A checked-out session was deleted or lost on the server: forget it."""
+        self._refuse_if_forked()
         self._verify_before = self._clock()
+        if self._checkouts is not None:
+            self._checkouts.returned(session)
         try:
             self._core.discard(session)
         except NotCheckedOut:
@@ -382,16 +396,41 @@ class ManagedPool(AbstractSessionPool):
     def close(self) -> None:
         """Stop maintenance and delete the pool's sessions; sessions still checked out are
         deleted when they are returned. Further ``get()`` raise
-        :class:`~spanpool.errors.PoolClosed`."""
-        if self._core.forked:
-            return  # the sessions are the parent's: leave them to it
+        :class:`~spanpool.errors.PoolClosed`. In a forked child it does nothing: the sessions
+        are the parent's."""
+        if self._forked:
+            return
         worker, self._worker = self._worker, None
         if worker is not None:
             worker.stop()
         if self._exit_hook is not None:
-            atexit.unregister(self._exit_hook)
+            self._exit_hook.cancel()
             self._exit_hook = None
-        self._delete_all(self._core.close())
+        self._delete_all(self._close_core())
+
+    def _close_core(self) -> list[Any]:
+        """Close the core and return its idle sessions for deletion, warning about the sessions
+        still checked out (deleted when returned, or left to the server if never returned)."""
+        closing = not self._core.closed
+        idle = self._core.close()
+        in_use = self._core.get_stats()[POOL_IN_USE] if closing else 0
+        if in_use:
+            if self._checkouts is not None:
+                sites = "".join(
+                    f"checked out {checkout.held_for:.1f}s ago at:\n{where(checkout)}"
+                    for checkout in self._checkouts.outstanding()
+                )
+            else:
+                sites = "(pass leak_threshold=seconds to record where sessions are checked out)\n"
+            log.warning(
+                "%s closed with %d session%s still checked out: each is deleted when returned "
+                "(one never returned stays on the server until it expires)\n%s",
+                self._name,
+                in_use,
+                "" if in_use == 1 else "s",
+                sites,
+            )
+        return idle
 
     def __enter__(self) -> ManagedPool:
         return self
@@ -441,6 +480,7 @@ class ManagedPool(AbstractSessionPool):
     def maintain(self) -> None:
         """One round of maintenance: ping the sessions that are due, a few at a time so that
         pings spread over the interval; replace lost ones; report leaks."""
+        self._refuse_if_forked()
         if self._core.closed:
             return
         interval = self._keepalive_interval
@@ -462,47 +502,55 @@ class ManagedPool(AbstractSessionPool):
     def check_leaks(self) -> int:
         """Warn about sessions held longer than ``leak_threshold``, naming where each was
         checked out; returns how many are overdue."""
-        if self._leak_threshold is None:
+        self._refuse_if_forked()
+        if self._checkouts is None or self._leak_threshold is None:
             return 0
-        overdue = self._core.overdue(self._leak_threshold)
-        for checkout in overdue:
-            key = (id(checkout.item), checkout.since)
-            if key in self._leaks_reported:
-                continue
-            self._leaks_reported.add(key)
-            where = "".join(checkout.site.format()) if checkout.site else "(unknown)\n"
-            message = (
-                f"{self._name}: session {checkout.item.name} has been checked out for "
-                f"{checkout.held_for:.1f}s (leak_threshold={self._leak_threshold}s); "
-                f"checked out at:\n{where}"
-            )
-            log.warning(message)
-            warnings.warn(message, SessionLeakWarning, stacklevel=2)
-        return len(overdue)
+        return self._checkouts.warn_overdue(self._name, self._leak_threshold)
 
     def get_stats(self) -> dict[str, int]:
-        """Gauges and counters in psycopg_pool's style (times in ms)."""
+        """Gauges and counters in psycopg_pool's style (times in ms); the keys are named in
+        :mod:`spanpool.stats`."""
+        self._refuse_if_forked()
         stats = self._core.get_stats()
         stats.update(self._counters.snapshot())
         return stats
 
     def pop_stats(self) -> dict[str, int]:
         """:meth:`get_stats`, then reset the counters."""
+        self._refuse_if_forked()
         stats = self._core.pop_stats()
         stats.update(self._counters.pop())
         return stats
 
-    def _check_usable(self) -> None:
-        if self._core.forked:
+    # -- fork -----------------------------------------------------------------------------------
+
+    def _after_fork(self) -> None:
+        # In a child process: its parent's threads, tasks and locks are not here, and the
+        # sessions are the parent's. Every method refuses from now on; nothing is touched.
+        self._forked = True
+        self._worker = None
+
+    def _refuse_if_forked(self) -> None:
+        if self._forked:
             raise PoolForked(
-                f"{self._name} was created in process {self._core.owner_pid}, and this is "
-                f"process {os.getpid()} (a fork): its sessions and gRPC channel belong to the "
-                "parent. Create the client and the pool in the child process."
+                f"{self._name} was created in process {self._pid}, and this is process "
+                f"{os.getpid()} (a fork): its sessions and gRPC channel belong to the parent. "
+                "Create the client and the pool in the child process."
             )
+
+    def _check_usable(self, *, bound: bool = False) -> None:
+        self._refuse_if_forked()
         if self._core.closed:
             raise PoolClosed(f"{self._name} is closed")
+        if bound and self._database is None:
+            raise PoolUsageError(
+                f"{self._name} is not bound to a database: pass it to instance.database(..., "
+                "pool=pool), or call pool.bind(database), before get()"
+            )
 
     def __repr__(self) -> str:
+        if self._forked:
+            return f"<{self._name} of process {self._pid} (this process is a fork of it)>"
         stats = self._core.get_stats()
         return (
             f"<{self._name} size={self.size} idle={stats[POOL_AVAILABLE]} "
