@@ -380,6 +380,25 @@ def test_list_sessions_filters_by_label(server: LocalSpanner, regular_sessions: 
     assert len(listed) == 2
 
 
+def test_list_sessions_filters_as_cloud_spanner_does(
+    server: LocalSpanner, regular_sessions: None
+) -> None:
+    database = server.database("listing-filters")
+    for labels in ({"team": "payments"}, {"team": "pay"}, {"team": "ops", "env": "dev"}, {}):
+        database.session(labels=labels).create()
+
+    def listed(text: str) -> int:
+        request = {"database": database.name, "filter": text}
+        return len(list(database.spanner_api.list_sessions(request=request)))
+
+    assert listed("labels.team:*") == 3  # the label is set
+    assert listed("labels.team") == 3
+    assert listed("labels.team:pay") == 2  # the value contains the text
+    assert listed("labels.team:PAY") == 2  # whatever its case
+    assert listed("labels.team:ops AND labels.env:dev") == 1
+    assert listed("labels.env:*") == 1
+
+
 def test_session_times_move_with_the_clock(clock: FakeClock, regular_sessions: None) -> None:
     with LocalSpanner(clock=clock) as server:
         database = server.database("times")

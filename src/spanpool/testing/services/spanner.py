@@ -337,12 +337,17 @@ def _run_statement(
 
 
 def _matches_filter(session: SessionState, text: str) -> bool:
-    """ListSessions filters of the form ``labels.key:value`` or ``labels.key`` (ANDed)."""
+    """ListSessions filters as Cloud Spanner reads them, ANDed: ``labels.key:*`` or
+    ``labels.key`` (the label is set), ``labels.key:value`` (its value contains ``value``,
+    ignoring case)."""
     for clause in text.split(" AND "):
         clause = clause.strip()
         if not clause.startswith("labels."):
             raise invalid(f"Unsupported ListSessions filter: {clause!r}")
         key, _, value = clause[len("labels.") :].partition(":")
-        if key not in session.labels or (value and session.labels[key] != value.strip('"')):
+        value = value.strip('"')
+        if key not in session.labels:
+            return False
+        if value and value != "*" and value.lower() not in session.labels[key].lower():
             return False
     return True
