@@ -28,7 +28,7 @@ from spanpool import (
     StoreError,
 )
 from spanpool.bridge import client as _bridge
-from spanpool.cache.pool import SERVER_IDLE_EXPIRY, WINDOW
+from spanpool.cache.maintain import SERVER_IDLE_EXPIRY, WINDOW
 from spanpool.stores import Holder, MemoryStore
 from spanpool.testing import LocalSpanner
 
@@ -862,7 +862,7 @@ def test_a_lost_answer_while_downsizing_is_taken_back_by_maintain(
 
 def test_a_store_error_names_the_pool_and_step(server: LocalSpanner) -> None:
     class Broken(MemoryStore):
-        def acquire(self, key: str, **kwargs: Any) -> Any:  # type: ignore[override]
+        def acquire(self, key: str, checkout: Any) -> Any:  # type: ignore[override]
             raise ConnectionError("connection refused")
 
     pool = CacheSessionPool(Broken(), min_sessions=0)

@@ -22,7 +22,7 @@ import redis
 
 from spanpool.cache.redis import RedisStore
 from spanpool.errors import StoreError
-from spanpool.stores import Holder, MemoryStore, SessionRecord
+from spanpool.stores import Checkout, Holder, MemoryStore, SessionRecord, TakeIdle
 
 from ..redis_server import redis_server
 
@@ -53,12 +53,14 @@ def client(redis_url: str) -> Iterator[Any]:
 def acquire(store: Any, key: str, now: float = 1000.0, max_sessions: int = 4) -> Any:
     return store.acquire(
         key,
-        holder=HOLDER,
-        now=now,
-        max_sessions=max_sessions,
-        reclaim_before=NEVER,
-        expired_before=NEVER,
-        retire_before=NEVER,
+        Checkout(
+            holder=HOLDER,
+            now=now,
+            max_sessions=max_sessions,
+            reclaim_before=NEVER,
+            expired_before=NEVER,
+            retire_before=NEVER,
+        ),
     )
 
 
@@ -297,12 +299,14 @@ def test_times_come_back_exactly(store: RedisStore) -> None:
     now = 1763800000.123456
     got = store.acquire(
         "k",
-        holder=HOLDER,
-        now=now,
-        max_sessions=2,
-        reclaim_before=now - 1e-6,
-        expired_before=now - 3600,
-        retire_before=now - 86400,
+        Checkout(
+            holder=HOLDER,
+            now=now,
+            max_sessions=2,
+            reclaim_before=now - 1e-6,
+            expired_before=now - 3600,
+            retire_before=now - 86400,
+        ),
     )
     record = SessionRecord("s1", now - 0.1 - 0.2, now)
     assert store.created("k", got.token, record, now=now, check_out=True)
@@ -311,14 +315,14 @@ def test_times_come_back_exactly(store: RedisStore) -> None:
     assert [claim.since for claim in store.claims("k")] == [now + 1e-6]
     assert store.release("k", "s1", got.token, now=now + 0.000001)
     assert store.stats("k").window_start == now
-    taken = store.take_idle("k", limit=1, keep=0, now=now, last_used_before=now + 2e-6)
+    taken = store.take_idle("k", TakeIdle(limit=1, keep=0, now=now, last_used_before=now + 2e-6))
     assert taken == [(SessionRecord("s1", now - 0.1 - 0.2, now + 0.000001), None)]
     # Bounds are exclusive at the last bit: a session last used exactly at the bound stays.
     token = store.reserve("k", holder=HOLDER, now=now, target=1, max_sessions=1)[0]
     assert store.created("k", token, SessionRecord("s2", now, now), now=now, check_out=False)
-    assert store.take_idle("k", limit=1, keep=0, now=now, last_used_before=now) == []
+    assert store.take_idle("k", TakeIdle(limit=1, keep=0, now=now, last_used_before=now)) == []
     just_after = math.nextafter(now, math.inf)
-    assert store.take_idle("k", limit=1, keep=0, now=now, last_used_before=just_after)
+    assert store.take_idle("k", TakeIdle(limit=1, keep=0, now=now, last_used_before=just_after))
 
 
 def _hammer(
@@ -333,12 +337,14 @@ def _hammer(
             now = time.time()
             got = store.acquire(
                 "k",
-                holder=holder,
-                now=now,
-                max_sessions=4,
-                reclaim_before=NEVER,
-                expired_before=NEVER,
-                retire_before=NEVER,
+                Checkout(
+                    holder=holder,
+                    now=now,
+                    max_sessions=4,
+                    reclaim_before=NEVER,
+                    expired_before=NEVER,
+                    retire_before=NEVER,
+                ),
             )
             if got.record is None and got.token is None:
                 store.wait_for_release("k", 1.0, got.releases)
@@ -430,7 +436,7 @@ def _compare_with_memory(red: RedisStore, seed: int, steps: int) -> None:
                 "expired_before": now - rnd.choice([3, 10, 1000, math.inf]),
                 "retire_before": now - rnd.choice([5, 20, 1000]),
             }
-            a, b = mem.acquire("k", **kw), red.acquire("k", **kw)
+            a, b = mem.acquire("k", Checkout(**kw)), red.acquire("k", Checkout(**kw))
             pair(a.token, b.token)
             assert (a.record, a.dropped, a.reclaimed, a.releases) == (
                 b.record,
@@ -479,7 +485,10 @@ def _compare_with_memory(red: RedisStore, seed: int, steps: int) -> None:
                 "created_before": rnd.choice([None, now, now - 2, now - 6]),
                 "holder": rnd.choice([None, *holders]),
             }
-            mine_taken, theirs_taken = mem.take_idle("k", **kw), red.take_idle("k", **kw)
+            mine_taken, theirs_taken = (
+                mem.take_idle("k", TakeIdle(**kw)),
+                red.take_idle("k", TakeIdle(**kw)),
+            )
             assert [r for r, _ in mine_taken] == [r for r, _ in theirs_taken], what
             for (_, x), (_, y) in zip(mine_taken, theirs_taken, strict=True):
                 pair(x, y)

@@ -24,6 +24,7 @@ import pytest
 from spanpool.errors import StoreError
 from spanpool.stores import (
     Acquired,
+    Checkout,
     Claim,
     Holder,
     MemoryStore,
@@ -31,6 +32,7 @@ from spanpool.stores import (
     SQLiteStore,
     Store,
     StoreStats,
+    TakeIdle,
 )
 
 A = Holder("host-a", 101)
@@ -80,12 +82,14 @@ def acquire(
 ) -> Acquired:
     return store.acquire(
         key,
-        holder=holder,
-        now=now,
-        max_sessions=max_sessions,
-        reclaim_before=reclaim_before,
-        expired_before=expired_before,
-        retire_before=retire_before,
+        Checkout(
+            holder=holder,
+            now=now,
+            max_sessions=max_sessions,
+            reclaim_before=reclaim_before,
+            expired_before=expired_before,
+            retire_before=retire_before,
+        ),
     )
 
 
@@ -391,41 +395,47 @@ def test_take_idle_least_recently_used_first_within_limit_and_keep(store: Store,
     add_four_idle(store, key)  # least recently used first: s2, s4, s3, s1
     store.reserve(key, holder=A, now=60.0, target=6, max_sessions=6)
     assert store.stats(key) == StoreStats(4, 1, 1, 1, 50.0)
-    taken = store.take_idle(key, limit=2, keep=0, now=100.0)
+    taken = store.take_idle(key, TakeIdle(limit=2, keep=0, now=100.0))
     assert taken == [
         (SessionRecord("s2", 25.0, 10.0), None),
         (SessionRecord("s4", 35.0, 20.0), None),
     ]
     assert store.stats(key) == StoreStats(2, 1, 1, 1, 50.0)
     # ``keep`` counts idle, checked-out sessions and permits: 4 in the pool.
-    assert store.take_idle(key, limit=10, keep=4, now=101.0) == []
-    assert store.take_idle(key, limit=10, keep=9, now=101.0) == []
-    assert store.take_idle(key, limit=0, keep=0, now=101.0) == []
-    assert names(r for r, _ in store.take_idle(key, limit=10, keep=3, now=102.0)) == ["s3"]
-    assert names(r for r, _ in store.take_idle(key, limit=10, keep=0, now=103.0)) == ["s1"]
-    assert store.take_idle(key, limit=10, keep=0, now=104.0) == []
+    assert store.take_idle(key, TakeIdle(limit=10, keep=4, now=101.0)) == []
+    assert store.take_idle(key, TakeIdle(limit=10, keep=9, now=101.0)) == []
+    assert store.take_idle(key, TakeIdle(limit=0, keep=0, now=101.0)) == []
+    assert names(r for r, _ in store.take_idle(key, TakeIdle(limit=10, keep=3, now=102.0))) == [
+        "s3"
+    ]
+    assert names(r for r, _ in store.take_idle(key, TakeIdle(limit=10, keep=0, now=103.0))) == [
+        "s1"
+    ]
+    assert store.take_idle(key, TakeIdle(limit=10, keep=0, now=104.0)) == []
     assert store.stats(key) == StoreStats(0, 1, 1, 1, 50.0)
 
 
 def test_take_idle_filters(store: Store, key: str) -> None:
     add_four_idle(store, key)
-    taken = store.take_idle(key, limit=10, keep=0, now=100.0, last_used_before=30.0)
+    taken = store.take_idle(key, TakeIdle(limit=10, keep=0, now=100.0, last_used_before=30.0))
     assert names(r for r, _ in taken) == ["s2", "s4"]  # s3 was last used at 30: not before
     add(store, key, "s2", created_at=25.0, last_used=10.0)
     add(store, key, "s4", created_at=35.0, last_used=20.0)
-    taken = store.take_idle(key, limit=1, keep=0, now=100.0, created_before=20.0)
+    taken = store.take_idle(key, TakeIdle(limit=1, keep=0, now=100.0, created_before=20.0))
     assert taken == [(SessionRecord("s3", 15.0, 30.0), None)]  # s1 matches too, but limit 1
     taken = store.take_idle(
-        key, limit=10, keep=0, now=100.0, created_before=30.0, last_used_before=45.0
+        key, TakeIdle(limit=10, keep=0, now=100.0, created_before=30.0, last_used_before=45.0)
     )
     assert names(r for r, _ in taken) == ["s2", "s1"]
-    assert names(r for r, _ in store.take_idle(key, limit=10, keep=0, now=100.0)) == ["s4"]
+    assert names(r for r, _ in store.take_idle(key, TakeIdle(limit=10, keep=0, now=100.0))) == [
+        "s4"
+    ]
     assert store.stats(key) == StoreStats(0, 0, 0, 0, None)
 
 
 def test_take_idle_with_a_holder_checks_sessions_out(store: Store, key: str) -> None:
     add_four_idle(store, key)
-    taken = store.take_idle(key, limit=2, keep=0, now=100.0, holder=B)
+    taken = store.take_idle(key, TakeIdle(limit=2, keep=0, now=100.0, holder=B))
     assert names(r for r, _ in taken) == ["s2", "s4"]
     tokens = [t for _, t in taken]
     assert None not in tokens and len(set(tokens)) == 2
@@ -433,7 +443,9 @@ def test_take_idle_with_a_holder_checks_sessions_out(store: Store, key: str) -> 
     claims = sorted(store.claims(key), key=lambda c: str(c.name))
     assert claims == [Claim(str(tokens[0]), B, 100.0, "s2"), Claim(str(tokens[1]), B, 100.0, "s4")]
     # keep counts checked-out sessions: 4 in the pool, keep 3 -> one more.
-    assert names(r for r, _ in store.take_idle(key, limit=5, keep=3, now=101.0, holder=B)) == ["s3"]
+    assert names(
+        r for r, _ in store.take_idle(key, TakeIdle(limit=5, keep=3, now=101.0, holder=B))
+    ) == ["s3"]
     assert store.release(key, "s2", str(tokens[0]), now=150.0)
     assert acquire(store, key, 160.0).record == SessionRecord("s2", 25.0, 150.0)
 
@@ -485,7 +497,7 @@ def test_acquire_raises_the_high_water_mark(store: Store, key: str) -> None:
 def test_a_reclaim_raises_the_high_water_mark(store: Store, key: str) -> None:
     add(store, key, "s1")
     add(store, key, "s2")
-    assert len(store.take_idle(key, limit=2, keep=0, now=10.0, holder=B)) == 2
+    assert len(store.take_idle(key, TakeIdle(limit=2, keep=0, now=10.0, holder=B))) == 2
     taken = acquire(store, key, 100.0, max_sessions=2, reclaim_before=50.0)
     assert taken.reclaimed
     assert store.stats(key).high_water == 2
@@ -620,8 +632,8 @@ def test_sqlite_breaks_ties_as_the_reference(sqlite_store: SQLiteStore, key: str
             add(store, key, name, now=10.0)
         [permit] = store.reserve(key, holder=A, now=10.0, target=5, max_sessions=5)
         seen.append(acquire(store, key, 20.0, max_sessions=5).record)  # c: idle first
-        seen.append(store.take_idle(key, limit=1, keep=0, now=20.0))  # a
-        taken = store.take_idle(key, limit=2, keep=0, now=20.0, holder=B)  # b, d
+        seen.append(store.take_idle(key, TakeIdle(limit=1, keep=0, now=20.0)))  # a
+        taken = store.take_idle(key, TakeIdle(limit=2, keep=0, now=20.0, holder=B))  # b, d
         seen.append([record for record, _ in taken])
         seen.append([(c.name, c.since) for c in store.claims(key)])
         store.create_failed(key, permit)
@@ -809,7 +821,7 @@ def test_sqlite_threads_never_share_a_session(sqlite_store: SQLiteStore, key: st
 
 
 def test_sqlite_forked_child_opens_its_own_connection(sqlite_store: SQLiteStore, key: str) -> None:
-    from spanpool.cache import sqlite as sqlite_module
+    from spanpool.cache import _sqlite_file as sqlite_module
 
     token = check_out(sqlite_store, key, "s1", 100.0)
     pid = os.fork()
@@ -888,12 +900,14 @@ def _hammer(path: str, key: str, barrier: Any, results: Any, seconds: float) -> 
             n += 1
             acquired = store.acquire(
                 key,
-                holder=holder,
-                now=time.monotonic(),
-                max_sessions=HAMMER_MAX,
-                reclaim_before=-1e18,
-                expired_before=-1e18,
-                retire_before=-1e18,
+                Checkout(
+                    holder=holder,
+                    now=time.monotonic(),
+                    max_sessions=HAMMER_MAX,
+                    reclaim_before=-1e18,
+                    expired_before=-1e18,
+                    retire_before=-1e18,
+                ),
             )
             got = time.monotonic()
             if acquired.token is None:
@@ -984,7 +998,7 @@ def test_sqlite_processes_never_share_a_session(tmp_path: Path, key: str) -> Non
         stats = store.stats(key)
         assert stats.in_use == 0 and stats.creating == 0 and stats.high_water <= HAMMER_MAX
         assert store.claims(key) == []
-        idle = {r.name for r, _ in store.take_idle(key, limit=100, keep=0, now=0.0)}
+        idle = {r.name for r, _ in store.take_idle(key, TakeIdle(limit=100, keep=0, now=0.0))}
         assert idle == set(births) - set(deaths)
     finally:
         store.close()

@@ -27,7 +27,16 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from spanpool.stores import Claim, Holder, MemoryStore, SessionRecord, SQLiteStore, Store
+from spanpool.stores import (
+    Checkout,
+    Claim,
+    Holder,
+    MemoryStore,
+    SessionRecord,
+    SQLiteStore,
+    Store,
+    TakeIdle,
+)
 
 A = Holder("host-a", 101)
 B = Holder("host-b", 202)
@@ -190,8 +199,8 @@ class StoreComparison(RuleBasedStateMachine):
             "expired_before": NEVER if expire_age is None else self.now - expire_age,
             "retire_before": NEVER if retire_age is None else self.now - retire_age,
         }
-        want = self.ref.acquire(self.key, **kwargs)
-        got = self.store.acquire(self.key, **kwargs)
+        want = self.ref.acquire(self.key, Checkout(**kwargs))
+        got = self.store.acquire(self.key, Checkout(**kwargs))
         assert got.record == want.record
         assert got.reclaimed == want.reclaimed
         self.same_records(list(got.dropped), list(want.dropped))
@@ -282,8 +291,8 @@ class StoreComparison(RuleBasedStateMachine):
             "created_before": None if created_age is None else self.now - created_age,
             "holder": holder,
         }
-        want = self.ref.take_idle(self.key, **kwargs)
-        got = self.store.take_idle(self.key, **kwargs)
+        want = self.ref.take_idle(self.key, TakeIdle(**kwargs))
+        got = self.store.take_idle(self.key, TakeIdle(**kwargs))
         assert [record for record, _ in got] == [record for record, _ in want]
         for (_, token), (_, ref_token) in zip(got, want, strict=True):
             self.pair(ref_token, token)

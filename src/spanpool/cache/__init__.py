@@ -1,46 +1,21 @@
 """``CacheSessionPool``: one session pool shared by many processes and hosts through a store.
 
+- ``pool.py``: the pool (acquire, release, warmup, downsize, clear, stats);
+- ``maintain.py``: ``maintain()`` and the time rules (refresh spreading, replacing old sessions,
+  auto-downsizing, taking back the claims of dead holders);
+- ``_steps.py``: running store steps, the journal of steps to retry, in-flight tokens;
+- ``_creating.py``: new sessions under creation permits; ``_held.py``: what this process holds
+  (returned at exit, forgotten after fork);
 - ``store.py``: the contract every store meets, each operation one atomic step;
-- ``memory.py``, ``sqlite.py``, ``redis.py``: the stores (one process; one host through a SQLite
-  file; many hosts through Redis);
-- ``pool.py``: the pool over a store.
+- ``memory.py``, ``sqlite.py`` (with ``_sqlite_file.py``), ``redis.py`` (with its scripts in
+  ``redis.lua``): the stores, for one process, one host, many hosts.
+
+Users reach the stores through :mod:`spanpool.stores`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from .maintain import MaintenanceReport
+from .pool import CacheSessionPool
 
-from .memory import MemoryStore
-from .pool import CacheSessionPool, MaintenanceReport
-from .store import Acquired, Claim, Holder, SessionRecord, Store, StoreStats
-
-if TYPE_CHECKING:
-    from .redis import RedisStore
-    from .sqlite import SQLiteStore
-
-__all__ = [
-    "Acquired",
-    "CacheSessionPool",
-    "Claim",
-    "Holder",
-    "MaintenanceReport",
-    "MemoryStore",
-    "RedisStore",
-    "SQLiteStore",
-    "SessionRecord",
-    "Store",
-    "StoreStats",
-]
-
-
-def __getattr__(name: str) -> Any:
-    # Imported on first use, so that spanpool works without the redis package.
-    if name == "SQLiteStore":
-        from .sqlite import SQLiteStore
-
-        return SQLiteStore
-    if name == "RedisStore":
-        from .redis import RedisStore
-
-        return RedisStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["CacheSessionPool", "MaintenanceReport"]

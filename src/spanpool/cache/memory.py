@@ -6,7 +6,7 @@ import dataclasses
 import threading
 
 from ..errors import StoreError
-from .store import Acquired, Claim, Holder, SessionRecord, StoreStats, new_token
+from .store import Acquired, Checkout, Claim, Holder, SessionRecord, StoreStats, TakeIdle, new_token
 
 
 @dataclasses.dataclass
@@ -21,11 +21,9 @@ class _PoolState:
     def total(self) -> int:
         return len(self.idle) + len(self.in_use) + len(self.permits)
 
-    def checked_out(self, name: str, token: str) -> SessionRecord | None:
+    def checked_out(self, name: str, token: str) -> tuple[SessionRecord, Claim] | None:
         entry = self.in_use.get(name)
-        if entry is None or entry[1].token != token:
-            return None
-        return entry[0]
+        return entry if entry is not None and entry[1].token == token else None
 
 
 class MemoryStore:
@@ -45,17 +43,9 @@ class MemoryStore:
             state = self._pools[key] = _PoolState()
         return state
 
-    def acquire(
-        self,
-        key: str,
-        *,
-        holder: Holder,
-        now: float,
-        max_sessions: int,
-        reclaim_before: float,
-        expired_before: float,
-        retire_before: float,
-    ) -> Acquired:
+    def acquire(self, key: str, checkout: Checkout) -> Acquired:
+        holder, now, reclaim_before = checkout.holder, checkout.now, checkout.reclaim_before
+        expired_before, retire_before = checkout.expired_before, checkout.retire_before
         with self._lock:
             state = self._state(key)
             if state.window_start is None:
@@ -75,7 +65,7 @@ class MemoryStore:
             if state.idle:
                 record = max(state.idle.values(), key=lambda r: r.last_used)
                 del state.idle[record.name]
-            elif state.total() < max_sessions:
+            elif state.total() < checkout.max_sessions:
                 state.permits[token] = Claim(token, holder, now)
             else:
                 stale = [(c.since, n) for n, (_, c) in state.in_use.items()]
@@ -103,8 +93,7 @@ class MemoryStore:
                 state.high_water = max(state.high_water, len(state.in_use))
             else:
                 state.idle[record.name] = record
-                state.releases += 1
-                self._released.notify_all()
+                self._freed(state)
             return True
 
     def create_failed(self, key: str, token: str) -> None:
@@ -127,24 +116,20 @@ class MemoryStore:
     def release(self, key: str, name: str, token: str, *, now: float) -> bool:
         with self._lock:
             state = self._state(key)
-            record = state.checked_out(name, token)
-            if record is None:
-                return False
-            del state.in_use[name]
-            state.idle[name] = dataclasses.replace(record, last_used=now)
-            state.releases += 1
-            self._released.notify_all()
-            return True
+            entry = state.checked_out(name, token)
+            if entry is not None:
+                del state.in_use[name]
+                state.idle[name] = dataclasses.replace(entry[0], last_used=now)
+                self._freed(state)
+            return entry is not None
 
     def keep_alive(self, key: str, name: str, token: str, *, now: float) -> bool:
         with self._lock:
             state = self._state(key)
-            record = state.checked_out(name, token)
-            if record is None:
-                return False
-            claim = state.in_use[name][1]
-            state.in_use[name] = (record, dataclasses.replace(claim, since=now))
-            return True
+            entry = state.checked_out(name, token)
+            if entry is not None:
+                state.in_use[name] = (entry[0], dataclasses.replace(entry[1], since=now))
+            return entry is not None
 
     def discard(self, key: str, name: str, token: str) -> bool:
         with self._lock:
@@ -156,37 +141,28 @@ class MemoryStore:
             return True
 
     def _freed(self, state: _PoolState) -> None:
-        # A place under max_sessions is free again: waiters may now create a session.
+        # A session is idle again, or a place under max_sessions is free: wake the waiters.
         state.releases += 1
         self._released.notify_all()
 
-    def take_idle(
-        self,
-        key: str,
-        *,
-        limit: int,
-        keep: int,
-        now: float,
-        last_used_before: float | None = None,
-        created_before: float | None = None,
-        holder: Holder | None = None,
-    ) -> list[tuple[SessionRecord, str | None]]:
+    def take_idle(self, key: str, take: TakeIdle) -> list[tuple[SessionRecord, str | None]]:
         with self._lock:
             state = self._state(key)
-            limit = min(limit, state.total() - keep)
+            limit = min(take.limit, state.total() - take.keep)
             taken: list[tuple[SessionRecord, str | None]] = []
             for record in sorted(state.idle.values(), key=lambda r: r.last_used):
                 if len(taken) >= limit:
                     break
-                if last_used_before is not None and record.last_used >= last_used_before:
+                if take.last_used_before is not None and record.last_used >= take.last_used_before:
                     continue
-                if created_before is not None and record.created_at >= created_before:
+                if take.created_before is not None and record.created_at >= take.created_before:
                     continue
                 del state.idle[record.name]
                 token: str | None = None
-                if holder is not None:
+                if take.holder is not None:
                     token = new_token()
-                    state.in_use[record.name] = (record, Claim(token, holder, now, record.name))
+                    claim = Claim(token, take.holder, take.now, record.name)
+                    state.in_use[record.name] = (record, claim)
                 taken.append((record, token))
             return taken
 
@@ -223,8 +199,7 @@ class MemoryStore:
                 del state.permits[token]
                 found += 1
             if found:
-                state.releases += 1
-                self._released.notify_all()
+                self._freed(state)
             return found
 
     def clear(self, key: str) -> list[SessionRecord]:

@@ -2,27 +2,12 @@
 
 Every step is one Lua script run with ``EVALSHA`` (``EVAL`` once after the server lost its
 script cache): one round trip, atomic on the server, and touching only the keys of one pool.
-Those keys share the hash tag ``{<key>}``, so a pool lives on one slot of a cluster:
-
-- ``<prefix>:{<key>}:idle``: ZSET of idle sessions, scored by ``last_used``; each member is
-  ``<seq>:<name>``, ``<seq>`` being a 16-digit number that grows each time a session becomes
-  idle, so that sessions with equal times keep the order in which they became idle;
-- ``...:idle:born``: ZSET of the same members, scored by ``created_at``;
-- ``...:idle:rec``: HASH name -> JSON ``[member, created_at, last_used]``;
-- ``...:used``: HASH name -> JSON ``[seq, token, host, pid, since, created_at, last_used]`` of
-  the checked-out sessions;
-- ``...:used:since``: ZSET name -> ``since`` of the checked-out sessions;
-- ``...:permits``: HASH token -> JSON ``[seq, host, pid, since]`` of the creation permits;
-- ``...:permits:since``: ZSET token -> ``since`` of the permits;
-- ``...:meta``: HASH with ``window_start``, ``high_water``, ``releases`` (a counter of the
-  steps that made a session idle) and ``seq``;
-- ``...:signal``: LIST of release markers (the value of ``releases`` after each release, the
-  newest first, at most 16), popped with ``BLPOP`` by ``wait_for_release``.
-
-Times are passed to the scripts as ``repr(float)`` strings and kept as those strings, so they
-come back exactly; the scripts compare them as doubles (ZSET scores and ``tonumber`` parse them
-into the same double as Python). Tokens are made by the scripts from a random seed the caller
-passes in, so the scripts stay deterministic.
+The scripts are in ``redis.lua`` beside this module, each headed with what it reads and
+returns. A pool's keys share the hash tag ``{<key>}``, so a pool lives on one slot of a
+cluster: ``<prefix>:{<key>}:idle`` (a ZSET of idle sessions by ``last_used``), ``...:idle:born``,
+``...:idle:rec``, ``...:used``, ``...:used:since``, ``...:permits``, ``...:permits:since``,
+``...:meta`` and ``...:signal`` (release markers popped with ``BLPOP`` by
+``wait_for_release``); ``redis.lua`` describes each.
 
 A failed step raises :class:`~spanpool.errors.StoreError`. Redis runs a script whole, without
 other clients in between, and refuses one that cannot write (out of memory) before its first
@@ -41,10 +26,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import secrets
 import threading
 import time
 from collections.abc import Sequence
+from importlib import resources
 from typing import Any
 
 try:
@@ -54,7 +41,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("RedisStore needs the redis package: pip install 'spanpool[redis]'") from exc
 
 from ..errors import StoreError
-from .store import Acquired, Claim, Holder, SessionRecord, StoreStats
+from .store import Acquired, Checkout, Claim, Holder, SessionRecord, StoreStats, TakeIdle
 
 _SUFFIXES = (
     "idle",
@@ -69,421 +56,36 @@ _SUFFIXES = (
 )
 # What a failing server or connection raises from the client.
 _FAILURES = (redis.exceptions.RedisError, OSError)
-_SIGNAL_LENGTH = 16  # markers kept in the signal list
 _MIN_BLOCK = 0.01  # BLPOP rounds its timeout down to milliseconds, and 0 blocks forever
-
-# Shared by every script: the keys of one pool, in the order of _SUFFIXES, and helpers.
-_PRELUDE = """
-local k_idle, k_born, k_irec = KEYS[1], KEYS[2], KEYS[3]
-local k_used, k_usince = KEYS[4], KEYS[5]
-local k_permits, k_psince = KEYS[6], KEYS[7]
-local k_meta, k_signal = KEYS[8], KEYS[9]
-
--- Fixed width, so that comparing members compares the order sessions became idle in.
-local function next_seq()
-  return string.format('%016d', redis.call('HINCRBY', k_meta, 'seq', 1))
-end
-
--- Tokens derive from the caller's random seed: the script stays deterministic.
-local function mint(seed, i)
-  return string.sub(redis.sha1hex(seed .. ':' .. i), 1, 16)
-end
-
-local function total()
-  return redis.call('ZCARD', k_idle) + redis.call('HLEN', k_used)
-    + redis.call('HLEN', k_permits)
-end
-
--- A session becomes idle. A name already idle keeps its member (its place in the order),
--- and only gets the new times.
-local function idle_put(name, created, last_used)
-  local old = redis.call('HGET', k_irec, name)
-  local member
-  if old then
-    member = cjson.decode(old)[1]
-  else
-    member = next_seq() .. ':' .. name
-  end
-  redis.call('ZADD', k_idle, last_used, member)
-  redis.call('ZADD', k_born, created, member)
-  redis.call('HSET', k_irec, name, cjson.encode({member, created, last_used}))
-end
-
--- Removes an idle session by its member; returns name, created_at, last_used.
-local function idle_take(member)
-  local name = string.sub(member, 18)
-  local rec = cjson.decode(redis.call('HGET', k_irec, name))
-  redis.call('ZREM', k_idle, member)
-  redis.call('ZREM', k_born, member)
-  redis.call('HDEL', k_irec, name)
-  return name, rec[2], rec[3]
-end
-
--- The seq of a new claim on name. A name already checked out (a caller's mistake: one name
--- created twice) keeps its seq, as a dict keeps the place of a replaced key.
-local function use_seq(name)
-  local raw = redis.call('HGET', k_used, name)
-  if raw then
-    return cjson.decode(raw)[1]
-  end
-  return next_seq()
-end
-
-local function use_put(name, seq, token, host, pid, since, created, last_used)
-  redis.call('HSET', k_used, name,
-    cjson.encode({seq, token, host, pid, since, created, last_used}))
-  redis.call('ZADD', k_usince, since, name)
-end
-
-local function use_drop(name)
-  redis.call('HDEL', k_used, name)
-  redis.call('ZREM', k_usince, name)
-end
-
--- The decoded entry of name when it is checked out under token, else nil.
-local function checked_out(name, token)
-  local raw = redis.call('HGET', k_used, name)
-  if not raw then
-    return nil
-  end
-  local entry = cjson.decode(raw)
-  if entry[2] ~= token then
-    return nil
-  end
-  return entry
-end
-
-local function permit_put(token, host, pid, since)
-  redis.call('HSET', k_permits, token, cjson.encode({next_seq(), host, pid, since}))
-  redis.call('ZADD', k_psince, since, token)
-end
-
-local function permit_drop(token)
-  redis.call('ZREM', k_psince, token)
-  return redis.call('HDEL', k_permits, token)
-end
-
-local function raise_high_water()
-  local n = redis.call('HLEN', k_used)
-  if n > tonumber(redis.call('HGET', k_meta, 'high_water') or '0') then
-    redis.call('HSET', k_meta, 'high_water', n)
-  end
-end
-
--- Counts a release and pushes its number for wait_for_release, once per waiter to wake
--- (BLPOP hands each marker to one waiter). The list is trimmed, so markers nobody waits for
--- do not pile up; a waiter ignores markers not newer than the count its acquire saw (the
--- sessions they announced were taken before that acquire found the pool full).
-local function released(wakes)
-  local n = redis.call('HINCRBY', k_meta, 'releases', 1)
-  local markers = {}
-  for i = 1, math.min(wakes, SIGNAL_LENGTH) do
-    markers[i] = n
-  end
-  redis.call('LPUSH', k_signal, unpack(markers))
-  redis.call('LTRIM', k_signal, 0, SIGNAL_LENGTH - 1)
-end
-
-local function releases()
-  return tonumber(redis.call('HGET', k_meta, 'releases') or '0')
-end
-""".replace("SIGNAL_LENGTH", str(_SIGNAL_LENGTH))
-
-_ACQUIRE = """
-local host, pid, now = ARGV[1], ARGV[2], ARGV[3]
-local max_sessions = tonumber(ARGV[4])
-local reclaim_before, expired_before, retire_before = ARGV[5], ARGV[6], ARGV[7]
-local token = mint(ARGV[8], 0)
-
-if redis.call('HEXISTS', k_meta, 'window_start') == 0 then
-  redis.call('HSET', k_meta, 'window_start', now)
-end
-
--- Idle sessions that expired or must retire; '(' makes the bound exclusive (<).
-local doomed, seen = {}, {}
-for _, range in ipairs({
-  redis.call('ZRANGEBYSCORE', k_idle, '-inf', '(' .. expired_before),
-  redis.call('ZRANGEBYSCORE', k_born, '-inf', '(' .. retire_before),
-}) do
-  for _, member in ipairs(range) do
-    if not seen[member] then
-      seen[member] = true
-      doomed[#doomed + 1] = member
-    end
-  end
-end
--- Reported in the order the sessions became idle (the seq prefix), numerically: string
--- comparison in Lua follows the server's locale.
-table.sort(doomed, function(a, b)
-  return tonumber(string.sub(a, 1, 16)) < tonumber(string.sub(b, 1, 16))
-end)
-local dropped = {}
-for _, member in ipairs(doomed) do
-  local name, created, last_used = idle_take(member)
-  dropped[#dropped + 1] = name
-  dropped[#dropped + 1] = created
-  dropped[#dropped + 1] = last_used
-end
-
--- Permits of creators that died.
-for _, stale in ipairs(redis.call('ZRANGEBYSCORE', k_psince, '-inf', '(' .. reclaim_before)) do
-  permit_drop(stale)
-end
-
-local status, name, created, last_used = 0, '', '', ''
-local top = redis.call('ZREVRANGE', k_idle, 0, 1, 'WITHSCORES')
-if #top > 0 then
-  -- The most recently used; among equal last_used, the one that became idle first (the
-  -- smallest member of that score). Equal doubles print the same, so comparing the score
-  -- strings is exact.
-  local member = top[1]
-  if #top == 4 and top[2] == top[4] then
-    member = redis.call('ZRANGEBYSCORE', k_idle, top[2], top[2], 'LIMIT', 0, 1)[1]
-  end
-  name, created, last_used = idle_take(member)
-  use_put(name, use_seq(name), token, host, pid, now, created, last_used)
-  raise_high_water()
-  status = 1
-elseif total() < max_sessions then
-  permit_put(token, host, pid, now)
-  status = 2
-else
-  -- The claim with the oldest since (then the smallest name), when older than
-  -- reclaim_before: equal scores are ordered by member in a ZSET.
-  local stale = redis.call('ZRANGEBYSCORE', k_usince, '-inf', '(' .. reclaim_before,
-    'LIMIT', 0, 1)
-  if #stale > 0 then
-    name = stale[1]
-    local entry = cjson.decode(redis.call('HGET', k_used, name))
-    created, last_used = entry[6], entry[7]
-    use_drop(name)
-    use_put(name, use_seq(name), token, host, pid, now, created, last_used)
-    raise_high_water()
-    status = 3
-  end
-end
-if status == 0 then
-  token = ''
-end
-return {releases(), status, name, created, last_used, token, dropped}
-"""
-
-_CREATED = """
-local token, name, created, last_used, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local raw = redis.call('HGET', k_permits, token)
-if not raw then
-  return 0
-end
-local permit = cjson.decode(raw)
-permit_drop(token)
-if ARGV[6] == '1' then
-  -- Checked out under the permit's token, to the permit's holder.
-  use_put(name, use_seq(name), token, permit[2], permit[3], now, created, last_used)
-  raise_high_water()
-else
-  idle_put(name, created, last_used)
-  released(1)
-end
-return 1
-"""
-
-_CREATE_FAILED = """
--- The place the permit held is free again: a waiter may now create.
-if permit_drop(ARGV[1]) == 1 then
-  released(1)
-end
-return 0
-"""
-
-_RESERVE = """
-local host, pid, now, seed = ARGV[1], ARGV[2], ARGV[3], ARGV[6]
-local count = math.min(tonumber(ARGV[4]), tonumber(ARGV[5])) - total()
-local tokens = {}
-for i = 1, count do
-  local token = mint(seed, i)
-  permit_put(token, host, pid, now)
-  tokens[i] = token
-end
-return tokens
-"""
-
-_RELEASE = """
-local name, token, now = ARGV[1], ARGV[2], ARGV[3]
-local entry = checked_out(name, token)
-if not entry then
-  return 0
-end
-use_drop(name)
-idle_put(name, entry[6], now)
-released(1)
-return 1
-"""
-
-_KEEP_ALIVE = """
-local name, token, now = ARGV[1], ARGV[2], ARGV[3]
-local e = checked_out(name, token)
-if not e then
-  return 0
-end
--- Same seq: the claim keeps its place, as it does in MemoryStore.
-use_put(name, e[1], e[2], e[3], e[4], now, e[6], e[7])
-return 1
-"""
-
-_DISCARD = """
-if not checked_out(ARGV[1], ARGV[2]) then
-  return 0
-end
-use_drop(ARGV[1])
--- The session's place is free again: a waiter may now create one.
-released(1)
-return 1
-"""
-
-_TAKE_IDLE = """
-local limit = math.min(tonumber(ARGV[1]), total() - tonumber(ARGV[2]))
-local now, last_used_before, created_before = ARGV[3], ARGV[4], ARGV[5]
-local with_holder, host, pid, seed = ARGV[6] == '1', ARGV[7], ARGV[8], ARGV[9]
-local taken = {}
-if limit <= 0 then
-  return taken
-end
--- Least recently used first (equal times: the order they became idle). Without the
--- created_at filter, the first `limit` candidates are the answer.
-local window = {}
-if created_before == '' then
-  window = {'LIMIT', 0, limit}
-end
-local candidates
-if last_used_before ~= '' then
-  candidates = redis.call('ZRANGEBYSCORE', k_idle, '-inf', '(' .. last_used_before,
-    unpack(window))
-elseif created_before == '' then
-  candidates = redis.call('ZRANGE', k_idle, 0, limit - 1)
-else
-  candidates = redis.call('ZRANGE', k_idle, 0, -1)
-end
-local created_limit = created_before ~= '' and tonumber(created_before)
-local n = 0
-for _, member in ipairs(candidates) do
-  if n >= limit then
-    break
-  end
-  if not created_limit or tonumber(redis.call('ZSCORE', k_born, member)) < created_limit then
-    local name, created, last_used = idle_take(member)
-    n = n + 1
-    local token = ''
-    if with_holder then
-      token = mint(seed, n)
-      use_put(name, use_seq(name), token, host, pid, now, created, last_used)
-    end
-    taken[#taken + 1] = name
-    taken[#taken + 1] = created
-    taken[#taken + 1] = last_used
-    taken[#taken + 1] = token
-  end
-end
-return taken
-"""
-
-_ROLL_WINDOW = """
-local now, length = ARGV[1], ARGV[2]
-local start = redis.call('HGET', k_meta, 'window_start')
-local in_use = redis.call('HLEN', k_used)
-if not start then
-  redis.call('HSET', k_meta, 'window_start', now, 'high_water', in_use)
-  return false
-end
--- Same double arithmetic as Python's `now - window_start < length`.
-if tonumber(now) - tonumber(start) < tonumber(length) then
-  return false
-end
-local high_water = tonumber(redis.call('HGET', k_meta, 'high_water') or '0')
-redis.call('HSET', k_meta, 'window_start', now, 'high_water', in_use)
-return high_water
-"""
-
-_CLAIMS = """
-return {redis.call('HGETALL', k_used), redis.call('HGETALL', k_permits)}
-"""
-
-_RECLAIM = """
-local wanted = {}
-for i = 1, #ARGV do
-  wanted[ARGV[i]] = true
-end
-local back = {}
-local used = redis.call('HGETALL', k_used)
-for i = 1, #used, 2 do
-  local entry = cjson.decode(used[i + 1])
-  if wanted[entry[2]] then
-    back[#back + 1] = {used[i], entry}
-  end
-end
--- Back to idle in the order they were checked out (HGETALL has no order).
-table.sort(back, function(a, b)
-  return tonumber(a[2][1]) < tonumber(b[2][1])
-end)
-for _, item in ipairs(back) do
-  use_drop(item[1])
-  idle_put(item[1], item[2][6], item[2][7])
-end
-local found = #back
-for token in pairs(wanted) do
-  found = found + permit_drop(token)
-end
-if found > 0 then
-  -- Each claim taken back is an idle session or a free place: wake as many waiters.
-  released(found)
-end
-return found
-"""
-
-_CLEAR = """
-local idle = redis.call('HVALS', k_irec)
-local used = redis.call('HGETALL', k_used)
-redis.call('DEL', unpack(KEYS))
-return {idle, used}
-"""
-
-_STATS = """
-return {
-  redis.call('ZCARD', k_idle),
-  redis.call('HLEN', k_used),
-  redis.call('HLEN', k_permits),
-  tonumber(redis.call('HGET', k_meta, 'high_water') or '0'),
-  redis.call('HGET', k_meta, 'window_start'),
-}
-"""
 
 
 class _Script:
-    """A script with the prelude, and its SHA1 for EVALSHA."""
+    """One step's script with the prelude in front, and its SHA1 for EVALSHA."""
 
-    def __init__(self, name: str, body: str) -> None:
+    def __init__(self, name: str, source: str) -> None:
         self.name = name
-        self.source = _PRELUDE + body
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
 
 
-_SCRIPTS = {
-    name: _Script(name, body)
-    for name, body in [
-        ("acquire", _ACQUIRE),
-        ("created", _CREATED),
-        ("create_failed", _CREATE_FAILED),
-        ("reserve", _RESERVE),
-        ("release", _RELEASE),
-        ("keep_alive", _KEEP_ALIVE),
-        ("discard", _DISCARD),
-        ("take_idle", _TAKE_IDLE),
-        ("roll_window", _ROLL_WINDOW),
-        ("claims", _CLAIMS),
-        ("reclaim", _RECLAIM),
-        ("clear", _CLEAR),
-        ("stats", _STATS),
-    ]
-}
+def _load_scripts() -> dict[str, _Script]:
+    """The scripts of ``redis.lua``: a line ``--- <name>`` starts the script of a step, and
+    the text before the first one is the prelude every script begins with."""
+    text = resources.files("spanpool.cache").joinpath("redis.lua").read_text(encoding="utf-8")
+    parts = re.split(r"^--- (\w+)\n", text, flags=re.MULTILINE)
+    prelude, named = parts[0], parts[1:]
+    return {
+        name: _Script(name, prelude + body)
+        for name, body in zip(named[::2], named[1::2], strict=True)
+    }
+
+
+_SCRIPTS = _load_scripts()
+
+
+def _fields(reply: Sequence[Any]) -> dict[str, Any]:
+    """A script's ``{'name', value, ...}`` reply as a dict."""
+    return {_text(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
 
 
 def _time(value: float) -> str:
@@ -588,53 +190,42 @@ class RedisStore:
         except _FAILURES as exc:
             raise self._fail(name, exc) from exc
 
-    def acquire(
-        self,
-        key: str,
-        *,
-        holder: Holder,
-        now: float,
-        max_sessions: int,
-        reclaim_before: float,
-        expired_before: float,
-        retire_before: float,
-    ) -> Acquired:
-        reply = self._run(
-            "acquire",
-            key,
-            holder.host,
-            holder.pid,
-            _time(now),
-            max_sessions,
-            _time(reclaim_before),
-            _time(expired_before),
-            _time(retire_before),
-            secrets.token_hex(16),
+    def acquire(self, key: str, checkout: Checkout) -> Acquired:
+        holder = checkout.holder
+        reply = _fields(
+            self._run(
+                "acquire",
+                key,
+                holder.host,
+                holder.pid,
+                _time(checkout.now),
+                checkout.max_sessions,
+                _time(checkout.reclaim_before),
+                _time(checkout.expired_before),
+                _time(checkout.retire_before),
+                secrets.token_hex(16),
+            )
         )
-        releases, status, name, created, last_used, token, dropped = reply
-        records = _records(dropped)
-        if status == 0:
-            return Acquired(dropped=records, releases=int(releases))
+        outcome = _text(reply["outcome"])
+        dropped = _records(reply["dropped"])
+        releases = int(reply["releases"])
+        if outcome == "full":
+            return Acquired(dropped=dropped, releases=releases)
         record = None
-        if status != 2:
-            record = SessionRecord(_text(name), float(created), float(last_used))
-        return Acquired(record, _text(token), records, status == 3, int(releases))
+        if outcome != "permit":
+            record = SessionRecord(
+                _text(reply["name"]), float(reply["created"]), float(reply["last_used"])
+            )
+        token = _text(reply["token"])
+        return Acquired(record, token, dropped, outcome == "reclaimed", releases)
 
     def created(
         self, key: str, token: str, record: SessionRecord, *, now: float, check_out: bool
     ) -> bool:
-        return bool(
-            self._run(
-                "created",
-                key,
-                token,
-                record.name,
-                _time(record.created_at),
-                _time(record.last_used),
-                _time(now),
-                "1" if check_out else "0",
-            )
-        )
+        times = (_time(record.created_at), _time(record.last_used), _time(now))
+        flag = "1" if check_out else "0"
+        reply = self._run("created", key, token, record.name, *times, flag)
+        return _text(reply) == "recorded"
 
     def create_failed(self, key: str, token: str) -> None:
         self._run("create_failed", key, token)
@@ -642,46 +233,31 @@ class RedisStore:
     def reserve(
         self, key: str, *, holder: Holder, now: float, target: int, max_sessions: int
     ) -> list[str]:
+        seed = secrets.token_hex(16)
         reply = self._run(
-            "reserve",
-            key,
-            holder.host,
-            holder.pid,
-            _time(now),
-            target,
-            max_sessions,
-            secrets.token_hex(16),
+            "reserve", key, holder.host, holder.pid, _time(now), target, max_sessions, seed
         )
         return [_text(token) for token in reply]
 
     def release(self, key: str, name: str, token: str, *, now: float) -> bool:
-        return bool(self._run("release", key, name, token, _time(now)))
+        return _text(self._run("release", key, name, token, _time(now))) == "released"
 
     def keep_alive(self, key: str, name: str, token: str, *, now: float) -> bool:
-        return bool(self._run("keep_alive", key, name, token, _time(now)))
+        return _text(self._run("keep_alive", key, name, token, _time(now))) == "kept"
 
     def discard(self, key: str, name: str, token: str) -> bool:
-        return bool(self._run("discard", key, name, token))
+        return _text(self._run("discard", key, name, token)) == "discarded"
 
-    def take_idle(
-        self,
-        key: str,
-        *,
-        limit: int,
-        keep: int,
-        now: float,
-        last_used_before: float | None = None,
-        created_before: float | None = None,
-        holder: Holder | None = None,
-    ) -> list[tuple[SessionRecord, str | None]]:
+    def take_idle(self, key: str, take: TakeIdle) -> list[tuple[SessionRecord, str | None]]:
+        holder = take.holder
         reply = self._run(
             "take_idle",
             key,
-            limit,
-            keep,
-            _time(now),
-            "" if last_used_before is None else _time(last_used_before),
-            "" if created_before is None else _time(created_before),
+            take.limit,
+            take.keep,
+            _time(take.now),
+            "" if take.last_used_before is None else _time(take.last_used_before),
+            "" if take.created_before is None else _time(take.created_before),
             "0" if holder is None else "1",
             "" if holder is None else holder.host,
             0 if holder is None else holder.pid,
@@ -699,7 +275,8 @@ class RedisStore:
         return None if reply is None else int(reply)
 
     def claims(self, key: str) -> list[Claim]:
-        used, permits = self._run("claims", key)
+        reply = _fields(self._run("claims", key))
+        used, permits = reply["used"], reply["permits"]
         # (seq, claim): sorted by seq, claims come in the order they were made.
         found: list[tuple[str, Claim]] = []
         for i in range(0, len(used), 2):
@@ -720,7 +297,8 @@ class RedisStore:
         return int(self._run("reclaim", key, *tokens))
 
     def clear(self, key: str) -> list[SessionRecord]:
-        idle, used = self._run("clear", key)
+        reply = _fields(self._run("clear", key))
+        idle, used = reply["idle"], reply["used"]
         records: list[tuple[str, SessionRecord]] = []
         for raw in idle:
             member, created, last_used = json.loads(raw)
@@ -735,12 +313,13 @@ class RedisStore:
         return [record for _, record in records] + [record for _, record in in_use]
 
     def stats(self, key: str) -> StoreStats:
-        idle, in_use, creating, high_water, window_start = self._run("stats", key)
+        reply = _fields(self._run("stats", key))
+        window_start = reply["window_start"]
         return StoreStats(
-            idle=int(idle),
-            in_use=int(in_use),
-            creating=int(creating),
-            high_water=int(high_water),
+            idle=int(reply["idle"]),
+            in_use=int(reply["in_use"]),
+            creating=int(reply["creating"]),
+            high_water=int(reply["high_water"]),
             window_start=None if window_start is None else float(window_start),
         )
 

@@ -18,51 +18,13 @@ Tables, all keyed by the pool's key:
 from __future__ import annotations
 
 import os
-import sqlite3
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
 from typing import Any
 
 from ..errors import StoreError
-from .store import Acquired, Claim, Holder, SessionRecord, StoreStats, new_token
-
-SCHEMA_VERSION = 1
-APPLICATION_ID = 0x5350504C  # "SPPL" in the file header: this file is a spanpool store
-
-_SCHEMA = (
-    """CREATE TABLE pools (
-        key TEXT PRIMARY KEY,
-        window_start REAL,
-        high_water INTEGER NOT NULL DEFAULT 0,
-        releases INTEGER NOT NULL DEFAULT 0,
-        seq INTEGER NOT NULL DEFAULT 0
-    ) WITHOUT ROWID""",
-    """CREATE TABLE sessions (
-        key TEXT NOT NULL,
-        name TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        last_used REAL NOT NULL,
-        seq INTEGER NOT NULL,
-        token TEXT,
-        host TEXT,
-        pid INTEGER,
-        since REAL,
-        PRIMARY KEY (key, name)
-    ) WITHOUT ROWID""",
-    "CREATE INDEX sessions_idle ON sessions (key, last_used, seq) WHERE token IS NULL",
-    "CREATE INDEX sessions_held ON sessions (key, since, name) WHERE token IS NOT NULL",
-    """CREATE TABLE permits (
-        id INTEGER PRIMARY KEY,
-        key TEXT NOT NULL,
-        token TEXT NOT NULL,
-        host TEXT NOT NULL,
-        pid INTEGER NOT NULL,
-        since REAL NOT NULL,
-        UNIQUE (key, token)
-    )""",
-)
+from ._sqlite_file import SQLiteFile
+from .store import Acquired, Checkout, Claim, Holder, SessionRecord, StoreStats, TakeIdle, new_token
 
 _ENSURE_POOL = "INSERT OR IGNORE INTO pools (key) VALUES (?)"
 _TOTAL = (
@@ -85,20 +47,10 @@ _INSERT_SESSION = (
 _WAKE = "UPDATE pools SET releases = releases + 1 WHERE key = ?"
 _MAX_PARAMS = 500  # tokens per ``IN (...)``, well under SQLite's limit on parameters
 
-# Connections inherited from a parent process: never used nor closed in the child (closing them
-# could disturb the parent's locks), only kept referenced so that garbage collection leaves
-# them alone.
-_INHERITED: list[sqlite3.Connection] = []
-
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), _MAX_PARAMS):
         yield items[start : start + _MAX_PARAMS]
-
-
-class _Local(threading.local):
-    conn: sqlite3.Connection | None = None
-    pid: int = 0
 
 
 class SQLiteStore:
@@ -110,183 +62,23 @@ class SQLiteStore:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 10.0) -> None:
-        self._path = os.fspath(path)
-        self._timeout = timeout
-        self._local = _Local()
-        self._closed = False
-        # Incremented only while holding SQLite's write lock, which serialises every writer of
-        # the file (threads included), so it needs no lock of its own.
-        self._transactions = 0
-        self._connection()  # fail now on an unusable path, and create the schema
+        self._file = SQLiteFile(os.fspath(path), timeout)
+        self._write = self._file.write
+        self._read = self._file.read
 
     @property
     def path(self) -> str:
-        return self._path
+        return self._file.path
 
     @property
     def transactions(self) -> int:
         """Write transactions begun by this store object (in this process)."""
-        return self._transactions
-
-    # -- connections and transactions --------------------------------------------------------
-
-    def _error(self, what: str, exc: BaseException) -> StoreError:
-        return StoreError(f"SQLite store {self._path!r}: {what}: {exc}")
-
-    def _connection(self) -> sqlite3.Connection:
-        local = self._local
-        if self._closed:
-            self._drop_connection()
-            raise StoreError(f"SQLite store {self._path!r} is closed")
-        conn = local.conn
-        if conn is not None and local.pid == os.getpid():
-            return conn
-        if conn is not None:
-            _INHERITED.append(conn)
-            local.conn = None
-        conn = self._open()
-        local.conn, local.pid = conn, os.getpid()
-        return conn
-
-    def _drop_connection(self) -> None:
-        local = self._local
-        conn, local.conn = local.conn, None
-        if conn is None:
-            return
-        if local.pid != os.getpid():
-            _INHERITED.append(conn)
-            return
-        with suppress(sqlite3.Error):
-            conn.close()
-
-    def _open(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(
-                self._path, timeout=self._timeout, isolation_level=None, check_same_thread=True
-            )
-        except sqlite3.Error as exc:
-            raise self._error("cannot open the database", exc) from exc
-        try:
-            self._prepare(conn)
-        except BaseException as exc:
-            conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise self._error("cannot use the database", exc) from exc
-            raise
-        return conn
-
-    def _prepare(self, conn: sqlite3.Connection) -> None:
-        conn.execute(f"PRAGMA busy_timeout = {max(0, int(self._timeout * 1000))}")
-        ours = self._check_header(conn)  # before any change: never touch another file
-        self._set_wal(conn)
-        conn.execute("PRAGMA synchronous = NORMAL")
-        if ours:
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if not self._check_header(conn):
-                for statement in _SCHEMA:
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def _check_header(self, conn: sqlite3.Connection) -> bool:
-        """True when the file holds this schema; False when it is empty; else StoreError."""
-        # One statement, so one snapshot: another process may be creating the schema.
-        application_id, version, objects = conn.execute(
-            "SELECT (SELECT application_id FROM pragma_application_id),"
-            " (SELECT user_version FROM pragma_user_version),"
-            " (SELECT count(*) FROM sqlite_master)"
-        ).fetchone()
-        if application_id == APPLICATION_ID:
-            if version == SCHEMA_VERSION:
-                return True
-            raise StoreError(
-                f"SQLite store {self._path!r} has schema version {version}, but this spanpool "
-                f"uses version {SCHEMA_VERSION}: use another file, or the matching spanpool"
-            )
-        if application_id != 0 or version != 0 or objects:
-            raise StoreError(
-                f"SQLite store {self._path!r} is a database of another application "
-                f"(application_id {application_id}, user_version {version}, {objects} schema "
-                "objects), not a spanpool store"
-            )
-        return False
-
-    def _set_wal(self, conn: sqlite3.Connection) -> None:
-        # Switching a new file to WAL needs a moment of exclusive access, which a process
-        # opening the file at the same time may hold: retry until the timeout.
-        deadline = time.monotonic() + self._timeout
-        while True:
-            try:
-                mode = str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) and "busy" not in str(exc):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.005)
-        if mode.lower() != "wal":
-            raise StoreError(
-                f"SQLite store {self._path!r}: cannot use WAL journal mode (got {mode!r}); "
-                "the store needs a file on a local file system"
-            )
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: committed when the block ends, rolled back
-        when it raises."""
-        conn = self._connection()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            self._rollback(conn)
-            raise self._error("cannot begin a transaction", exc) from exc
-        self._transactions += 1
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException as exc:
-            self._rollback(conn)
-            if isinstance(exc, sqlite3.Error):
-                raise self._error("transaction failed, nothing was changed", exc) from exc
-            raise
-
-    def _rollback(self, conn: sqlite3.Connection) -> None:
-        try:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-        except sqlite3.Error:
-            # The connection is in an unknown state: use a new one next time.
-            self._drop_connection()
-
-    def _read(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        """One statement in its own read transaction (a consistent snapshot)."""
-        conn = self._connection()
-        try:
-            return conn.execute(sql, params).fetchall()
-        except sqlite3.Error as exc:
-            raise self._error("read failed", exc) from exc
+        return self._file.transactions
 
     # -- the Store protocol ------------------------------------------------------------------
 
-    def acquire(
-        self,
-        key: str,
-        *,
-        holder: Holder,
-        now: float,
-        max_sessions: int,
-        reclaim_before: float,
-        expired_before: float,
-        retire_before: float,
-    ) -> Acquired:
+    def acquire(self, key: str, checkout: Checkout) -> Acquired:
+        holder, now, reclaim_before = checkout.holder, checkout.now, checkout.reclaim_before
         token = new_token()
         with self._write() as conn:
             conn.execute(
@@ -305,7 +97,7 @@ class SQLiteStore:
                 for row in conn.execute(
                     "SELECT name, created_at, last_used FROM sessions WHERE key = ?"
                     " AND token IS NULL AND (last_used < ? OR created_at < ?) ORDER BY seq",
-                    (key, expired_before, retire_before),
+                    (key, checkout.expired_before, checkout.retire_before),
                 )
             )
             if dropped:
@@ -321,7 +113,7 @@ class SQLiteStore:
             ).fetchone()
             reclaimed = False
             if row is None:
-                if conn.execute(_TOTAL, (key,)).fetchone()[0] < max_sessions:
+                if conn.execute(_TOTAL, (key,)).fetchone()[0] < checkout.max_sessions:
                     conn.execute(_INSERT_PERMIT, (key, token, holder.host, holder.pid, now))
                     return Acquired(token=token, dropped=dropped, releases=releases)
                 row = conn.execute(
@@ -411,31 +203,22 @@ class SQLiteStore:
                 conn.execute(_WAKE, (key,))
         return changed > 0
 
-    def take_idle(
-        self,
-        key: str,
-        *,
-        limit: int,
-        keep: int,
-        now: float,
-        last_used_before: float | None = None,
-        created_before: float | None = None,
-        holder: Holder | None = None,
-    ) -> list[tuple[SessionRecord, str | None]]:
+    def take_idle(self, key: str, take: TakeIdle) -> list[tuple[SessionRecord, str | None]]:
         sql = "SELECT name, created_at, last_used FROM sessions WHERE key = ? AND token IS NULL"
         params: list[Any] = [key]
-        if last_used_before is not None:
+        if take.last_used_before is not None:
             sql += " AND last_used < ?"
-            params.append(last_used_before)
-        if created_before is not None:
+            params.append(take.last_used_before)
+        if take.created_before is not None:
             sql += " AND created_at < ?"
-            params.append(created_before)
+            params.append(take.created_before)
         sql += " ORDER BY last_used, seq LIMIT ?"
         with self._write() as conn:
-            limit = min(limit, int(conn.execute(_TOTAL, (key,)).fetchone()[0]) - keep)
+            limit = min(take.limit, int(conn.execute(_TOTAL, (key,)).fetchone()[0]) - take.keep)
             if limit <= 0:
                 return []
             records = [SessionRecord(*row) for row in conn.execute(sql, (*params, limit))]
+            holder = take.holder
             if holder is None:
                 conn.executemany(
                     "DELETE FROM sessions WHERE key = ? AND name = ?",
@@ -448,7 +231,7 @@ class SQLiteStore:
             conn.executemany(
                 _CHECK_OUT,
                 [
-                    (token, holder.host, holder.pid, now, first + i, key, record.name)
+                    (token, holder.host, holder.pid, take.now, first + i, key, record.name)
                     for i, (record, token) in enumerate(taken)
                 ],
             )
@@ -544,12 +327,12 @@ class SQLiteStore:
         closed while waiting."""
         deadline = time.monotonic() + max(0.0, timeout)
         delay = 0.001
-        self._connection()  # a closed store raises here, not below
+        self._file.connection()  # a closed store raises here, not below
         while True:
             try:
                 rows = self._read("SELECT releases FROM pools WHERE key = ?", (key,))
             except StoreError:
-                if self._closed:
+                if self._file.closed:
                     return True
                 raise
             if not rows or rows[0][0] != releases:
@@ -562,9 +345,8 @@ class SQLiteStore:
 
     def close(self) -> None:
         """Close this thread's connection; any later use of the store raises ``StoreError``."""
-        self._closed = True
-        self._drop_connection()
+        self._file.close()
 
     def __repr__(self) -> str:
-        state = " closed" if self._closed else ""
-        return f"<SQLiteStore path={self._path!r}{state}>"
+        state = " closed" if self._file.closed else ""
+        return f"<SQLiteStore path={self.path!r}{state}>"

@@ -93,6 +93,32 @@ class Claim:
 
 
 @dataclasses.dataclass(frozen=True)
+class Checkout:
+    """What ``Store.acquire`` is asked: who checks out, at what time, and the pool's limits
+    (absolute times, computed by the pool from ``now``)."""
+
+    holder: Holder
+    now: float
+    max_sessions: int
+    reclaim_before: float  # claims (and permits) with an older ``since`` may be taken back
+    expired_before: float  # idle sessions last used before this are gone on the server
+    retire_before: float  # idle sessions created before this are too old to hand out
+
+
+@dataclasses.dataclass(frozen=True)
+class TakeIdle:
+    """What ``Store.take_idle`` is asked: at most ``limit`` idle sessions, never leaving fewer
+    than ``keep`` in the pool, matching the filters; checked out to ``holder`` when given."""
+
+    limit: int
+    keep: int
+    now: float
+    last_used_before: float | None = None
+    created_before: float | None = None
+    holder: Holder | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Acquired:
     """Result of ``Store.acquire``.
 
@@ -128,17 +154,7 @@ class Store(Protocol):
     """The operations ``CacheSessionPool`` needs; ``MemoryStore``, ``SQLiteStore`` and
     ``RedisStore`` implement them."""
 
-    def acquire(
-        self,
-        key: str,
-        *,
-        holder: Holder,
-        now: float,
-        max_sessions: int,
-        reclaim_before: float,
-        expired_before: float,
-        retire_before: float,
-    ) -> Acquired:
+    def acquire(self, key: str, checkout: Checkout) -> Acquired:
         """Check out the most recently used idle session; else, when idle + checked out +
         permits < ``max_sessions``, grant a creation permit; else reclaim the checked-out
         session with the oldest ``since`` when that is older than ``reclaim_before`` (it changes
@@ -187,17 +203,7 @@ class Store(Protocol):
         False when not checked out under ``token``."""
         ...
 
-    def take_idle(
-        self,
-        key: str,
-        *,
-        limit: int,
-        keep: int,
-        now: float,
-        last_used_before: float | None = None,
-        created_before: float | None = None,
-        holder: Holder | None = None,
-    ) -> list[tuple[SessionRecord, str | None]]:
+    def take_idle(self, key: str, take: TakeIdle) -> list[tuple[SessionRecord, str | None]]:
         """Take up to ``limit`` idle sessions, least recently used first, that match the
         filters (``last_used < last_used_before``, ``created_at < created_before``), without
         leaving fewer than ``keep`` sessions in the pool (idle + checked out + permits).

@@ -13,7 +13,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..cache.memory import MemoryStore
-from ..cache.store import Acquired, Claim, Holder, SessionRecord, Store, StoreStats
+from ..cache.store import (
+    Acquired,
+    Checkout,
+    Claim,
+    Holder,
+    SessionRecord,
+    Store,
+    StoreStats,
+    TakeIdle,
+)
 
 if TYPE_CHECKING:
     from ..cache.redis import RedisStore
@@ -21,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Acquired",
+    "Checkout",
     "Claim",
     "Holder",
     "MemoryStore",
@@ -29,13 +39,18 @@ __all__ = [
     "SessionRecord",
     "Store",
     "StoreStats",
+    "TakeIdle",
 ]
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use, so that spanpool works without the redis package.
-    if name in ("SQLiteStore", "RedisStore"):
-        from .. import cache
+    if name == "SQLiteStore":
+        from ..cache.sqlite import SQLiteStore
 
-        return getattr(cache, name)
+        return SQLiteStore
+    if name == "RedisStore":
+        from ..cache.redis import RedisStore
+
+        return RedisStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

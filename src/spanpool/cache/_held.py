@@ -1,0 +1,121 @@
+"""What one process holds of a shared pool: the sessions it checked out, each with the claim
+token that proves it to the store. At interpreter exit they go back to the store; in a forked
+child they are the parent's, and the child forgets them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import dataclasses
+import logging
+import os
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..bridge import client
+from ._steps import Unsettled
+
+if TYPE_CHECKING:
+    from .pool import CacheSessionPool
+
+log = logging.getLogger("spanpool")
+
+
+@dataclasses.dataclass
+class Held:
+    token: str
+    session: client.PooledSession
+
+
+class Holdings:
+    """The sessions this process holds, by name."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._held: dict[str, Held] = {}
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def add(self, session: client.PooledSession, token: str) -> None:
+        with self._mutex:
+            self._held[session.name] = Held(token, session)
+
+    def get(self, session: Any) -> Held | None:
+        """What this process holds as ``session`` (that very object); None when nothing."""
+        name = getattr(session, "name", None) if session is not None else None
+        if not isinstance(name, str):
+            return None
+        held = self._held.get(name)
+        return held if held is not None and held.session is session else None
+
+    def take(self, session: Any) -> Held | None:
+        """Forget that this process holds ``session``; None when it does not."""
+        with self._mutex:
+            held = self.get(session)
+            if held is not None:
+                del self._held[held.session.name]
+            return held
+
+    def tokens(self) -> set[str]:
+        with self._mutex:
+            return {held.token for held in self._held.values()}
+
+    def drain(self) -> list[Held]:
+        """Forget everything held, and return it."""
+        with self._mutex:
+            held, self._held = list(self._held.values()), {}
+        return held
+
+    def after_fork(self) -> None:
+        self._mutex = threading.Lock()
+        self._held = {}
+
+
+_POOLS: weakref.WeakSet[CacheSessionPool] = weakref.WeakSet()
+
+
+def _forget_parent_state() -> None:
+    for pool in list(_POOLS):
+        pool._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_parent_state)
+
+
+def _release_at_exit(pool_ref: weakref.ref[CacheSessionPool]) -> None:
+    pool = pool_ref()
+    if pool is not None and pool._pid == os.getpid():
+        return_everything(pool)
+
+
+def track(pool: CacheSessionPool) -> None:
+    """Have ``pool`` return what it holds at exit, and forget it in a forked child."""
+    _POOLS.add(pool)
+    atexit.register(_release_at_exit, weakref.ref(pool))
+
+
+def return_everything(pool: CacheSessionPool) -> None:
+    """Return the sessions this process still holds, so nothing stays locked."""
+    key = pool._key
+    if key is None:
+        return
+    steps = pool._steps
+    for held in pool._holdings.drain():
+        kind: Literal["release", "discard"] = (
+            "discard" if held.session._spanpool_gone else "release"
+        )
+        steps.unsettle(Unsettled(kind, held.session.name, held.token))
+    try:
+        steps.settle(key, pool._clock, pool._delete_records)
+    except Exception as exc:  # never fail interpreter exit
+        log.warning("CacheSessionPool %s: returning sessions at exit failed: %s", key, exc)
+    if steps.unsettled:
+        log.warning(
+            "CacheSessionPool %s: %d sessions could not be returned at exit; they are "
+            "reclaimed when the pool needs them",
+            key,
+            steps.unsettled,
+        )
