@@ -75,6 +75,19 @@ USAGE_MS = "usage_ms"
 PINGS = "pings"
 PINGS_FAILED = "pings_failed"
 
+# -- the shared pool's own (CacheSessionPool): gauges first, then counters ------------------------
+
+HIGH_WATER = "high_water"
+"""Most sessions checked out at once, across processes, in the current downsizing window."""
+HELD_HERE = "held_here"
+"""Sessions this process holds (checked out to its callers)."""
+UNSETTLED = "unsettled"
+"""Store steps of this process that failed and wait to be retried."""
+SESSIONS_RECLAIMED = "sessions_reclaimed"
+"""Claims taken back from holders that died or stopped keeping their sessions alive."""
+CLAIMS_LOST = "claims_lost"
+"""Sessions of this process that another process took back (not kept alive in time)."""
+
 
 def gauges(
     *, size: int, available: int, in_use: int, maximum: int | None, waiting: int

@@ -95,7 +95,7 @@ def assert_books_match(pool: CacheSessionPool, server: LocalSpanner, database: A
     """Every session on the server is idle, checked out or being created in the store."""
     stats = pool.get_stats()
     assert stats["unsettled"] == 0, stats
-    assert stats["idle"] + stats["in_use"] + stats["creating"] == len(
+    assert stats["pool_available"] + stats["pool_in_use"] + stats["pool_creating"] == len(
         live_names(server, database)
     ), stats
 
@@ -119,8 +119,8 @@ def test_drop_in_for_the_official_database(
     with database.snapshot() as snapshot:
         assert list(snapshot.execute_sql("SELECT COUNT(*) FROM Accounts")) == [[5]]
     stats = pool.get_stats()
-    assert (stats["in_use"], stats["held_here"]) == (0, 0)
-    assert stats["idle"] == server.session_count(database.name) == 2
+    assert (stats["pool_in_use"], stats["held_here"]) == (0, 0)
+    assert stats["pool_available"] == server.session_count(database.name) == 2
     assert pool.clear() is True
     assert server.session_count(database.name) == 0
 
@@ -136,7 +136,7 @@ def test_a_session_the_server_lost_is_replaced_through_the_official_database(
     # The client asked exists(), made a session with pool._new_session() and put it back:
     # the pool dropped the lost one and adopted the new one.
     assert_books_match(pool, server, database)
-    assert pool.get_stats()["idle"] == 1
+    assert pool.get_stats()["pool_available"] == 1
     session = pool.acquire()
     assert session.name != lost
     pool.release(session)
@@ -153,7 +153,7 @@ def test_acquire_returns_official_sessions_and_the_with_block_returns_them(
     pool.release(session)
     with pool.session() as again:
         assert again.name == session.name  # the most recently used idle session
-    assert pool.get_stats()["in_use"] == 0
+    assert pool.get_stats()["pool_in_use"] == 0
     assert pool.cache_item_pool is setup.store
 
 
@@ -166,6 +166,47 @@ def test_exports() -> None:
 
     assert from_pools is CacheSessionPool
     assert callable(RedisStore) and callable(SQLiteStore)
+
+
+def test_stats_speak_the_common_vocabulary_and_reach_the_metrics(
+    setup: Setup, server: LocalSpanner
+) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    import spanpool.metrics
+    from spanpool import stats as keys
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    spanpool.metrics.instrument(meter_provider=provider)
+    pool, database = setup.pool(max_sessions=4, min_sessions=2)
+    held = pool.acquire()
+    stats = pool.get_stats()
+    assert set(keys.COMMON) <= stats.keys()
+    assert (stats["pool_size"], stats["pool_available"], stats["pool_in_use"]) == (2, 1, 1)
+    assert (stats["pool_max"], stats["pool_min"], stats["requests_waiting"]) == (4, 2, 0)
+    assert (stats["pool_creating"], stats["held_here"], stats["requests_num"]) == (0, 1, 1)
+    name = spanpool.metrics.pool_name(pool)
+    assert name == f"CacheSessionPool:{database.name}"
+    seen: dict[tuple[str, str], int] = {}
+    data = reader.get_metrics_data()
+    assert data is not None
+    for resource in data.resource_metrics:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    attributes = dict(point.attributes or {})
+                    if attributes["db.client.connection.pool.name"] == name:
+                        state = str(attributes.get("db.client.connection.state", ""))
+                        seen[(metric.name, state)] = int(point.value)
+    assert seen[("db.client.connection.count", "idle")] == 1
+    assert seen[("db.client.connection.count", "used")] == 1
+    assert seen[("db.client.connection.max", "")] == 4
+    pool.release(held)
+    assert pool.pop_stats()["requests_num"] == 1
+    assert pool.get_stats()["requests_num"] == 0
+    provider.shutdown()
 
 
 # -- the global limit, waiting and giving up ---------------------------------------------------
@@ -270,9 +311,9 @@ def test_a_session_not_kept_alive_is_reclaimed_when_the_pool_is_full(
     assert slow.keep_alive(session) is False
     slow.release(session)
     assert slow.get_stats()["claims_lost"] == 2
-    assert other.get_stats()["in_use"] == 1
+    assert other.get_stats()["pool_in_use"] == 1
     other.release(taken)
-    assert other.get_stats()["idle"] == 1
+    assert other.get_stats()["pool_available"] == 1
 
 
 def test_claims_of_a_dead_process_on_this_host_are_taken_back_at_once(
@@ -286,7 +327,7 @@ def test_claims_of_a_dead_process_on_this_host_are_taken_back_at_once(
     got = live.acquire()  # reclaim_after_seconds is 20 minutes away
     assert got.name in {s.name for s in held}
     assert live.get_stats()["sessions_reclaimed"] == 2
-    assert live.get_stats()["idle"] == 1
+    assert live.get_stats()["pool_available"] == 1
     live.release(got)
     assert_books_match(live, server, database)
 
@@ -311,7 +352,7 @@ def test_downsize_counts_as_in_the_seed(
     held = [pool.acquire() for _ in range(5)]
     for session in held:
         pool.release(session)
-    assert pool.get_stats()["idle"] == 5
+    assert pool.get_stats()["pool_available"] == 5
     assert pool.downsize(percent) == deleted
     assert server.session_count(database.name) == 5 - deleted
     # The least recently used went first.
@@ -338,7 +379,7 @@ def test_a_session_whose_delete_fails_stays_in_the_pool(setup: Setup, server: Lo
         pool.release(session)
     server.inject_error("DeleteSession", "PERMISSION_DENIED", count=1)
     assert pool.downsize(100) == 2  # of 3: the failed one went back to idle
-    assert pool.get_stats()["idle"] == 2
+    assert pool.get_stats()["pool_available"] == 2
     assert_books_match(pool, server, database)
 
 
@@ -459,7 +500,7 @@ def test_a_session_the_server_dropped_is_never_handed_out(
     session = pool.acquire()
     assert session.name != old
     assert clocked_server.request_counts()["GetSession"] == 1
-    assert pool.get_stats()["sessions_lost"] == 1
+    assert pool.get_stats()["sessions_replaced"] == 1
     pool.release(session)
     assert_books_match(pool, clocked_server, database)
 
@@ -468,7 +509,7 @@ def test_a_session_the_server_dropped_is_never_handed_out(
     clocked_server.expire_sessions(database=database.name)
     assert session.exists() is False
     pool.release(session)
-    assert pool.get_stats()["idle"] == 0
+    assert pool.get_stats()["pool_available"] == 0
     assert pool.acquire().name != session.name
 
 
@@ -550,11 +591,11 @@ def test_clear_removes_only_this_pools_state(setup: Setup, server: LocalSpanner)
     held = pool.acquire()
     assert pool.clear() is True
     assert server.session_count(database.name) == 1  # the role "r" pool's session
-    assert pool.get_stats()["idle"] == pool.get_stats()["in_use"] == 0
-    assert other.get_stats()["idle"] == 3 == server.session_count(other_database.name)
-    assert reader.get_stats()["idle"] == 1
+    assert pool.get_stats()["pool_available"] == pool.get_stats()["pool_in_use"] == 0
+    assert other.get_stats()["pool_available"] == 3 == server.session_count(other_database.name)
+    assert reader.get_stats()["pool_available"] == 1
     pool.release(held)  # deleted by clear(): returning it changes nothing
-    assert pool.get_stats()["idle"] == 0
+    assert pool.get_stats()["pool_available"] == 0
 
 
 def test_clear_reports_a_failed_delete(setup: Setup, server: LocalSpanner) -> None:
@@ -562,7 +603,7 @@ def test_clear_reports_a_failed_delete(setup: Setup, server: LocalSpanner) -> No
     server.inject_error("DeleteSession", "PERMISSION_DENIED", count=1)
     assert pool.clear() is False
     assert server.session_count(database.name) == 1
-    assert pool.get_stats()["idle"] == 0
+    assert pool.get_stats()["pool_available"] == 0
     pool.warmup()
     server.expire_sessions(database=database.name, fraction=1.0)
     assert pool.clear() is True  # NOT_FOUND counts as deleted
@@ -613,6 +654,10 @@ def test_pools_of_other_roles_or_databases_share_a_store_without_seeing_each_oth
         ({"sleep_interval_seconds": 0}, "sleep_interval_seconds must be a number of seconds > 0"),
         ({"sleep_interval_seconds": float("nan")}, "sleep_interval_seconds"),
         ({"reclaim_after_seconds": 0}, "reclaim_after_seconds must be"),
+        ({"reclaim_after_seconds": float("inf")}, "reclaim_after_seconds must be a number"),
+        ({"max_sessions": True}, "max_sessions must be an integer >= 1, not True"),
+        ({"max_sessions": None}, "max_sessions must be an integer >= 1, not None"),
+        ({"sleep_interval_seconds": "0.5"}, "sleep_interval_seconds must be a number of seconds"),
         ({"labels": {"Bad Key": "x"}}, "label"),
     ],
 )
@@ -633,6 +678,10 @@ def test_bad_store_lock_holder_or_context_are_refused(setup: Setup) -> None:
         pool.acquire("w")
     with pytest.raises(ValueError, match="timeout"):
         pool.get(timeout=-1)
+    with pytest.raises(TypeError, match="timeout must be a number of seconds"):
+        pool.get(timeout=True)
+    with pytest.raises(ValueError, match="timeout"):
+        pool.get(timeout=float("nan"))
 
 
 def test_an_unbound_pool_says_so() -> None:
@@ -818,7 +867,7 @@ def test_a_failed_discard_or_keep_alive_loses_nothing(setup: Setup, server: Loca
     assert session.exists() is False  # the pool drops it; the store step fails and waits
     assert pool.get_stats()["unsettled"] == 1
     pool.release(session)
-    assert pool.get_stats()["in_use"] == 0
+    assert pool.get_stats()["pool_in_use"] == 0
     _settle_and_check(pool, server, database)
 
 
@@ -831,11 +880,11 @@ def test_a_lost_acquire_answer_is_taken_back_by_maintain(
     flaky.fail("acquire", after=True)
     with pytest.raises(StoreError):
         pool.acquire()
-    assert pool.get_stats()["in_use"] == 1  # checked out to this process, token unknown
+    assert pool.get_stats()["pool_in_use"] == 1  # checked out to this process, token unknown
     assert pool.maintain().reclaimed == 0  # might still be an answer on its way
     clock.advance(61)
     assert pool.maintain().reclaimed == 1
-    assert pool.get_stats()["in_use"] == 0
+    assert pool.get_stats()["pool_in_use"] == 0
     _settle_and_check(pool, server, database)
 
 
@@ -852,11 +901,11 @@ def test_a_lost_answer_while_downsizing_is_taken_back_by_maintain(
         pool.downsize(100)
     # Taken out of the idle set for deletion, but this process never heard which ones: they
     # stay counted (and alive on the server) until maintain() takes them back.
-    assert pool.get_stats()["in_use"] == 3
+    assert pool.get_stats()["pool_in_use"] == 3
     assert_books_match(pool, server, database)
     clock.advance(61)
     assert pool.maintain().reclaimed == 3
-    assert pool.get_stats()["idle"] == 4
+    assert pool.get_stats()["pool_available"] == 4
     _settle_and_check(pool, server, database)
 
 
@@ -909,7 +958,7 @@ def test_threads_share_the_pool_without_handing_a_session_out_twice(
     assert not errors
     assert server.peak_session_count(database.name) <= 3
     assert_books_match(pool, server, database)
-    assert pool.get_stats()["in_use"] == 0
+    assert pool.get_stats()["pool_in_use"] == 0
 
 
 def test_localspanner_reports_the_most_sessions_alive_at_once(server: LocalSpanner) -> None:

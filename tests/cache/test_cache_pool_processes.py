@@ -135,8 +135,8 @@ def test_six_processes_hammering_one_pool(
     # Everything is back, and the store knows exactly the sessions the server has.
     pool, _ = _local_pool(store_address, server, db_id, max_sessions=max_sessions)
     stats = pool.get_stats()
-    assert (stats["in_use"], stats["creating"]) == (0, 0)
-    assert stats["idle"] == server.session_count(database_name) <= max_sessions
+    assert (stats["pool_in_use"], stats["pool_creating"]) == (0, 0)
+    assert stats["pool_available"] == server.session_count(database_name) <= max_sessions
     assert workers.Ledger(*ledger).size() == 0
     assert sum(report[3]["requests_timeouts"] for report in reports) == 0
     assert pool.clear() is True
@@ -159,12 +159,12 @@ def test_a_sigkilled_holder_is_reclaimed_at_once(
     pool, database = _local_pool(
         store_address, server, db_id, max_sessions=2, min_sessions=0, should_wait_for_session=False
     )
-    assert pool.get_stats()["in_use"] == 2  # still checked out to the dead process
+    assert pool.get_stats()["pool_in_use"] == 2  # still checked out to the dead process
     # reclaim_after_seconds is 20 minutes: the pool sees the holder's pid is gone instead.
     session = pool.acquire()
     assert session.name in names
     stats = pool.get_stats()
-    assert (stats["sessions_reclaimed"], stats["in_use"], stats["idle"]) == (2, 1, 1)
+    assert (stats["sessions_reclaimed"], stats["pool_in_use"], stats["pool_available"]) == (2, 1, 1)
     pool.release(session)
     assert pool.clear() is True
     assert server.session_count(database.name) == 0
@@ -194,7 +194,7 @@ def test_a_waiter_in_another_process_gets_the_released_session(
     # Woken by the release (a Redis blocking pop, SQLite's fast polling), well before the
     # 30 s sleep interval would have ended.
     assert waited < sleep_interval
-    assert pool.get_stats()["idle"] == 1
+    assert pool.get_stats()["pool_available"] == 1
 
 
 def test_a_process_that_exits_returns_what_it_holds(
@@ -210,7 +210,7 @@ def test_a_process_that_exits_returns_what_it_holds(
         pool = CacheSessionPool(open_store(*{store_address!r}), max_sessions=3, min_sessions=0)
         connect({server.endpoint!r}, {db_id!r}, pool=pool)
         held = [pool.acquire(), pool.acquire()]
-        print(pool.get_stats()["in_use"])
+        print(pool.get_stats()["pool_in_use"])
         # exits without releasing them
         """
     )
@@ -226,7 +226,7 @@ def test_a_process_that_exits_returns_what_it_holds(
     assert done.stdout.strip() == "2"
     pool, database = _local_pool(store_address, server, db_id, max_sessions=3, min_sessions=0)
     stats = pool.get_stats()
-    assert (stats["in_use"], stats["idle"]) == (0, 2)
+    assert (stats["pool_in_use"], stats["pool_available"]) == (0, 2)
     assert server.session_count(database.name) == 2
     assert pool.clear() is True
 
@@ -246,7 +246,7 @@ def test_a_forked_child_forgets_the_checkouts_of_its_parent(
         code = 1
         try:
             stats = pool.get_stats()  # the store is shared; the checkout is the parent's
-            fresh = stats["held_here"] == 0 and stats["in_use"] == 1
+            fresh = stats["held_here"] == 0 and stats["pool_in_use"] == 1
             try:
                 pool.release(session)
                 code = 2
@@ -270,4 +270,4 @@ def test_a_forked_child_forgets_the_checkouts_of_its_parent(
     # 2: the child released the parent's session; 3: it kept the parent's state; 4: error
     assert os.waitstatus_to_exitcode(status) == 0
     pool.release(session)
-    assert pool.get_stats()["idle"] == 1 == server.session_count(database.name)
+    assert pool.get_stats()["pool_available"] == 1 == server.session_count(database.name)

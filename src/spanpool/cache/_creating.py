@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..bridge import client
 from ..errors import NotCheckedOut, StoreError
+from ..stats import SESSIONS_CREATED
 from ._steps import Unsettled
 from .store import SessionRecord
 
@@ -31,7 +32,7 @@ def create_checked_out(pool: CacheSessionPool, key: str, token: str) -> client.P
         except BaseException:
             steps.quietly(lambda: store.create_failed(key, token))
             raise
-        pool._count("sessions_created")
+        pool._count(SESSIONS_CREATED)
         now = pool._clock()
         record = SessionRecord(session.name, now, now)
         try:
@@ -44,7 +45,7 @@ def create_checked_out(pool: CacheSessionPool, key: str, token: str) -> client.P
     if not recorded:
         # The permit was taken back (the pool was cleared, or this creation took longer than
         # reclaim_after_seconds): the session has no place in the pool.
-        pool._delete_sessions([session])
+        pool._upkeep.delete_sessions([session])
         return None
     pool._holdings.add(session, token)
     return session
@@ -90,26 +91,26 @@ def create_idle(pool: CacheSessionPool, key: str, tokens: list[str]) -> int:
 
     def arrived(batch: list[Any]) -> None:
         nonlocal recorded
-        pool._count("sessions_created", len(batch))
+        pool._count(SESSIONS_CREATED, len(batch))
         now = pool._clock()
         for index, session in enumerate(batch):
             with guard:
                 token = pending.pop() if pending else None
             if token is None:
-                pool._delete_sessions([session])
+                pool._upkeep.delete_sessions([session])
                 continue
             try:
                 ok = record_idle(pool, key, token, session.name, now)
             except StoreError:
                 # This one is settled later; the rest of the batch has no place in the
                 # store: delete it rather than leave it on the server.
-                pool._delete_sessions(batch[index + 1 :])
+                pool._upkeep.delete_sessions(batch[index + 1 :])
                 raise
             if ok:
                 with guard:
                     recorded += 1
             else:
-                pool._delete_sessions([session])
+                pool._upkeep.delete_sessions([session])
 
     with steps.in_flight(tokens):
         try:
@@ -162,11 +163,11 @@ def adopt(pool: CacheSessionPool, session: client.PooledSession) -> None:
             max_sessions=pool.max_sessions,
         )
     except StoreError:
-        pool._delete_sessions([session])
+        pool._upkeep.delete_sessions([session])
         raise
     for extra in permits[1:]:
         steps.quietly(functools.partial(store.create_failed, key, extra))
     client.detach(session)
     session._spanpool_pooled = True
     if not permits or not record_idle(pool, key, permits[0], session.name, now):
-        pool._delete_sessions([session])
+        pool._upkeep.delete_sessions([session])

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..bridge import client
 from ._steps import Unsettled
+from .store import Holder
 
 if TYPE_CHECKING:
     from .pool import CacheSessionPool
@@ -77,8 +78,14 @@ _POOLS: weakref.WeakSet[CacheSessionPool] = weakref.WeakSet()
 
 
 def _forget_parent_state() -> None:
+    """In a forked child: the parent's checkouts, journal and tokens are the parent's."""
     for pool in list(_POOLS):
-        pool._after_fork()
+        pool._mutex = threading.Lock()
+        pool._holdings.after_fork()
+        pool._steps.after_fork()
+        pool._pid = os.getpid()
+        if pool._own_holder:
+            pool._holder = Holder.current()
 
 
 if hasattr(os, "register_at_fork"):
@@ -109,7 +116,7 @@ def return_everything(pool: CacheSessionPool) -> None:
         )
         steps.unsettle(Unsettled(kind, held.session.name, held.token))
     try:
-        steps.settle(key, pool._clock, pool._delete_records)
+        steps.settle(key, pool._clock, pool._upkeep.delete_records)
     except Exception as exc:  # never fail interpreter exit
         log.warning("CacheSessionPool %s: returning sessions at exit failed: %s", key, exc)
     if steps.unsettled:

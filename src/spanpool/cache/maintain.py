@@ -11,10 +11,11 @@ import dataclasses
 import logging
 import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..bridge import client
 from ..pools._flavour import run_all
+from ..stats import PINGS, PINGS_FAILED, SESSIONS_DELETED, SESSIONS_RECLAIMED
 from .store import SessionRecord, TakeIdle, pid_alive
 
 if TYPE_CHECKING:
@@ -175,8 +176,8 @@ class Upkeep:
                     self.delete_claimed(key, [(record, token)])
                 else:
                     steps.run("discard", steps.store.discard, key, record.name, token)
-        pool._count("pings", len(keep))
-        pool._count("pings_failed", lost)
+        pool._count(PINGS, len(keep))
+        pool._count(PINGS_FAILED, lost)
         return refreshed, lost, trimmed
 
     def reclaim_dead(self, key: str, *, rate_limited: bool, orphans: bool = False) -> int:
@@ -211,7 +212,7 @@ class Upkeep:
         found: int = steps.run("reclaim", steps.store.reclaim, key, dead, now=pool._clock())
         if found:
             log.info("CacheSessionPool %s: took back %d claims of ended processes", key, found)
-            pool._count("sessions_reclaimed", found)
+            pool._count(SESSIONS_RECLAIMED, found)
         return found
 
     def delete_claimed(self, key: str, taken: Taken) -> int:
@@ -242,5 +243,24 @@ class Upkeep:
                     continue
                 deleted += 1
                 steps.run("discard", store.discard, key, record.name, token)
-        pool._count("sessions_deleted", deleted)
+        pool._count(SESSIONS_DELETED, deleted)
         return deleted
+
+    def delete_records(self, records: list[SessionRecord]) -> bool:
+        """Delete sessions no longer in the store; True when every delete succeeded."""
+        return self.delete_sessions([self._pool._session(record.name) for record in records])
+
+    def delete_sessions(self, sessions: list[Any]) -> bool:
+        """Delete sessions no longer in the store (best effort: failures are logged)."""
+        if not sessions:
+            return True
+        for session in sessions:
+            client.detach(session)
+        outcomes = run_all(client.delete, sessions)
+        failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        self._pool._count(SESSIONS_DELETED, len(sessions) - len(failed))
+        for error in failed[:3]:
+            log.warning(
+                "CacheSessionPool %s: deleting a session failed: %s", self._pool._key, error
+            )
+        return not failed

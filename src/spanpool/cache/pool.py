@@ -23,10 +23,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .. import _validate, stats
 from ..bridge import client
 from ..errors import NotCheckedOut, PoolTimeout, PoolUsageError, StoreError
-from ..pools._flavour import run_all
+from ..metrics import track as _track_metrics
 from ..pools.abstract import AbstractSessionPool
+from ..stats import Counters, gauges
 from . import _creating, _held
 from ._held import Holdings
 from ._steps import Steps, Unsettled
@@ -38,30 +40,11 @@ from .maintain import (
     MaintenanceReport,
     Upkeep,
 )
-from .store import Checkout, Holder, SessionRecord, Store, StoreStats
+from .store import Checkout, Holder, Store, StoreStats
 
 __all__ = ["SERVER_IDLE_EXPIRY", "WINDOW", "CacheSessionPool", "MaintenanceReport"]
 
 log = logging.getLogger("spanpool")
-
-
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, not {value!r}")
-    return value
-
-
-def _check_seconds(name: str, value: object, *, positive: bool) -> float:
-    if (
-        not isinstance(value, (int, float))
-        or isinstance(value, bool)
-        or math.isnan(value)
-        or value < 0
-        or (positive and value == 0)
-    ):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be a number of seconds {bound}, not {value!r}")
-    return float(value)
 
 
 class CacheSessionPool(AbstractSessionPool):
@@ -101,30 +84,28 @@ class CacheSessionPool(AbstractSessionPool):
     ) -> None:
         super().__init__(labels=labels, database_role=database_role)
         self._steps = Steps(store, lock)
-        self.max_sessions = _check_int("max_sessions", max_sessions, 1)
-        self.min_sessions = _check_int("min_sessions", min_sessions, 0)
+        self.max_sessions = _validate.integer("max_sessions", max_sessions, minimum=1)
+        self.min_sessions = _validate.integer("min_sessions", min_sessions, minimum=0)
         if min_sessions > max_sessions:
             raise ValueError(
                 f"min_sessions ({min_sessions}) must not be greater than "
                 f"max_sessions ({max_sessions})"
             )
-        self.max_cycles_to_wait_for_session = _check_int(
-            "max_cycles_to_wait_for_session", max_cycles_to_wait_for_session, 0
+        self.max_cycles_to_wait_for_session = _validate.integer(
+            "max_cycles_to_wait_for_session", max_cycles_to_wait_for_session, minimum=0
         )
-        self.sleep_interval_seconds = _check_seconds(
-            "sleep_interval_seconds", sleep_interval_seconds, positive=True
+        self.sleep_interval_seconds = _validate.number(
+            "sleep_interval_seconds", sleep_interval_seconds, above=True
         )
-        self.reclaim_after_seconds = _check_seconds(
-            "reclaim_after_seconds", reclaim_after_seconds, positive=True
+        self.reclaim_after_seconds = _validate.number(
+            "reclaim_after_seconds", reclaim_after_seconds, above=True
         )
         if holder is not None and not isinstance(holder, Holder):
             raise TypeError(f"holder must be a spanpool.stores.Holder, not {holder!r}")
-        if not callable(clock):
-            raise TypeError(f"clock must be a callable returning seconds, not {clock!r}")
+        self._clock = _validate.callable_("clock", clock, "a callable returning seconds")
         self.should_wait_for_session = bool(should_wait_for_session)
         self.should_auto_downsize = bool(should_auto_downsize)
         self._store = store
-        self._clock = clock
         self._own_holder = holder is None
         self._holder = Holder.current() if holder is None else holder
         self._pid = os.getpid()
@@ -132,23 +113,25 @@ class CacheSessionPool(AbstractSessionPool):
         self._mutex = threading.Lock()
         self._holdings = Holdings()
         self._upkeep = Upkeep(self)
-        self._counts: dict[str, int] = dict.fromkeys(
+        self._waiting = 0  # requests of this process waiting for a release now
+        self._counters = Counters(
             (
-                "sessions_created",
-                "sessions_deleted",
-                "sessions_reclaimed",
-                "sessions_lost",
-                "claims_lost",
-                "requests_num",
-                "requests_waiting_total",
-                "requests_wait_ms",
-                "requests_timeouts",
-                "pings",
-                "pings_failed",
-            ),
-            0,
+                stats.SESSIONS_CREATED,
+                stats.SESSIONS_DELETED,
+                stats.SESSIONS_RECLAIMED,
+                stats.SESSIONS_REPLACED,
+                stats.CLAIMS_LOST,
+                stats.REQUESTS_NUM,
+                stats.REQUESTS_WAITING_TOTAL,
+                stats.REQUESTS_WAIT_MS,
+                stats.REQUESTS_TIMEOUTS,
+                stats.PINGS,
+                stats.PINGS_FAILED,
+            )
         )
+        self._count = self._counters.add
         _held.track(self)
+        _track_metrics(self)
 
     # -- binding ----------------------------------------------------------------------------
 
@@ -192,7 +175,7 @@ class CacheSessionPool(AbstractSessionPool):
                 "CacheSessionPool is not bound to a database: pass it to "
                 "instance.database(..., pool=pool), or call bind() or set_database()"
             )
-        self._steps.settle(key, self._clock, self._delete_records)
+        self._steps.settle(key, self._clock, self._upkeep.delete_records)
         return key
 
     # -- checking out -----------------------------------------------------------------------
@@ -217,9 +200,9 @@ class CacheSessionPool(AbstractSessionPool):
     def get(self, timeout: float | None = None, **_: Any) -> client.PooledSession:
         """``acquire()`` for the official ``Database``; ``timeout`` (seconds, 0: don't wait)
         replaces the pool's waiting time when given."""
-        if timeout is None:
+        wait = _validate.timeout("timeout", timeout)
+        if wait is None:
             return self.acquire()
-        wait = _check_seconds("timeout", timeout, positive=False)
         return self._acquire(wait, f"timeout={wait:g}")
 
     def _checkout(self, now: float) -> Checkout:
@@ -238,19 +221,19 @@ class CacheSessionPool(AbstractSessionPool):
         steps, store = self._steps, self._store
         started = time.monotonic()
         waited = False
-        self._count("requests_num")
+        self._count(stats.REQUESTS_NUM)
         try:
             while True:
                 now = self._clock()
                 got = steps.run("acquire", store.acquire, key, self._checkout(now))
                 if got.dropped:
                     # Expired ones are gone from the server already; retired ones are deleted.
-                    self._delete_records(
+                    self._upkeep.delete_records(
                         [r for r in got.dropped if r.created_at < now - RETIRE_AGE]
                     )
                 if got.record is not None and got.token is not None:
                     if got.reclaimed:
-                        self._count("sessions_reclaimed")
+                        self._count(stats.SESSIONS_RECLAIMED)
                     session = self._hold(got.record.name, got.token)
                     if got.record.last_used < now - VERIFY_AFTER and not self._still_exists(
                         session
@@ -267,7 +250,7 @@ class CacheSessionPool(AbstractSessionPool):
                     continue
                 remaining = started + wait - time.monotonic()
                 if remaining <= 0:
-                    self._count("requests_timeouts")
+                    self._count(stats.REQUESTS_TIMEOUTS)
                     raise PoolTimeout(
                         f"CacheSessionPool {key}: all {self.max_sessions} sessions (max_sessions) "
                         f"are in use or being created; gave up after waiting "
@@ -275,7 +258,9 @@ class CacheSessionPool(AbstractSessionPool):
                     )
                 if not waited:
                     waited = True
-                    self._count("requests_waiting_total")
+                    self._count(stats.REQUESTS_WAITING_TOTAL)
+                    with self._mutex:
+                        self._waiting += 1
                 steps.run(
                     "wait_for_release",
                     store.wait_for_release,
@@ -286,7 +271,9 @@ class CacheSessionPool(AbstractSessionPool):
                 )
         finally:
             if waited:
-                self._count("requests_wait_ms", round((time.monotonic() - started) * 1000))
+                with self._mutex:
+                    self._waiting -= 1
+                self._count(stats.REQUESTS_WAIT_MS, round((time.monotonic() - started) * 1000))
 
     def _session(self, name: str, owner: Any = None) -> client.PooledSession:
         """A session object for the existing session ``name``."""
@@ -308,7 +295,7 @@ class CacheSessionPool(AbstractSessionPool):
             self.release(session)
             raise
         if not found:
-            self._count("sessions_lost")
+            self._count(stats.SESSIONS_REPLACED)
             session._spanpool_gone = True
             self._drop_held(session)
         return found
@@ -341,7 +328,7 @@ class CacheSessionPool(AbstractSessionPool):
             self._steps.unsettle(Unsettled("release", name, held.token))
             raise
         if not released:
-            self._count("claims_lost")
+            self._count(stats.CLAIMS_LOST)
             log.warning(
                 "CacheSessionPool %s: %s was reclaimed while checked out (not kept alive for "
                 "%ss); call keep_alive() during long work",
@@ -368,7 +355,7 @@ class CacheSessionPool(AbstractSessionPool):
             "keep_alive", self._store.keep_alive, key, session.name, held.token, now=self._clock()
         )
         if not alive:
-            self._count("claims_lost")
+            self._count(stats.CLAIMS_LOST)
         return alive
 
     def _check_in(self, session: Any, error: BaseException | None) -> None:
@@ -384,7 +371,7 @@ class CacheSessionPool(AbstractSessionPool):
         session._spanpool_gone = True
         try:
             if self._drop_held(session):
-                self._count("sessions_lost")
+                self._count(stats.SESSIONS_REPLACED)
         except StoreError as exc:
             # Kept aside and retried at the next call; exists() and delete() don't raise it.
             log.warning("%s", exc)
@@ -424,8 +411,7 @@ class CacheSessionPool(AbstractSessionPool):
     def downsize(self, percent: int) -> int:
         """Delete ``percent`` % (rounded up) of the idle sessions above ``min_sessions``, least
         recently used first; returns how many were removed from the pool."""
-        if not isinstance(percent, int) or isinstance(percent, bool) or not 1 <= percent <= 100:
-            raise ValueError(f"percent must be an integer from 1 to 100, not {percent!r}")
+        percent = _validate.integer("percent", percent, minimum=1, maximum=100)
         key = self._ready()
         idle = self._steps.run("stats", self._store.stats, key).idle
         count = math.ceil(max(0, idle - self.min_sessions) * percent / 100)
@@ -440,7 +426,7 @@ class CacheSessionPool(AbstractSessionPool):
         succeeded; a session already gone counts as deleted."""
         key = self._ready()
         records = self._steps.run("clear", self._store.clear, key)
-        return self._delete_records(records)
+        return self._upkeep.delete_records(records)
 
     def maintain(self) -> MaintenanceReport:
         """One round of upkeep, for any process to call every few minutes:
@@ -457,59 +443,39 @@ class CacheSessionPool(AbstractSessionPool):
         """
         return self._upkeep.maintain(self._ready())
 
-    def _delete_records(self, records: list[SessionRecord]) -> bool:
-        return self._delete_sessions([self._session(record.name) for record in records])
-
-    def _delete_sessions(self, sessions: list[Any]) -> bool:
-        if not sessions:
-            return True
-        for session in sessions:
-            client.detach(session)
-        outcomes = run_all(client.delete, sessions)
-        failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
-        self._count("sessions_deleted", len(sessions) - len(failed))
-        for error in failed[:3]:
-            log.warning("CacheSessionPool %s: deleting a session failed: %s", self._key, error)
-        return not failed
-
-    # -- fork ------------------------------------------------------------------------------
-
-    def _after_fork(self) -> None:
-        """In a forked child: the parent's checkouts are the parent's."""
-        self._mutex = threading.Lock()
-        self._holdings.after_fork()
-        self._steps.after_fork()
-        self._pid = os.getpid()
-        if self._own_holder:
-            self._holder = Holder.current()
-
     # -- stats ----------------------------------------------------------------------------------
-
-    def _count(self, name: str, n: int = 1) -> None:
-        with self._mutex:
-            self._counts[name] += n
 
     def store_stats(self) -> StoreStats:
         """The pool's state in the store, across every process."""
         return self._steps.run("stats", self._store.stats, self.key)
 
-    def get_stats(self) -> dict[str, int]:
-        """Gauges across every process (``idle``, ``in_use``, ``creating``, ``high_water`` of
-        the current window) and this process's counters."""
-        stats = self.store_stats()
-        with self._mutex:
-            result = {
-                "max_sessions": self.max_sessions,
-                "min_sessions": self.min_sessions,
-                "idle": stats.idle,
-                "in_use": stats.in_use,
-                "creating": stats.creating,
-                "high_water": stats.high_water,
-                "held_here": len(self._holdings),
-                "unsettled": self._steps.unsettled,
-            }
-            result.update(self._counts)
+    def _gauges(self) -> dict[str, int]:
+        """Sessions across every process using the store, and this process's share."""
+        state = self.store_stats()
+        result = gauges(
+            size=state.idle + state.in_use,
+            available=state.idle,
+            in_use=state.in_use,
+            maximum=self.max_sessions,
+            waiting=self._waiting,
+        )
+        result[stats.POOL_MIN] = self.min_sessions
+        result[stats.POOL_CREATING] = state.creating
+        result[stats.HIGH_WATER] = state.high_water
+        result[stats.HELD_HERE] = len(self._holdings)
+        result[stats.UNSETTLED] = self._steps.unsettled
         return result
+
+    def get_stats(self) -> dict[str, int]:
+        """The common gauges across every process (``pool_size``, ``pool_available``,
+        ``pool_in_use``, ``pool_max``; ``requests_waiting`` in this process), the shared
+        pool's own (``pool_min``, ``pool_creating``, ``high_water`` of the current window,
+        ``held_here``, ``unsettled``), and this process's counters."""
+        return {**self._gauges(), **self._counters.snapshot()}
+
+    def pop_stats(self) -> dict[str, int]:
+        """:meth:`get_stats`, then reset the counters."""
+        return {**self._gauges(), **self._counters.pop()}
 
     def __repr__(self) -> str:
         return (
