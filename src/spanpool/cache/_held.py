@@ -5,14 +5,12 @@ child they are the parent's, and the child forgets them.
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import logging
-import os
 import threading
-import weakref
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._lifecycle import ExitHook, watch_fork
 from ..bridge import client
 from ._steps import Unsettled
 from .store import Holder
@@ -74,34 +72,19 @@ class Holdings:
         self._held = {}
 
 
-_POOLS: weakref.WeakSet[CacheSessionPool] = weakref.WeakSet()
-
-
-def _forget_parent_state() -> None:
+def forget_parent(pool: CacheSessionPool) -> None:
     """In a forked child: the parent's checkouts, journal and tokens are the parent's."""
-    for pool in list(_POOLS):
-        pool._mutex = threading.Lock()
-        pool._holdings.after_fork()
-        pool._steps.after_fork()
-        pool._pid = os.getpid()
-        if pool._own_holder:
-            pool._holder = Holder.current()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_parent_state)
-
-
-def _release_at_exit(pool_ref: weakref.ref[CacheSessionPool]) -> None:
-    pool = pool_ref()
-    if pool is not None and pool._pid == os.getpid():
-        return_everything(pool)
+    pool._mutex = threading.Lock()
+    pool._holdings.after_fork()
+    pool._steps.after_fork()
+    if pool._own_holder:
+        pool._holder = Holder.current()
 
 
 def track(pool: CacheSessionPool) -> None:
     """Have ``pool`` return what it holds at exit, and forget it in a forked child."""
-    _POOLS.add(pool)
-    atexit.register(_release_at_exit, weakref.ref(pool))
+    watch_fork(pool)
+    ExitHook(pool, return_everything)
 
 
 def return_everything(pool: CacheSessionPool) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -108,7 +107,6 @@ class CacheSessionPool(AbstractSessionPool):
         self._store = store
         self._own_holder = holder is None
         self._holder = Holder.current() if holder is None else holder
-        self._pid = os.getpid()
         self._key: str | None = None
         self._mutex = threading.Lock()
         self._holdings = Holdings()
@@ -442,6 +440,9 @@ class CacheSessionPool(AbstractSessionPool):
         - create sessions up to ``min_sessions``.
         """
         return self._upkeep.maintain(self._ready())
+
+    def _after_fork(self) -> None:
+        _held.forget_parent(self)
 
     # -- stats ----------------------------------------------------------------------------------
 
