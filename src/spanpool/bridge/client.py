@@ -8,6 +8,7 @@ error means "this session is gone". When the official client changes, this file 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -243,6 +244,46 @@ def delete(session: Session) -> None:
         database.spanner_api.delete_session(
             name=session.name, metadata=_metadata(database), retry=None, timeout=DELETE_TIMEOUT
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class ListedSession:
+    """A session as ``ListSessions`` reports it: full name, labels, and the server's times
+    (seconds since the epoch) of its creation and approximate last use."""
+
+    name: str
+    labels: dict[str, str]
+    created_at: float
+    last_used: float
+
+
+def list_sessions(database: Any, labels: dict[str, str]) -> list[ListedSession]:
+    """The regular sessions of ``database`` that carry every one of ``labels``, all pages.
+
+    Cloud Spanner's filter ``labels.key:value`` matches values that *contain* ``value``, so
+    the labels are compared again here, exactly."""
+    request = spanner_types.ListSessionsRequest(
+        database=database.name,
+        filter=" AND ".join(f"labels.{key}:{value}" for key, value in labels.items()),
+    )
+    found = []
+    for session in database.spanner_api.list_sessions(
+        request=request, metadata=_metadata(database)
+    ):
+        have = dict(session.labels)
+        if session.multiplexed or any(have.get(k) != v for k, v in labels.items()):
+            continue
+        created = session.create_time.timestamp()
+        last_used = session.approximate_last_use_time
+        found.append(
+            ListedSession(
+                session.name,
+                have,
+                created,
+                last_used.timestamp() if last_used else created,
+            )
+        )
+    return found
 
 
 def begin_transaction(session: Session) -> Any:
