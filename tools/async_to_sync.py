@@ -28,7 +28,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 POOLS = ROOT / "src" / "spanpool" / "pools"
-SOURCES = [POOLS / "abstract_async.py", POOLS / "base_async.py", POOLS / "policies_async.py"]
+BRIDGE = ROOT / "src" / "spanpool" / "bridge"
+SOURCES = [
+    POOLS / "abstract_async.py",
+    POOLS / "base_async.py",
+    POOLS / "policies_async.py",
+    POOLS / "multiplexed_async.py",
+    BRIDGE / "multiplexed_async.py",
+]
 
 _RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\bawait\s+"), ""),

@@ -246,3 +246,67 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+# -- multiplexed sessions ------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiplexedRecord:
+    """The multiplexed session shared under one key: its full name, when it was created (the
+    pool's clock: wall-clock seconds), and its generation (1 for the key's first session, one
+    more for each successor, whoever made it)."""
+
+    name: str
+    created_at: float
+    generation: int
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiplexedClaim:
+    """Result of ``MultiplexedStore.multiplexed_claim``.
+
+    - ``token`` set: the caller holds the creation lease; it creates a session and publishes it
+      under this token (``multiplexed_publish``), or gives the lease up
+      (``multiplexed_abandon``);
+    - ``token`` None: ``record`` is the session to use (another holder made it), or, when
+      ``record`` is None or still the session being replaced, another holder's lease is live:
+      that holder is creating one, ask again later.
+    """
+
+    token: str | None
+    record: MultiplexedRecord | None
+
+
+class MultiplexedStore(Protocol):
+    """The steps ``MultiplexedPool`` needs to share one multiplexed session per key between
+    processes and hosts; ``MemoryStore``, ``SQLiteStore`` and ``RedisStore`` implement them.
+
+    Each is one atomic step, as for ``Store``. The keys are the pool's own (they never collide
+    with ``CacheSessionPool``'s keys, even in the same store)."""
+
+    def multiplexed_get(self, key: str) -> MultiplexedRecord | None:
+        """The session recorded under ``key``, if any."""
+        ...
+
+    def multiplexed_claim(
+        self, key: str, *, holder: Holder, now: float, lease: float, replacing: str | None
+    ) -> MultiplexedClaim:
+        """Grant the creation lease (a new token, held by ``holder`` until ``now + lease``)
+        when no other holder's lease is live and either nothing is recorded, or the recorded
+        session is ``replacing`` (the caller found it lost, or old enough to rotate). Otherwise
+        grant nothing. Always answers the record as it is."""
+        ...
+
+    def multiplexed_publish(
+        self, key: str, token: str, *, name: str, created_at: float
+    ) -> MultiplexedRecord | None:
+        """Record session ``name`` under ``key`` with the next generation, and end the lease,
+        when ``token`` still holds it (even past its time, if nobody took it over). None,
+        changing nothing, when it does not: the caller's session is then not shared."""
+        ...
+
+    def multiplexed_abandon(self, key: str, token: str) -> None:
+        """End the lease ``token`` (its creation failed), so that another holder may create at
+        once; an unknown token is ignored."""
+        ...

@@ -9,6 +9,8 @@ from .abstract import AbstractSessionPool, SessionCheckout
 from .abstract_async import AsyncAbstractSessionPool, AsyncSessionCheckout
 from .base import ManagedPool
 from .base_async import AsyncManagedPool
+from .multiplexed import MultiplexedPool
+from .multiplexed_async import AsyncMultiplexedPool
 from .policies import BurstyPool, FixedSizePool, PingingPool, TransactionPingingPool
 from .policies_async import (
     AsyncBurstyPool,
@@ -23,12 +25,14 @@ __all__ = [
     "AsyncBurstyPool",
     "AsyncFixedSizePool",
     "AsyncManagedPool",
+    "AsyncMultiplexedPool",
     "AsyncPingingPool",
     "AsyncSessionCheckout",
     "AsyncTransactionPingingPool",
     "BurstyPool",
     "FixedSizePool",
     "ManagedPool",
+    "MultiplexedPool",
     "PingingPool",
     "PoolForked",
     "SessionCheckout",

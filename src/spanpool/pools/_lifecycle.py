@@ -1,0 +1,122 @@
+"""Background work of the multiplexed pools, blocking flavour: one maintenance thread for the
+whole process, short-lived threads for creations, and what a forked child starts again.
+
+``multiplexed.py`` is generated from ``multiplexed_async.py`` and calls these functions;
+``_lifecycle_async.py`` has the same names for asyncio.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+log = logging.getLogger("spanpool")
+
+R = TypeVar("R")
+
+IDLE_WAIT = 60.0
+"""Longest the maintenance thread sleeps when no pool asks for sooner."""
+SHORTEST_WAIT = 0.01
+
+
+def start(work: Callable[..., Any], *args: Any) -> None:
+    """Run ``work(*args)`` in the background (a daemon thread that ends with it)."""
+    threading.Thread(target=work, args=args, name="spanpool-multiplexed", daemon=True).start()
+
+
+def wait(future: concurrent.futures.Future[R], timeout: float) -> R:
+    """The future's result, waiting up to ``timeout`` seconds (``TimeoutError`` after)."""
+    return future.result(timeout)
+
+
+def sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def store_step(step: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    """One step of a shared store (they block: in the asyncio flavour they run in a thread)."""
+    return step(*args, **kwargs)
+
+
+class SharedMaintenance:
+    """One daemon thread keeps every multiplexed pool of the process: it calls each pool's
+    ``maintain()`` (which answers how many seconds it may wait before the next call) and
+    sleeps until the soonest is due.
+
+    It holds the pools weakly, and holds none of them while sleeping, so that a ``Database``
+    dropped without ``close()`` is collected; it ends when no pool is left, and starts again
+    with the next one, so the process has at most one such thread however many ``Database``
+    objects come and go."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pools: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._thread: threading.Thread | None = None
+
+    def add(self, pool: Any) -> None:
+        with self._lock:
+            if pool not in self._pools:
+                # A pool collected without close() wakes the thread, which ends if it was the last.
+                weakref.finalize(pool, self._wake.set)
+            self._pools.add(pool)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="spanpool-multiplexed-maintenance", daemon=True
+                )
+                self._thread.start()
+        self._wake.set()
+
+    def discard(self, pool: Any) -> None:
+        with self._lock:
+            self._pools.discard(pool)
+        self._wake.set()
+
+    def poke(self) -> None:
+        """Run a round now (a pool's schedule changed)."""
+        self._wake.set()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def _run(self) -> None:
+        while True:
+            self._wake.clear()
+            with self._lock:
+                pools = list(self._pools)
+                if not pools:
+                    self._thread = None
+                    return
+            delay = IDLE_WAIT
+            for pool in pools:
+                try:
+                    delay = min(delay, pool.maintain())
+                except Exception:
+                    log.exception("%s: maintenance round failed", getattr(pool, "_name", pool))
+            del pools, pool  # hold no pool while sleeping: a dropped Database must be collectable
+            self._wake.wait(max(delay, SHORTEST_WAIT))
+
+    def _after_fork(self) -> None:
+        # The parent's thread does not exist here: a child keeps its pools maintained by a
+        # thread of its own (the pools keep their session: nothing is created).
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread = None
+        if len(self._pools):
+            self.add(next(iter(self._pools)))
+
+
+_maintenance = SharedMaintenance()
+os.register_at_fork(after_in_child=_maintenance._after_fork)
+
+
+def maintenance() -> SharedMaintenance:
+    """The process's maintenance of multiplexed pools."""
+    return _maintenance
