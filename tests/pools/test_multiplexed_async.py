@@ -15,6 +15,8 @@ from spanpool import AsyncMultiplexedPool, PoolClosed
 from spanpool.pools import _lifecycle_async
 from spanpool.testing import LocalSpanner, connect_async
 
+from ..conftest import FakeClock
+
 
 def _db_id(prefix: str) -> str:
     return f"{prefix}{time.monotonic_ns() % 10**9}"
@@ -79,20 +81,24 @@ def test_single_flight_across_tasks_and_a_new_database_creates_nothing(
     asyncio.run(main())
 
 
-def test_errors_and_cancellation_never_lose_the_creation(server: LocalSpanner) -> None:
+def test_errors_and_cancellation_never_lose_the_creation(
+    server: LocalSpanner, clock: FakeClock
+) -> None:
     async def main() -> None:
         server.inject_error("CreateSession", "UNAVAILABLE", count=1)
-        pool = AsyncMultiplexedPool()
+        pool = AsyncMultiplexedPool(clock=clock)
         database = await connect_async(server.endpoint, _db_id("cancel"), pool=pool)
         with pytest.raises(exceptions.ServiceUnavailable):
             await _query(database)
-        server.inject_latency(100, method="CreateSession")
-        await asyncio.sleep(0.2)  # past the first backoff (0.1 s at most 0.12)
+        clock.advance(1)  # past the backoff
+        server.freeze()  # the next creation is held by the server
         task = asyncio.ensure_future(_query(database))
-        await asyncio.sleep(0.01)
+        while _creates(server) < 2:
+            await asyncio.sleep(0.005)
         task.cancel()  # cancelled while waiting: the creation goes on for the others
         with pytest.raises(asyncio.CancelledError):
             await task
+        server.unfreeze()
         assert await _query(database) == [[1]]
         assert _creates(server) == 2
 
