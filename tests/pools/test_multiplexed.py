@@ -23,7 +23,7 @@ from google.cloud.spanner_v1 import pool as official
 
 from spanpool import BurstyPool, FixedSizePool, MultiplexedPool, PoolClosed
 from spanpool.bridge import routing
-from spanpool.pools import _lifecycle
+from spanpool.pools import _maintenance
 from spanpool.testing import LocalSpanner
 
 from ..conftest import FakeClock
@@ -409,7 +409,7 @@ def test_one_maintenance_thread_for_every_pool_of_the_process(server: LocalSpann
     assert names == ["spanpool-multiplexed-maintenance"]
     for database in databases:
         database.close()
-    registered = set(_lifecycle.maintenance()._pools)
+    registered = set(_maintenance.maintenance()._pools)
     assert not registered & {database._pool for database in databases}
 
 

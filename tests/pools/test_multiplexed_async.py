@@ -12,7 +12,7 @@ import pytest
 from google.api_core import exceptions
 
 from spanpool import AsyncMultiplexedPool, PoolClosed
-from spanpool.pools import _lifecycle_async
+from spanpool.pools import _maintenance_async
 from spanpool.testing import LocalSpanner, connect_async
 
 from ..conftest import FakeClock
@@ -116,7 +116,7 @@ def test_one_maintenance_task_per_loop_and_dropped_databases_collected(
             assert await _query(database) == [[1]]
             refs.append(weakref.ref(database))
             del database
-        shared = _lifecycle_async.maintenance()
+        shared = _maintenance_async.maintenance()
         tasks = [t for t in asyncio.all_tasks() if t.get_name() == "spanpool-multiplexed"]
         assert tasks == [shared.task]
         gc.collect()  # the client's result streams are closed by tasks the loop runs now

@@ -34,7 +34,6 @@ import contextlib
 import itertools
 import logging
 import math
-import os
 import random
 import threading
 import time
@@ -45,11 +44,12 @@ from typing import Any
 
 from google.api_core import exceptions
 
+from .._lifecycle import after_fork_in_child
 from ..bridge import client, multiplexed
 from ..cache.store import Holder, MultiplexedRecord, MultiplexedStore
 from ..errors import NotCheckedOut, PoolClosed, PoolUsageError
 from ..metrics import track as _track_metrics
-from . import _lifecycle
+from . import _maintenance
 from .abstract import AbstractSessionPool
 
 log = logging.getLogger("spanpool")
@@ -135,7 +135,7 @@ def _forget_fork() -> None:
             entry.forget_fork()
 
 
-os.register_at_fork(after_in_child=_forget_fork)
+after_fork_in_child(_forget_fork)
 
 
 def _check_seconds(name: str, value: object) -> float:
@@ -224,7 +224,7 @@ class MultiplexedPool(AbstractSessionPool):
         self._entry = entry
         self._session = None
         multiplexed.install(database, self)
-        self._maintenance = _lifecycle.maintenance()
+        self._maintenance = _maintenance.maintenance()
         self._maintenance.add(self)
         if entry.record is None and self._store is not None:
             self._read_store(entry)
@@ -278,7 +278,7 @@ class MultiplexedPool(AbstractSessionPool):
                         f"within {self._create_timeout + 1.0:g}s"
                     ) from entry.last_error
                 try:
-                    _lifecycle.wait(future, remaining)
+                    _maintenance.wait(future, remaining)
                 except TimeoutError:
                     continue  # the deadline check above answers
         finally:
@@ -305,7 +305,7 @@ class MultiplexedPool(AbstractSessionPool):
                 concurrent.futures.Future()
             )
             entry.attempt = future
-        _lifecycle.start(self._attempt, entry, kind, replacing, future)
+        _maintenance.start(self._attempt, entry, kind, replacing, future)
         return future
 
     def _attempt(
@@ -372,7 +372,7 @@ class MultiplexedPool(AbstractSessionPool):
             token: str | None = None
             if store is not None and self._clock() >= entry.store_down_until:
                 try:
-                    claim = _lifecycle.store_step(
+                    claim = _maintenance.store_step(
                         store.multiplexed_claim,
                         entry.key,
                         holder=Holder.current(),
@@ -401,7 +401,7 @@ class MultiplexedPool(AbstractSessionPool):
                                 f"multiplexed session of {entry.key} and has not published it "
                                 f"within {self._create_timeout:g}s"
                             )
-                        _lifecycle.sleep(pause)  # another holder is creating it
+                        _maintenance.sleep(pause)  # another holder is creating it
                         pause = min(pause * 2, 0.5)
                         continue
             return self._create(entry, token)
@@ -420,11 +420,11 @@ class MultiplexedPool(AbstractSessionPool):
             generation = entry.generation + 1
         if store is not None and token is not None:
             try:
-                published = _lifecycle.store_step(
+                published = _maintenance.store_step(
                     store.multiplexed_publish, entry.key, token, name=name, created_at=created_at
                 )
                 if published is None:  # the lease was taken over meanwhile: use theirs
-                    published = _lifecycle.store_step(store.multiplexed_get, entry.key)
+                    published = _maintenance.store_step(store.multiplexed_get, entry.key)
             except Exception as exc:
                 self._store_failed(entry, exc)
             else:
@@ -501,7 +501,7 @@ class MultiplexedPool(AbstractSessionPool):
         store = self._store
         assert store is not None
         try:
-            record = _lifecycle.store_step(store.multiplexed_get, entry.key)
+            record = _maintenance.store_step(store.multiplexed_get, entry.key)
         except Exception as exc:
             self._store_failed(entry, exc)
             return
@@ -515,10 +515,10 @@ class MultiplexedPool(AbstractSessionPool):
         store = self._store
         assert store is not None
         try:
-            stored = _lifecycle.store_step(store.multiplexed_get, entry.key)
+            stored = _maintenance.store_step(store.multiplexed_get, entry.key)
             mine = entry.record
             if mine is not None and (stored is None or stored.name in entry.lost):
-                claim = _lifecycle.store_step(
+                claim = _maintenance.store_step(
                     store.multiplexed_claim,
                     entry.key,
                     holder=Holder.current(),
@@ -527,7 +527,7 @@ class MultiplexedPool(AbstractSessionPool):
                     replacing=stored.name if stored is not None else None,
                 )
                 if claim.token is not None:
-                    stored = _lifecycle.store_step(
+                    stored = _maintenance.store_step(
                         store.multiplexed_publish,
                         entry.key,
                         claim.token,
@@ -567,7 +567,7 @@ class MultiplexedPool(AbstractSessionPool):
 
     def _quietly(self, step: Any, entry: _Entry, *args: Any) -> None:
         try:
-            _lifecycle.store_step(step, *args)
+            _maintenance.store_step(step, *args)
         except Exception as exc:
             self._store_failed(entry, exc)
 
@@ -579,7 +579,7 @@ class MultiplexedPool(AbstractSessionPool):
         that is due. Returns the seconds until the next round is due."""
         entry = self._entry
         if self._closed or entry is _UNBOUND:
-            return _lifecycle.IDLE_WAIT
+            return _maintenance.IDLE_WAIT
         now = self._clock()
         if self._store is not None and now >= entry.poll_at:
             entry.poll_at = now + POLL_INTERVAL * random.uniform(0.8, 1.2)

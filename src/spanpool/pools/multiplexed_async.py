@@ -32,7 +32,6 @@ import contextlib
 import itertools
 import logging
 import math
-import os
 import random
 import threading
 import time
@@ -43,11 +42,12 @@ from typing import Any
 
 from google.api_core import exceptions
 
+from .._lifecycle import after_fork_in_child
 from ..bridge import client_async, multiplexed_async
 from ..cache.store import Holder, MultiplexedRecord, MultiplexedStore
 from ..errors import NotCheckedOut, PoolClosed, PoolUsageError
 from ..metrics import track as _track_metrics
-from . import _lifecycle_async
+from . import _maintenance_async
 from .abstract_async import AsyncAbstractSessionPool
 
 log = logging.getLogger("spanpool")
@@ -133,7 +133,7 @@ def _forget_fork() -> None:
             entry.forget_fork()
 
 
-os.register_at_fork(after_in_child=_forget_fork)
+after_fork_in_child(_forget_fork)
 
 
 def _check_seconds(name: str, value: object) -> float:
@@ -222,7 +222,7 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
         self._entry = entry
         self._session = None
         multiplexed_async.install(database, self)
-        self._maintenance = _lifecycle_async.maintenance()
+        self._maintenance = _maintenance_async.maintenance()
         self._maintenance.add(self)
         if entry.record is None and self._store is not None:
             await self._read_store(entry)
@@ -276,7 +276,7 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
                         f"within {self._create_timeout + 1.0:g}s"
                     ) from entry.last_error
                 try:
-                    await _lifecycle_async.wait(future, remaining)
+                    await _maintenance_async.wait(future, remaining)
                 except TimeoutError:
                     continue  # the deadline check above answers
         finally:
@@ -303,7 +303,7 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
                 concurrent.futures.Future()
             )
             entry.attempt = future
-        _lifecycle_async.start(self._attempt, entry, kind, replacing, future)
+        _maintenance_async.start(self._attempt, entry, kind, replacing, future)
         return future
 
     async def _attempt(
@@ -372,7 +372,7 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
             token: str | None = None
             if store is not None and self._clock() >= entry.store_down_until:
                 try:
-                    claim = await _lifecycle_async.store_step(
+                    claim = await _maintenance_async.store_step(
                         store.multiplexed_claim,
                         entry.key,
                         holder=Holder.current(),
@@ -401,7 +401,7 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
                                 f"multiplexed session of {entry.key} and has not published it "
                                 f"within {self._create_timeout:g}s"
                             )
-                        await _lifecycle_async.sleep(pause)  # another holder is creating it
+                        await _maintenance_async.sleep(pause)  # another holder is creating it
                         pause = min(pause * 2, 0.5)
                         continue
             return await self._create(entry, token)
@@ -422,11 +422,13 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
             generation = entry.generation + 1
         if store is not None and token is not None:
             try:
-                published = await _lifecycle_async.store_step(
+                published = await _maintenance_async.store_step(
                     store.multiplexed_publish, entry.key, token, name=name, created_at=created_at
                 )
                 if published is None:  # the lease was taken over meanwhile: use theirs
-                    published = await _lifecycle_async.store_step(store.multiplexed_get, entry.key)
+                    published = await _maintenance_async.store_step(
+                        store.multiplexed_get, entry.key
+                    )
             except Exception as exc:
                 self._store_failed(entry, exc)
             else:
@@ -503,7 +505,7 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
         store = self._store
         assert store is not None
         try:
-            record = await _lifecycle_async.store_step(store.multiplexed_get, entry.key)
+            record = await _maintenance_async.store_step(store.multiplexed_get, entry.key)
         except Exception as exc:
             self._store_failed(entry, exc)
             return
@@ -517,10 +519,10 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
         store = self._store
         assert store is not None
         try:
-            stored = await _lifecycle_async.store_step(store.multiplexed_get, entry.key)
+            stored = await _maintenance_async.store_step(store.multiplexed_get, entry.key)
             mine = entry.record
             if mine is not None and (stored is None or stored.name in entry.lost):
-                claim = await _lifecycle_async.store_step(
+                claim = await _maintenance_async.store_step(
                     store.multiplexed_claim,
                     entry.key,
                     holder=Holder.current(),
@@ -529,7 +531,7 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
                     replacing=stored.name if stored is not None else None,
                 )
                 if claim.token is not None:
-                    stored = await _lifecycle_async.store_step(
+                    stored = await _maintenance_async.store_step(
                         store.multiplexed_publish,
                         entry.key,
                         claim.token,
@@ -569,7 +571,7 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
 
     async def _quietly(self, step: Any, entry: _Entry, *args: Any) -> None:
         try:
-            await _lifecycle_async.store_step(step, *args)
+            await _maintenance_async.store_step(step, *args)
         except Exception as exc:
             self._store_failed(entry, exc)
 
@@ -581,7 +583,7 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
         that is due. Returns the seconds until the next round is due."""
         entry = self._entry
         if self._closed or entry is _UNBOUND:
-            return _lifecycle_async.IDLE_WAIT
+            return _maintenance_async.IDLE_WAIT
         now = self._clock()
         if self._store is not None and now >= entry.poll_at:
             entry.poll_at = now + POLL_INTERVAL * random.uniform(0.8, 1.2)

@@ -2,19 +2,20 @@
 whole process, short-lived threads for creations, and what a forked child starts again.
 
 ``multiplexed.py`` is generated from ``multiplexed_async.py`` and calls these functions;
-``_lifecycle_async.py`` has the same names for asyncio.
+``_maintenance_async.py`` has the same names for asyncio.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
-import os
 import threading
 import time
 import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
+
+from .._lifecycle import after_fork_in_child
 
 log = logging.getLogger("spanpool")
 
@@ -114,7 +115,7 @@ class SharedMaintenance:
 
 
 _maintenance = SharedMaintenance()
-os.register_at_fork(after_in_child=_maintenance._after_fork)
+after_fork_in_child(_maintenance._after_fork)
 
 
 def maintenance() -> SharedMaintenance:

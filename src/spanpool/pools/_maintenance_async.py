@@ -1,7 +1,7 @@
 """Background work of the multiplexed pools, asyncio flavour: one maintenance task per event
 loop, tasks for creations, store steps in a thread.
 
-The same names as :mod:`spanpool.pools._lifecycle`, which the generated blocking pool calls.
+The same names as :mod:`spanpool.pools._maintenance`, which the generated blocking pool calls.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ..cache.memory import MemoryStore
-from ._lifecycle import IDLE_WAIT as IDLE_WAIT
-from ._lifecycle import SHORTEST_WAIT
+from ._maintenance import IDLE_WAIT as IDLE_WAIT
+from ._maintenance import SHORTEST_WAIT
 
 log = logging.getLogger("spanpool")
 
