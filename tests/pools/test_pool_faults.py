@@ -141,6 +141,24 @@ def test_failed_bind_keeps_what_was_created_and_fill_completes_the_pool(
     _assert_books_match(pool, server, database_name)
 
 
+@pytest.mark.parametrize("size", [1200, 10_000])
+def test_a_failing_bind_stops_at_the_first_failed_call_whatever_the_size(
+    server: LocalSpanner, pools: Pools, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    monkeypatch.setattr(_bridge, "CREATE_RETRY", None)  # the client's retries, made instant
+    server.inject_error("BatchCreateSessions", "UNAVAILABLE")  # every call: the server is down
+    pool = FixedSizePool(size=size)
+
+    with pytest.raises(exceptions.ServiceUnavailable):
+        pools.bind(pool, "down")
+
+    # One call per lane at most, then the error: the time to it does not grow with the size.
+    assert server.request_counts()["BatchCreateSessions"] <= 4
+    stats = pool.get_stats()
+    assert (stats["pool_size"], stats["pool_creating"]) == (0, 0)
+    assert stats["sessions_create_failed"] == size  # every place was given back
+
+
 @pytest.mark.parametrize(("code", "get_fails"), [("INTERNAL", True), ("UNAVAILABLE", False)])
 def test_failed_session_creation_on_get_loses_nothing(
     server: LocalSpanner, pools: Pools, code: str, get_fails: bool

@@ -1,78 +1,101 @@
-"""The bridge of :mod:`spanpool.bridge.client` for the official client's asyncio flavour
-(``google.cloud.spanner_v1.AsyncClient``): the same functions, as coroutines, over the
-asyncio ``Session`` and the asyncio gRPC stub. What does not talk to the server is shared with
-the blocking bridge.
+"""The RPCs the pools send through the official client's objects: build a session object,
+create sessions in batches, check, ping and delete one, begin a transaction. What does not
+talk to the server is in ``common.py``. When the official client changes, this folder changes.
 """
+
+# begin async only
+# This module speaks to the client's asyncio objects (``AsyncClient``), and is the source of
+# ``client.py`` (the blocking objects), which ``tools/async_to_sync.py`` generates from it.
+# end async only
 
 from __future__ import annotations
 
-import asyncio
+import asyncio  # async only
 import contextlib
-import logging
 from collections.abc import Callable
 from typing import Any
 
 from google.api_core import exceptions
-from google.cloud.spanner_v1._async.session import Session
+from google.api_core.gapic_v1.method import DEFAULT
+from google.cloud.spanner_v1._async.session import Session  # async only
 from google.cloud.spanner_v1.types import spanner as spanner_types
 
-from .client import (
+# sync: from google.cloud.spanner_v1.session import Session
+from .common import (
     DELETE_TIMEOUT,
     MAX_BATCH,
+    ListedSession,
     PoolMember,
+    database_ids,
     detach,
     has_fresh_transaction,
     is_session_not_found,
     owner_of,
+    resource_info,
     session_database,
     transaction_is_usable,
 )
-from .client import _metadata as _metadata
+from .common import _metadata as _metadata
+
+# sync: from .common import run_lanes
 
 __all__ = [
     "DELETE_TIMEOUT",
     "MAX_BATCH",
+    "ListedSession",
     "PooledSession",
     "batch_create",
     "begin_transaction",
     "create",
+    "database_ids",
     "delete",
-    "delete_at_exit",
     "detach",
     "exists",
     "has_fresh_transaction",
     "is_session_not_found",
+    "list_sessions",
     "new_session",
     "owner_of",
     "ping",
+    "resource_info",
     "session_database",
+    "session_for_name",
     "transaction_is_usable",
 ]
 
-log = logging.getLogger("spanpool")
+CREATE_RETRY: Any = DEFAULT
+"""The retry policy of each BatchCreateSessions call (the client's own by default: about 60 s of
+retries while the server is unavailable). Tests may set a shorter one."""
 
 
 class PooledSession(PoolMember, Session):
-    """The official asyncio ``Session``, remembering which pool it belongs to."""
+    """The official ``Session``, remembering which pool it belongs to.
+
+    The pool learns through ``exists()`` and ``delete()`` when a checked-out session is gone,
+    so it can replace it instead of handing it out again.
+    """
 
     async def run_in_transaction(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        session: Any = super()
         try:
-            return await super().run_in_transaction(func, *args, **kwargs)
+            return await session.run_in_transaction(func, *args, **kwargs)
         except exceptions.NotFound as exc:
             if is_session_not_found(exc):
                 self._spanpool_gone = True
             raise
 
     async def exists(self) -> bool:
-        found: bool = await super().exists()
+        session: Any = super()
+        found = bool(await session.exists())
         if not found and self._spanpool_owner is not None:
             self._spanpool_owner._session_gone(self)
         return found
 
     async def delete(self) -> None:
         owner = self._spanpool_owner
+        session: Any = super()
         try:
-            await super().delete()
+            await session.delete()
         except exceptions.NotFound:
             pass
         finally:
@@ -85,6 +108,17 @@ def new_session(database: Any, labels: dict[str, str], role: str | None, owner: 
     role = role or database.database_role
     session = PooledSession(database=database, labels=labels, database_role=role)  # type: ignore[no-untyped-call]
     session._spanpool_owner = owner
+    return session
+
+
+def session_for_name(
+    database: Any, name: str, labels: dict[str, str], role: str | None, owner: Any
+) -> PooledSession:
+    """A session object for the existing session ``name`` (its full resource name), e.g. one
+    that another process created and a shared store handed to this one."""
+    session = new_session(database, labels, role, owner)
+    assert isinstance(session, PooledSession)
+    session._session_id = name.rsplit("/", 1)[-1]
     return session
 
 
@@ -101,13 +135,17 @@ async def batch_create(
     """Create ``count`` sessions with BatchCreateSessions, at most 100 per call, with up to
     ``parallelism`` calls in flight, looping when the server returns fewer than asked.
 
-    ``on_created`` receives each batch as soon as it arrives. Returns how many were created;
-    raises the first error once the calls in flight have finished.
+    ``on_created`` receives each batch as soon as it arrives, so a later failure loses nothing
+    already created. Returns how many were created. The first call that fails (after the
+    client's retries) stops the others from starting more: its error is raised once the calls
+    in flight have finished, so that a server that is down fails a bind of any size as fast
+    as one call.
     """
     role = role or database.database_role
     template = spanner_types.Session(labels=labels, creator_role=role or "")
     metadata = _metadata(database)
     api = database.spanner_api
+    retry = CREATE_RETRY
 
     async def create_some(n: int) -> int:
         made = 0
@@ -117,7 +155,9 @@ async def batch_create(
                 session_count=min(n - made, MAX_BATCH),
                 session_template=template,
             )
-            response = await api.batch_create_sessions(request=request, metadata=metadata)
+            response = await api.batch_create_sessions(
+                request=request, metadata=metadata, retry=retry
+            )
             if not response.session:
                 raise RuntimeError("BatchCreateSessions returned no session")
             batch = []
@@ -132,26 +172,34 @@ async def batch_create(
     chunks = [MAX_BATCH] * (count // MAX_BATCH) + ([count % MAX_BATCH] if count % MAX_BATCH else [])
     if len(chunks) <= 1:
         return await create_some(count) if count else 0
-    # `parallelism` workers share the chunks, so at most that many calls are in flight.
-    queue = list(chunks)
+    failed: list[BaseException] = []
 
-    async def worker() -> int:
+    async def lane() -> int:
+        """Take chunks until none is left or one failed (here or in another lane)."""
         made = 0
-        while queue:
-            made += await create_some(queue.pop())
+        while chunks and not failed:
+            try:
+                made += await create_some(chunks.pop())
+            except BaseException as exc:
+                failed.append(exc)
+                raise
         return made
 
-    outcomes = await asyncio.gather(
-        *(worker() for _ in range(min(parallelism, len(chunks)))), return_exceptions=True
-    )
-    errors = [o for o in outcomes if isinstance(o, BaseException)]
-    if errors:
-        raise errors[0]
-    return sum(o for o in outcomes if isinstance(o, int))
+    lanes = min(parallelism, len(chunks))
+    # begin async only
+    outcomes = await asyncio.gather(*(lane() for _ in range(lanes)), return_exceptions=True)
+    # end async only
+    # sync: outcomes = run_lanes(lane, lanes)
+    if failed:
+        raise failed[0]
+    return sum(outcome for outcome in outcomes if isinstance(outcome, int))
 
 
 async def create(session: Session) -> None:
-    """Create ``session`` on the server with its labels and database role."""
+    """Create ``session`` on the server with its labels and database role.
+
+    ``Session.create`` of the client sends the database's role, not the session's.
+    """
     database = session._database
     request = spanner_types.CreateSessionRequest(
         database=database.name,
@@ -170,8 +218,12 @@ async def exists(session: Session) -> bool:
 
 
 async def ping(session: Session) -> bool:
-    """Refresh the session with ``SELECT 1``; False when the server no longer has it (straight
-    through the stub, as in the blocking bridge)."""
+    """Refresh the session with ``SELECT 1``; False when the server no longer has it.
+
+    Sent straight through the stub, as ``Session.ping`` would, without the client's tracing
+    and metrics around it: pings run beside the application's work, so they should hold the
+    interpreter as little as possible.
+    """
     database = session._database
     request = spanner_types.ExecuteSqlRequest(session=session.name, sql="SELECT 1")
     try:
@@ -194,50 +246,37 @@ async def delete(session: Session) -> None:
         )
 
 
+async def list_sessions(database: Any, labels: dict[str, str]) -> list[ListedSession]:
+    """The regular sessions of ``database`` that carry every one of ``labels``, all pages.
+
+    Cloud Spanner's filter ``labels.key:value`` matches values that *contain* ``value``, so
+    the labels are compared again here, exactly."""
+    request = spanner_types.ListSessionsRequest(
+        database=database.name,
+        filter=" AND ".join(f"labels.{key}:{value}" for key, value in labels.items()),
+    )
+    found = []
+    async for session in await database.spanner_api.list_sessions(
+        request=request, metadata=_metadata(database)
+    ):
+        have = dict(session.labels)
+        if session.multiplexed or any(have.get(k) != v for k, v in labels.items()):
+            continue
+        created = session.create_time.timestamp()
+        last_used = session.approximate_last_use_time
+        found.append(
+            ListedSession(
+                session.name,
+                have,
+                created,
+                last_used.timestamp() if last_used else created,
+            )
+        )
+    return found
+
+
 async def begin_transaction(session: Session) -> Any:
     """A read-write transaction of ``session``, begun on the server."""
     transaction = session.transaction()
     await transaction.begin()
     return transaction
-
-
-def delete_at_exit(database: Any, sessions: list[Any]) -> int:
-    """Delete sessions when the event loop that owned the asyncio channel is gone (at
-    interpreter exit), through a blocking client made for the purpose. Best effort; returns
-    how many were deleted."""
-    names = [s.name for s in sessions if getattr(s, "session_id", None) is not None]
-    if not names or database is None:
-        return 0
-    from google.cloud.spanner_v1 import Client
-
-    try:
-        async_client = database._instance._client
-        client = Client(
-            project=async_client.project,
-            credentials=async_client.credentials,
-            client_options=async_client._client_options,
-            disable_builtin_metrics=True,
-        )
-        blocking = client.instance(database._instance.instance_id).database(database.database_id)
-        api = blocking.spanner_api
-        metadata = _metadata(blocking)
-    except Exception as exc:
-        log.warning("could not delete %d sessions at exit: %s", len(names), exc)
-        return 0
-    deleted = 0
-    for name in names:
-        try:
-            # No retries, a short deadline: exit must not hang on a server that is gone.
-            api.delete_session(name=name, metadata=metadata, retry=None, timeout=DELETE_TIMEOUT)
-            deleted += 1
-        except exceptions.NotFound:
-            deleted += 1
-        except Exception as exc:
-            log.warning(
-                "could not delete %d sessions at exit (%s): %s",
-                len(names) - deleted,
-                name,
-                exc,
-            )
-            break  # the server is unreachable or failing: the rest would fail the same way
-    return deleted

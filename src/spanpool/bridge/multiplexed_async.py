@@ -1,5 +1,5 @@
 """How a ``MultiplexedPool`` takes over the multiplexed session of the official client's
-``Database`` (asyncio flavour; ``multiplexed.py`` is generated from this file).
+``Database``.
 
 ``install(database, pool)``, called by the pool's ``bind``, changes two things of the
 ``Database``, both private fields that only this module knows:
@@ -16,6 +16,8 @@
   tells the pool at once, and a request that cannot have done anything on the server yet is
   sent again on the successor.
 """
+
+# The asyncio flavour; ``multiplexed.py`` is generated from this file.  # async only
 
 from __future__ import annotations
 

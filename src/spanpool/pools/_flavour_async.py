@@ -12,7 +12,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
-from ..bridge import client_async
+from ..bridge import at_exit
 from ._flavour import PARALLEL_RPCS
 
 log = logging.getLogger("spanpool")
@@ -99,7 +99,7 @@ def close_at_exit(pool: Any) -> None:
         return
     sessions = pool._close_core()
     if sessions:
-        client_async.delete_at_exit(pool._database, sessions)
+        at_exit.delete_sessions(pool._database, sessions)
 
 
 class MaintenanceWorker:

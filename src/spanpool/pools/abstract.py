@@ -47,14 +47,7 @@ class AbstractSessionPool:
     @property
     def _resource_info(self) -> dict[str, Any] | None:
         # The client reads this for its metrics labels.
-        database = self._database
-        if database is None:
-            return None
-        return {
-            "project": database._instance._client.project,
-            "instance": database._instance.instance_id,
-            "database": database.database_id,
-        }
+        return client.resource_info(self._database)
 
     def bind(self, database: Any) -> None:
         """Associate the pool with ``database``; a pool may create its sessions here."""

@@ -120,9 +120,7 @@ class ManagedPool(AbstractSessionPool):
 
     def bind(self, database: Any) -> None:
         """Associate the pool with ``database`` and create its sessions (concurrently, at most
-        100 per call). A session creation that fails raises, and keeps those created.
-        An asyncio caller cancelled meanwhile does not stop the creations in flight: their
-        sessions still join the pool."""
+        100 per call). A session creation that fails raises, and keeps those created."""
         self._check_usable()
         if self._database is not None and self._database.name != database.name:
             raise PoolUsageError(
@@ -145,11 +143,7 @@ class ManagedPool(AbstractSessionPool):
         return self._create_idle(permits)
 
     def _create_idle(self, permits: list[CreationPermit[Any]]) -> int:
-        """Create one session per permit, in batches, straight into the idle set.
-
-        A cancelled asyncio caller does not stop them: the server would create the sessions
-        of the calls in flight anyway, and the pool would never learn their names.
-        """
+        """Create one session per permit, in batches, straight into the idle set."""
         if not permits:
             return 0
         return _flavour.run_to_end(self._create_batches(permits))
@@ -207,8 +201,6 @@ class ManagedPool(AbstractSessionPool):
             return got
 
     def _create_for(self, permit: CreationPermit[Any]) -> Any:
-        # Runs to its end even if an asyncio caller is cancelled meanwhile: the session it
-        # would have had is then put back, rather than left on the server unknown to the pool.
         return _flavour.run_to_end(self._create_checked_out(permit), self.put)
 
     def _create_checked_out(self, permit: CreationPermit[Any]) -> Any:
@@ -442,7 +434,7 @@ class ManagedPool(AbstractSessionPool):
         self._delete_all([session])
 
     def _delete_all(self, sessions: list[Any]) -> None:
-        """Delete sessions the pool has forgotten (a cancelled asyncio caller does not stop it)."""
+        """Delete sessions the pool has forgotten."""
         if sessions:
             _flavour.run_to_end(self._delete_now(sessions))
 
@@ -459,15 +451,14 @@ class ManagedPool(AbstractSessionPool):
     # -- maintenance, stats, leaks -----------------------------------------------------------------
 
     def start_maintenance(self) -> None:
-        """Run background maintenance (a thread; an asyncio task for the asyncio pools) that
-        keeps sessions alive (pings spread over the interval), replaces dropped ones and
-        reports leaks. ``close()`` stops it."""
+        """Run background maintenance that keeps sessions alive (pings spread over the
+        interval), replaces dropped ones and reports leaks. ``close()`` stops it."""
         from ._flavour import MaintenanceWorker
 
         self._check_usable()
         if self._worker is None:
             worker = MaintenanceWorker(self)
-            worker.start()  # kept only once started (an asyncio one needs a running loop)
+            worker.start()  # kept only once started (it may need a running loop)
             self._worker = worker
 
     def maintenance_interval(self) -> float:

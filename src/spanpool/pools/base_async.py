@@ -118,9 +118,9 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
 
     async def bind(self, database: Any) -> None:
         """Associate the pool with ``database`` and create its sessions (concurrently, at most
-        100 per call). A session creation that fails raises, and keeps those created.
-        An asyncio caller cancelled meanwhile does not stop the creations in flight: their
-        sessions still join the pool."""
+        100 per call). A session creation that fails raises, and keeps those created."""
+        # An asyncio caller cancelled meanwhile does not stop the creations  # async only
+        # in flight: their sessions still join the pool.  # async only
         self._check_usable()
         if self._database is not None and self._database.name != database.name:
             raise PoolUsageError(
@@ -143,11 +143,11 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         return await self._create_idle(permits)
 
     async def _create_idle(self, permits: list[CreationPermit[Any]]) -> int:
-        """Create one session per permit, in batches, straight into the idle set.
-
-        A cancelled asyncio caller does not stop them: the server would create the sessions
-        of the calls in flight anyway, and the pool would never learn their names.
-        """
+        """Create one session per permit, in batches, straight into the idle set."""
+        # begin async only
+        # A cancelled asyncio caller does not stop them: the server would create the sessions
+        # of the calls in flight anyway, and the pool would never learn their names.
+        # end async only
         if not permits:
             return 0
         return await _flavour_async.run_to_end(self._create_batches(permits))
@@ -205,8 +205,10 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
             return got
 
     async def _create_for(self, permit: CreationPermit[Any]) -> Any:
+        # begin async only
         # Runs to its end even if an asyncio caller is cancelled meanwhile: the session it
         # would have had is then put back, rather than left on the server unknown to the pool.
+        # end async only
         return await _flavour_async.run_to_end(self._create_checked_out(permit), self.put)
 
     async def _create_checked_out(self, permit: CreationPermit[Any]) -> Any:
@@ -440,7 +442,8 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         await self._delete_all([session])
 
     async def _delete_all(self, sessions: list[Any]) -> None:
-        """Delete sessions the pool has forgotten (a cancelled asyncio caller does not stop it)."""
+        """Delete sessions the pool has forgotten."""
+        # A cancelled asyncio caller does not stop it.  # async only
         if sessions:
             await _flavour_async.run_to_end(self._delete_now(sessions))
 
@@ -457,15 +460,15 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
     # -- maintenance, stats, leaks -----------------------------------------------------------------
 
     def start_maintenance(self) -> None:
-        """Run background maintenance (a thread; an asyncio task for the asyncio pools) that
-        keeps sessions alive (pings spread over the interval), replaces dropped ones and
-        reports leaks. ``close()`` stops it."""
+        """Run background maintenance that keeps sessions alive (pings spread over the
+        interval), replaces dropped ones and reports leaks. ``close()`` stops it."""
+        # An asyncio task of the running loop (the blocking pools run a thread).  # async only
         from ._flavour_async import MaintenanceWorker
 
         self._check_usable()
         if self._worker is None:
             worker = MaintenanceWorker(self)
-            worker.start()  # kept only once started (an asyncio one needs a running loop)
+            worker.start()  # kept only once started (it may need a running loop)
             self._worker = worker
 
     def maintenance_interval(self) -> float:

@@ -145,8 +145,7 @@ def _check_seconds(name: str, value: object) -> float:
 
 
 class MultiplexedPool(AbstractSessionPool):
-    """The multiplexed session of a ``Database``, for the client's asyncio objects
-    (``Client``).
+    """The multiplexed session of a ``Database``, for the client's objects of this flavour.
 
     ``store``: a shared store (``MemoryStore``, ``SQLiteStore``, ``RedisStore``) through which
     every process and host using it shares one session per database and role; without one,
