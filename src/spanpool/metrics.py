@@ -12,6 +12,9 @@ Every pool alive then reports, at each collection, from its ``get_stats()``:
 - ``db.client.connection.count`` (sessions, by ``db.client.connection.state``: ``idle`` or
   ``used``), ``db.client.connection.max``, ``db.client.connection.pending_requests``;
 - ``spanpool.sessions.creating`` (being created now);
+- for a ``MultiplexedPool``: ``spanpool.multiplexed.age`` (seconds), ``spanpool.multiplexed.
+  generation``, and the counters ``spanpool.multiplexed.requests``, ``...replacements``,
+  ``...rotations`` and ``...store_errors``;
 
 each with the attribute ``db.client.connection.pool.name``: the pool's class and database.
 Nothing is measured on the checkout path: the instruments are observed only when the metrics
@@ -22,18 +25,24 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from opentelemetry import metrics
 
 from .stats import (
+    GENERATION,
     POOL_AVAILABLE,
     POOL_CREATING,
     POOL_IN_MAINTENANCE,
     POOL_IN_USE,
     POOL_MAX,
+    REQUESTS_SERVED,
     REQUESTS_WAITING,
+    ROTATIONS,
+    SESSION_AGE_S,
+    SESSIONS_REPLACED,
+    STORE_ERRORS,
 )
 
 __all__ = ["instrument", "pool_name"]
@@ -95,6 +104,17 @@ def _creating(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
         yield metrics.Observation(stats.get(POOL_CREATING, 0), attributes)
 
 
+def _observe(key: str) -> Callable[[metrics.CallbackOptions], Iterable[metrics.Observation]]:
+    """A callback observing ``key`` of the pools whose stats have it (the multiplexed ones)."""
+
+    def callback(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
+        for attributes, stats in _live_stats():
+            if key in stats:
+                yield metrics.Observation(stats[key], attributes)
+
+    return callback
+
+
 def instrument(meter_provider: metrics.MeterProvider | None = None) -> None:
     """Report every spanpool pool of this process to ``meter_provider`` (the global one when
     None). Calling it again for the same provider does nothing."""
@@ -130,3 +150,24 @@ def instrument(meter_provider: metrics.MeterProvider | None = None) -> None:
         unit="{connection}",
         description="Sessions being created for the pool.",
     )
+    meter.create_observable_gauge(
+        "spanpool.multiplexed.age",
+        [_observe(SESSION_AGE_S)],
+        unit="s",
+        description="Age of the multiplexed session in use.",
+    )
+    meter.create_observable_gauge(
+        "spanpool.multiplexed.generation",
+        [_observe(GENERATION)],
+        unit="{session}",
+        description="Generation of the multiplexed session in use (1, then one per successor).",
+    )
+    for name, key, unit, description in [
+        ("requests", REQUESTS_SERVED, "{request}", "Operations given the multiplexed session."),
+        ("replacements", SESSIONS_REPLACED, "{session}", "Lost multiplexed sessions replaced."),
+        ("rotations", ROTATIONS, "{session}", "Multiplexed sessions rotated for their age."),
+        ("store_errors", STORE_ERRORS, "{error}", "Store steps of the pool that failed."),
+    ]:
+        meter.create_observable_counter(
+            f"spanpool.multiplexed.{name}", [_observe(key)], unit=unit, description=description
+        )

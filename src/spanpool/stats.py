@@ -89,6 +89,23 @@ CLAIMS_LOST = "claims_lost"
 """Sessions of this process that another process took back (not kept alive in time)."""
 
 
+# -- the multiplexed pool's own (MultiplexedPool): gauges first, then counters --------------------
+
+SESSION_AGE_S = "session_age_s"
+"""Age of the multiplexed session in use, in seconds (0 while there is none)."""
+GENERATION = "generation"
+"""Generation of the multiplexed session in use: 1 for the first of its key, one more for
+each successor, whichever process made it."""
+ROTATIONS = "rotations"
+"""Successors made (by any process) because the session in use had reached its age."""
+REQUESTS_SERVED = "requests_served"
+"""Operations of the ``Database`` given the multiplexed session."""
+STORE_ERRORS = "store_errors"
+"""Store steps that failed (the pool then works on its own session until the store is back)."""
+FALLBACK_SESSIONS = "fallback_sessions"
+"""Regular sessions held by the fallback pool."""
+
+
 def gauges(
     *, size: int, available: int, in_use: int, maximum: int | None, waiting: int
 ) -> dict[str, int]:

@@ -9,7 +9,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import spanpool.metrics
-from spanpool import AsyncFixedSizePool, FixedSizePool
+from spanpool import AsyncFixedSizePool, FixedSizePool, MultiplexedPool
 from spanpool.testing import LocalSpanner, connect_async
 
 
@@ -70,4 +70,28 @@ def test_pools_report_sessions_by_state_limits_and_waiters(server: LocalSpanner)
 
     asyncio.run(asyncio_pool())
     pool.close()
+    provider.shutdown()
+
+
+def test_multiplexed_pools_report_their_session(server: LocalSpanner) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    spanpool.metrics.instrument(meter_provider=provider)
+    pool = MultiplexedPool()
+    database = server.database("mxmetrics", pool=pool)
+    with database.snapshot() as snapshot:
+        assert list(snapshot.execute_sql("SELECT 1")) == [[1]]
+    server.lose_multiplexed_sessions(database.name)
+    with database.snapshot() as snapshot:
+        assert list(snapshot.execute_sql("SELECT 1")) == [[1]]
+    name = f"MultiplexedPool:{database.name}"
+    seen = _collect(reader)
+    assert seen[("db.client.connection.count", name, "idle")] == 1
+    assert seen[("db.client.connection.max", name, "")] == 1
+    assert seen[("spanpool.multiplexed.generation", name, "")] == 2
+    assert seen[("spanpool.multiplexed.replacements", name, "")] == 1
+    assert seen[("spanpool.multiplexed.requests", name, "")] == 2
+    assert seen[("spanpool.multiplexed.age", name, "")] >= 0
+    assert ("spanpool.multiplexed.generation", f"FixedSizePool:{database.name}", "") not in seen
+    database.close()
     provider.shutdown()

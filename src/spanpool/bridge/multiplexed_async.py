@@ -79,7 +79,7 @@ def multiplexed_key(database: Any, role: str | None) -> str:
         endpoint = getattr(options, "api_endpoint", None)
         if endpoint is None and isinstance(options, dict):
             endpoint = options.get("api_endpoint")
-    return f"{endpoint or ''}/{database.name}/{role or ''}"
+    return f"multiplexed:{endpoint or ''}/{database.name}/{role or ''}"
 
 
 async def create_multiplexed(database: Any, role: str | None, timeout: float) -> str:

@@ -474,3 +474,63 @@ return {
   'high_water', tonumber(redis.call('HGET', k_meta, 'high_water') or '0'),
   'window_start', redis.call('HGET', k_meta, 'window_start'),
 }
+
+--- multiplexed_get
+-- The multiplexed session shared under the key (MultiplexedPool). Its fields live in the
+-- key's meta hash (KEYS[8]): mux_name, mux_created, mux_generation, and the creation lease
+-- mux_lease (token), mux_lease_host, mux_lease_pid, mux_lease_until.
+-- ARGV: none. Changes nothing.
+-- Returns {'name', name, 'created_at', time, 'generation', n}, or {} when none is recorded.
+
+local rec = redis.call('HMGET', k_meta, 'mux_name', 'mux_created', 'mux_generation')
+if not rec[1] then
+  return {}
+end
+return {'name', rec[1], 'created_at', rec[2], 'generation', rec[3]}
+
+--- multiplexed_claim
+-- ARGV: holder host, holder pid, now, lease_until (now + lease), replacing ('' for none), token.
+-- Grants the creation lease (token, holder, until lease_until) when no other lease is live
+-- (mux_lease_until > now) and either no session is recorded or the recorded one is replacing.
+-- Returns {'token', token or '', then the record's fields as multiplexed_get returns them}.
+
+local rec = redis.call('HMGET', k_meta, 'mux_name', 'mux_created', 'mux_generation',
+  'mux_lease', 'mux_lease_until')
+local name, lease, lease_until = rec[1], rec[4], rec[5]
+local leased = lease and tonumber(lease_until) > tonumber(ARGV[3])
+local due = (not name) or (ARGV[5] ~= '' and name == ARGV[5])
+local token = ''
+if due and not leased then
+  token = ARGV[6]
+  redis.call('HSET', k_meta, 'mux_lease', token, 'mux_lease_host', ARGV[1],
+    'mux_lease_pid', ARGV[2], 'mux_lease_until', ARGV[4])
+end
+if not name then
+  return {'token', token}
+end
+return {'token', token, 'name', name, 'created_at', rec[2], 'generation', rec[3]}
+
+--- multiplexed_publish
+-- ARGV: token, name, created_at.
+-- When token holds the lease: records the session with the next generation and ends the lease.
+-- Returns {'name', name, 'created_at', time, 'generation', n}, or {} (the lease is not the
+-- caller's: nothing changed).
+
+if redis.call('HGET', k_meta, 'mux_lease') ~= ARGV[1] then
+  return {}
+end
+local generation = tonumber(redis.call('HGET', k_meta, 'mux_generation') or '0') + 1
+redis.call('HSET', k_meta, 'mux_name', ARGV[2], 'mux_created', ARGV[3],
+  'mux_generation', generation)
+redis.call('HDEL', k_meta, 'mux_lease', 'mux_lease_host', 'mux_lease_pid', 'mux_lease_until')
+return {'name', ARGV[2], 'created_at', ARGV[3], 'generation', generation}
+
+--- multiplexed_abandon
+-- ARGV: token.
+-- Ends the lease when token holds it (its creation failed). Returns 1 if it did, else 0.
+
+if redis.call('HGET', k_meta, 'mux_lease') ~= ARGV[1] then
+  return 0
+end
+redis.call('HDEL', k_meta, 'mux_lease', 'mux_lease_host', 'mux_lease_pid', 'mux_lease_until')
+return 1

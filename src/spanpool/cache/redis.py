@@ -41,7 +41,18 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("RedisStore needs the redis package: pip install 'spanpool[redis]'") from exc
 
 from ..errors import StoreError
-from .store import Acquired, Checkout, Claim, Holder, SessionRecord, StoreStats, TakeIdle
+from .store import (
+    Acquired,
+    Checkout,
+    Claim,
+    Holder,
+    MultiplexedClaim,
+    MultiplexedRecord,
+    SessionRecord,
+    StoreStats,
+    TakeIdle,
+    new_token,
+)
 
 _SUFFIXES = (
     "idle",
@@ -352,6 +363,38 @@ class RedisStore:
                 raise self._fail("wait_for_release", exc) from exc
             raise
 
+    # -- multiplexed sessions (MultiplexedStore) -------------------------------------------
+
+    def multiplexed_get(self, key: str) -> MultiplexedRecord | None:
+        return _multiplexed_record(_fields(self._run("multiplexed_get", key)))
+
+    def multiplexed_claim(
+        self, key: str, *, holder: Holder, now: float, lease: float, replacing: str | None
+    ) -> MultiplexedClaim:
+        reply = _fields(
+            self._run(
+                "multiplexed_claim",
+                key,
+                holder.host,
+                holder.pid,
+                _time(now),
+                _time(now + lease),
+                replacing or "",
+                new_token(),
+            )
+        )
+        token = _text(reply["token"]) or None
+        return MultiplexedClaim(token, _multiplexed_record(reply))
+
+    def multiplexed_publish(
+        self, key: str, token: str, *, name: str, created_at: float
+    ) -> MultiplexedRecord | None:
+        reply = self._run("multiplexed_publish", key, token, name, _time(created_at))
+        return _multiplexed_record(_fields(reply))
+
+    def multiplexed_abandon(self, key: str, token: str) -> None:
+        self._run("multiplexed_abandon", key, token)
+
     def close(self) -> None:
         """Closes the client when the store made it; a client passed in stays open."""
         self._closed = True
@@ -360,6 +403,14 @@ class RedisStore:
 
     def __repr__(self) -> str:
         return f"<RedisStore {self._address} prefix={self._prefix!r}>"
+
+
+def _multiplexed_record(reply: dict[str, Any]) -> MultiplexedRecord | None:
+    if "name" not in reply:
+        return None
+    return MultiplexedRecord(
+        _text(reply["name"]), float(reply["created_at"]), int(reply["generation"])
+    )
 
 
 def _address(kwargs: dict[str, Any]) -> str:

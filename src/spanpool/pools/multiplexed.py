@@ -49,6 +49,19 @@ from ..bridge import client, multiplexed
 from ..cache.store import Holder, MultiplexedRecord, MultiplexedStore
 from ..errors import NotCheckedOut, PoolClosed, PoolUsageError
 from ..metrics import track as _track_metrics
+from ..stats import (
+    FALLBACK_SESSIONS,
+    GENERATION,
+    POOL_CREATING,
+    POOL_SIZE,
+    REQUESTS_SERVED,
+    ROTATIONS,
+    SESSION_AGE_S,
+    SESSIONS_CREATED,
+    SESSIONS_REPLACED,
+    STORE_ERRORS,
+    gauges,
+)
 from . import _maintenance
 from .abstract import AbstractSessionPool
 
@@ -235,10 +248,10 @@ class MultiplexedPool(AbstractSessionPool):
     def _multiplexed_session(self) -> Any:
         # The hot path: no RPC, no lock, no store.
         session = self._session
-        if session is not None and session._spanpool_record is self._entry.record:
-            next(self._served)
-            return session
-        return self._wait_for_session()
+        if session is None or session._spanpool_record is not self._entry.record:
+            session = self._wait_for_session()
+        next(self._served)
+        return session
 
     def _wait_for_session(self) -> Any:
         self._check_open()
@@ -261,7 +274,6 @@ class MultiplexedPool(AbstractSessionPool):
                     if session is None or session._spanpool_record is not record:
                         session = multiplexed.session_for(self._database, record, self)
                         self._session = session
-                    next(self._served)
                     return session
                 self._check_open()
                 future = self._start(entry, "create")
@@ -480,7 +492,7 @@ class MultiplexedPool(AbstractSessionPool):
         if getattr(request, "session", None) != name or not is_safe(request):
             return False
         try:
-            session = self._multiplexed_session()
+            session = self._wait_for_session()
         except Exception as error:  # no successor yet: the caller sees the original answer
             log.info("%s: no successor to resend a request on: %s", self._name, error)
             return False
@@ -492,7 +504,7 @@ class MultiplexedPool(AbstractSessionPool):
     def _successor_of(self, name: str) -> Any:
         """The session to use after ``name`` was lost."""
         self._lost(name)
-        return self._multiplexed_session()
+        return self._wait_for_session()
 
     # -- the store -----------------------------------------------------------------------------
 
@@ -692,32 +704,28 @@ class MultiplexedPool(AbstractSessionPool):
             served = next(self._served) - self._served_reads
             self._served_reads += 1
             waiting = self._waiting
-        stats = {
-            "pool_size": 0,
-            "pool_available": 0,
-            "pool_in_use": 0,
-            "requests_served": served,
-            "requests_waiting": waiting,
-            "session_age_s": 0,
-            "generation": 0,
-            "sessions_created": 0,
-            "sessions_replaced": 0,
-            "rotations": 0,
-            "store_errors": 0,
-            "fallback_sessions": 0,
-        }
         record = entry.record
-        if record is not None:
-            stats["pool_size"] = stats["pool_available"] = 1
-            stats["session_age_s"] = max(0, int(self._clock() - record.created_at))
-            stats["generation"] = record.generation
-        stats["sessions_created"] = entry.created
-        stats["sessions_replaced"] = entry.replaced
-        stats["rotations"] = entry.rotations
-        stats["store_errors"] = entry.store_errors
+        stats = gauges(
+            size=1 if record is not None else 0,
+            available=1 if record is not None else 0,
+            in_use=0,
+            maximum=1,
+            waiting=waiting,
+        )
+        stats[POOL_CREATING] = 1 if record is None and entry.attempt is not None else 0
+        stats[SESSION_AGE_S] = (
+            max(0, int(self._clock() - record.created_at)) if record is not None else 0
+        )
+        stats[GENERATION] = record.generation if record is not None else 0
+        stats[REQUESTS_SERVED] = served
+        stats[SESSIONS_CREATED] = entry.created
+        stats[SESSIONS_REPLACED] = entry.replaced
+        stats[ROTATIONS] = entry.rotations
+        stats[STORE_ERRORS] = entry.store_errors
+        stats[FALLBACK_SESSIONS] = 0
         if self._fallback is not None and self._fallback_bound:
             with contextlib.suppress(Exception):
-                stats["fallback_sessions"] = int(self._fallback.get_stats().get("pool_size", 0))
+                stats[FALLBACK_SESSIONS] = int(self._fallback.get_stats().get(POOL_SIZE, 0))
         return stats
 
     @property

@@ -47,6 +47,19 @@ from ..bridge import client_async, multiplexed_async
 from ..cache.store import Holder, MultiplexedRecord, MultiplexedStore
 from ..errors import NotCheckedOut, PoolClosed, PoolUsageError
 from ..metrics import track as _track_metrics
+from ..stats import (
+    FALLBACK_SESSIONS,
+    GENERATION,
+    POOL_CREATING,
+    POOL_SIZE,
+    REQUESTS_SERVED,
+    ROTATIONS,
+    SESSION_AGE_S,
+    SESSIONS_CREATED,
+    SESSIONS_REPLACED,
+    STORE_ERRORS,
+    gauges,
+)
 from . import _maintenance_async
 from .abstract_async import AsyncAbstractSessionPool
 
@@ -233,10 +246,10 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
     async def _multiplexed_session(self) -> Any:
         # The hot path: no RPC, no lock, no store.
         session = self._session
-        if session is not None and session._spanpool_record is self._entry.record:
-            next(self._served)
-            return session
-        return await self._wait_for_session()
+        if session is None or session._spanpool_record is not self._entry.record:
+            session = await self._wait_for_session()
+        next(self._served)
+        return session
 
     async def _wait_for_session(self) -> Any:
         self._check_open()
@@ -259,7 +272,6 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
                     if session is None or session._spanpool_record is not record:
                         session = multiplexed_async.session_for(self._database, record, self)
                         self._session = session
-                    next(self._served)
                     return session
                 self._check_open()
                 future = self._start(entry, "create")
@@ -484,7 +496,7 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
         if getattr(request, "session", None) != name or not is_safe(request):
             return False
         try:
-            session = await self._multiplexed_session()
+            session = await self._wait_for_session()
         except Exception as error:  # no successor yet: the caller sees the original answer
             log.info("%s: no successor to resend a request on: %s", self._name, error)
             return False
@@ -496,7 +508,7 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
     async def _successor_of(self, name: str) -> Any:
         """The session to use after ``name`` was lost."""
         self._lost(name)
-        return await self._multiplexed_session()
+        return await self._wait_for_session()
 
     # -- the store -----------------------------------------------------------------------------
 
@@ -696,32 +708,28 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
             served = next(self._served) - self._served_reads
             self._served_reads += 1
             waiting = self._waiting
-        stats = {
-            "pool_size": 0,
-            "pool_available": 0,
-            "pool_in_use": 0,
-            "requests_served": served,
-            "requests_waiting": waiting,
-            "session_age_s": 0,
-            "generation": 0,
-            "sessions_created": 0,
-            "sessions_replaced": 0,
-            "rotations": 0,
-            "store_errors": 0,
-            "fallback_sessions": 0,
-        }
         record = entry.record
-        if record is not None:
-            stats["pool_size"] = stats["pool_available"] = 1
-            stats["session_age_s"] = max(0, int(self._clock() - record.created_at))
-            stats["generation"] = record.generation
-        stats["sessions_created"] = entry.created
-        stats["sessions_replaced"] = entry.replaced
-        stats["rotations"] = entry.rotations
-        stats["store_errors"] = entry.store_errors
+        stats = gauges(
+            size=1 if record is not None else 0,
+            available=1 if record is not None else 0,
+            in_use=0,
+            maximum=1,
+            waiting=waiting,
+        )
+        stats[POOL_CREATING] = 1 if record is None and entry.attempt is not None else 0
+        stats[SESSION_AGE_S] = (
+            max(0, int(self._clock() - record.created_at)) if record is not None else 0
+        )
+        stats[GENERATION] = record.generation if record is not None else 0
+        stats[REQUESTS_SERVED] = served
+        stats[SESSIONS_CREATED] = entry.created
+        stats[SESSIONS_REPLACED] = entry.replaced
+        stats[ROTATIONS] = entry.rotations
+        stats[STORE_ERRORS] = entry.store_errors
+        stats[FALLBACK_SESSIONS] = 0
         if self._fallback is not None and self._fallback_bound:
             with contextlib.suppress(Exception):
-                stats["fallback_sessions"] = int(self._fallback.get_stats().get("pool_size", 0))
+                stats[FALLBACK_SESSIONS] = int(self._fallback.get_stats().get(POOL_SIZE, 0))
         return stats
 
     @property
