@@ -291,6 +291,12 @@ async def scenarios(endpoint: str, settings: common.Settings) -> list[Row]:
 def run(args: Any) -> list[Row]:
     settings = common.settings_for(args)
     os.environ.update(REGULAR_SESSIONS_ENV)
+    endpoint = getattr(args, "endpoint", None)
+    if endpoint:
+        rows = asyncio.run(scenarios(endpoint, settings))
+        for row in rows:
+            row.latency = "endpoint"
+        return rows
     with serve_in_process() as server:
         return asyncio.run(scenarios(server.endpoint, settings))
 

@@ -38,6 +38,8 @@ from typing import Any
 from spanpool import CacheSessionPool
 from spanpool.testing import connect, serve_in_process
 
+from .progress import report
+
 PROCESS_COUNTS = (1, 4, 16)
 P50_GOAL_MS = 0.5
 ROUND_TRIP_GOAL = 2.0
@@ -288,11 +290,7 @@ def run(args: argparse.Namespace) -> int:
             stores.append(("redis", redis_url, PROCESS_COUNTS))
         for kind, address, counts in stores:
             for processes in counts:
-                print(
-                    f"[cache] {kind} x {processes} ({time.monotonic() - began:.0f} s)",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                report("cache", f"{kind} x {processes} ({time.monotonic() - began:.0f} s)")
                 try:
                     results.append(measure(context, kind, address, endpoint, processes, seconds))
                 except Exception as exc:

@@ -21,7 +21,11 @@ class Bar:
     ok: bool
 
 
-def write_chart(bars: Sequence[Bar], path: Path, title: str) -> Path:
+GOAL_AXIS = "measured / goal, log scale (1 = goal; left of it = goal met)"
+RATIO_AXIS = "spanpool / official, log scale (1 = same; left of it = spanpool better)"
+
+
+def write_chart(bars: Sequence[Bar], path: Path, title: str, xlabel: str = GOAL_AXIS) -> Path:
     """Draw ``bars`` on a log scale around the goal at 1 (green: met, red: missed); returns
     ``path``."""
     import matplotlib
@@ -45,7 +49,7 @@ def write_chart(bars: Sequence[Bar], path: Path, title: str) -> Path:
         axes.set_xlim(min([*scores, 0.1]) / 3, max([*scores, 10.0]) * 30)
         for row, (bar, score) in enumerate(zip(bars, scores, strict=True)):
             axes.text(max(score, 1) * 1.1, row, bar.text, va="center", fontsize=7)
-        axes.set_xlabel("measured / goal, log scale (1 = goal; left of it = goal met)")
+        axes.set_xlabel(xlabel)
         axes.set_title(title, fontsize=9)
         figure.savefig(path, dpi=110, bbox_inches="tight")
     finally:

@@ -51,6 +51,7 @@ from google.cloud.spanner_v1 import pool as official_pool
 from spanpool.testing import REGULAR_SESSIONS_ENV, LocalSpanner, connect, serve_in_process
 
 from .chart import Bar, write_chart
+from .progress import report
 
 try:
     from spanpool import BurstyPool, FixedSizePool, PingingPool, TransactionPingingPool
@@ -156,6 +157,8 @@ class Row:
     goal: Goal | None = None
     checked: float | None = None
     spanpool_failed: bool = False
+    official_value: float | None = None
+    spanpool_value: float | None = None
 
     @property
     def verdict(self) -> str:
@@ -332,7 +335,7 @@ def interleaved(
 
 
 def progress(message: str) -> None:
-    print(f"[pools] {message}", file=sys.stderr, flush=True)
+    report("pools", message)
 
 
 # -- measurement shapes ----------------------------------------------------------------------
@@ -562,6 +565,8 @@ def side_by_side(
         goal,
         value(ours) if absolute else relative,
         isinstance(ours, Failed),
+        value(official),
+        value(ours),
     )
 
 
@@ -969,6 +974,26 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="length of each contention run of scenario 3 (default 2, or 0.5 with --quick); "
         "the other windows scale with it",
     )
+    parser.add_argument(
+        "--scenario",
+        type=int,
+        action="append",
+        choices=range(1, len(SCENARIOS) + 1),
+        help="run only this scenario (repeat for several; default: all)",
+    )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        action="append",
+        choices=LATENCIES_MS,
+        help="measure only at this injected latency in ms (repeat for several; default: all)",
+    )
+    parser.add_argument(
+        "--endpoint",
+        metavar="HOST:PORT",
+        help="time the pools against this server (emulator protocol) instead of LocalSpanner "
+        "processes at 0 and 5 ms; RPC counts still come from an embedded LocalSpanner",
+    )
     return parser.parse_args(argv)
 
 
@@ -987,35 +1012,54 @@ def settings_for(args: argparse.Namespace) -> Settings:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    """Measure every scenario, print the table, write the chart."""
+def measure(args: argparse.Namespace) -> list[Row]:
+    """Measure the chosen scenarios (``--scenario``, all by default) and return the rows."""
     settings = settings_for(args)
     os.environ.update(REGULAR_SESSIONS_ENV)  # the official Database then uses its pool
+    endpoint = getattr(args, "endpoint", None)
+    chosen = getattr(args, "scenario", None)
+    wanted = tuple(getattr(args, "latency", None) or LATENCIES_MS)
+    began = time.monotonic()
+    rows: list[Row] = []
+    with ExitStack() as servers:
+        if endpoint:
+            endpoints = {0.0: endpoint}
+        else:
+            endpoints = {
+                latency: servers.enter_context(
+                    serve_in_process(
+                        "--latency-ms", f"{latency:g}", "--max-sessions-per-batch", str(BATCH_LIMIT)
+                    )
+                ).endpoint
+                for latency in wanted
+            }
+        counter = servers.enter_context(LocalSpanner(max_sessions_per_batch=BATCH_LIMIT))
+        bench = Bench(settings, endpoints, counter)
+        for number, (title, scenario, latencies) in enumerate(SCENARIOS, 1):
+            if chosen and number not in chosen:
+                continue
+            for latency in sorted(endpoints) if endpoint else [x for x in latencies if x in wanted]:
+                progress(f"{title} at {latency:g} ms ({time.monotonic() - began:.0f} s)")
+                try:
+                    found = scenario(bench, latency)
+                except Exception as exc:
+                    traceback.print_exc()
+                    failure = f"error: {type(exc).__name__}"
+                    found = [Row(title, f"{latency:g} ms", "-", failure, failure)]
+                if endpoint:
+                    for row in found:
+                        row.latency = "endpoint"
+                rows += found
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure every scenario, print the table, write the chart."""
     warning = fallback_warning()
     if warning:
         print(warning, file=sys.stderr, flush=True)
     began = time.monotonic()
-    rows: list[Row] = []
-    with ExitStack() as servers:
-        endpoints = {
-            latency: servers.enter_context(
-                serve_in_process(
-                    "--latency-ms", f"{latency:g}", "--max-sessions-per-batch", str(BATCH_LIMIT)
-                )
-            ).endpoint
-            for latency in LATENCIES_MS
-        }
-        counter = servers.enter_context(LocalSpanner(max_sessions_per_batch=BATCH_LIMIT))
-        bench = Bench(settings, endpoints, counter)
-        for title, scenario, latencies in SCENARIOS:
-            for latency in latencies:
-                progress(f"{title} at {latency:g} ms ({time.monotonic() - began:.0f} s)")
-                try:
-                    rows += scenario(bench, latency)
-                except Exception as exc:
-                    traceback.print_exc()
-                    failure = f"error: {type(exc).__name__}"
-                    rows.append(Row(title, f"{latency:g} ms", "-", failure, failure))
+    rows = measure(args)
     print()
     print(
         f"spanpool pools vs official google-cloud-spanner pools, LocalSpanner on loopback, "

@@ -1,17 +1,16 @@
-"""The ``spanpool`` command: ``serve`` a LocalSpanner, run the ``demo``."""
+"""``spanpool serve`` (a LocalSpanner server) and ``spanpool demo``."""
 
 from __future__ import annotations
 
 import argparse
 import signal
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from .testing import LocalSpanner
+    from ..testing import LocalSpanner
 
     ddl: list[str] = []
     if args.ddl:
@@ -42,17 +41,12 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from ..demo import run_demo
 
     return run_demo(threads=args.threads, seconds=args.seconds, accounts=args.accounts)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="spanpool", description="Cloud Spanner session pools, and a local Spanner server."
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-
+def add_parsers(commands: Any) -> None:
     serve = commands.add_parser(
         "serve",
         help="run a LocalSpanner server",
@@ -79,14 +73,3 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=float, default=5.0)
     demo.add_argument("--accounts", type=int, default=20)
     demo.set_defaults(run=_demo)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result: int = args.run(args)
-    return result
-
-
-if __name__ == "__main__":
-    sys.exit(main())
