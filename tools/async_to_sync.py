@@ -30,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "src" / "spanpool"
+TESTS = ROOT / "tests"
 SOURCES = [
     PACKAGE / "bridge" / "client_async.py",
     PACKAGE / "bridge" / "multiplexed_async.py",
@@ -37,6 +38,9 @@ SOURCES = [
     PACKAGE / "pools" / "base_async.py",
     PACKAGE / "pools" / "policies_async.py",
     PACKAGE / "pools" / "multiplexed_async.py",
+    TESTS / "pools" / "_support_async.py",
+    TESTS / "pools" / "test_pools_async.py",
+    TESTS / "pools" / "test_pool_faults_async.py",
 ]
 
 _RULES: list[tuple[re.Pattern[str], str]] = [
@@ -105,7 +109,10 @@ def _ruff() -> str:
 
 def tidy(text: str, filename: Path) -> str:
     ruff = _ruff()
-    for command in (["check", "--fix", "--select", "I,F401", "--quiet"], ["format", "--quiet"]):
+    for command in (
+        ["check", "--fix", "--select", "I,F401,SIM117", "--quiet"],
+        ["format", "--quiet"],
+    ):
         done = subprocess.run(
             [ruff, *command, "--stdin-filename", str(filename), "-"],
             input=text,
