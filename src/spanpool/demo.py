@@ -1,8 +1,13 @@
-"""``spanpool demo``: a short concurrent bank-transfer workload against an embedded LocalSpanner."""
+"""``spanpool demo``: a short concurrent bank-transfer workload against an embedded LocalSpanner.
+
+It runs on the client's main road, one multiplexed session for the whole ``Database``, taken
+over by a ``MultiplexedPool``: the session is made once at bind, every transfer and read runs on
+it, and halfway through the server loses it, which the pool replaces once without a failed
+request.
+"""
 
 from __future__ import annotations
 
-import os
 import random
 import sys
 import threading
@@ -10,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .pools import FixedSizePool
-from .testing import REGULAR_SESSIONS_ENV, LocalSpanner
+from .pools import MultiplexedPool
+from .testing import LocalSpanner
 
 SCHEMA = [
     "CREATE TABLE Accounts (Id INT64 NOT NULL, Owner STRING(MAX), Balance INT64 NOT NULL) "
@@ -99,13 +104,12 @@ def run_demo(*, threads: int = 6, seconds: float = 5.0, accounts: int = 20) -> i
         return 2
     out = sys.stdout
     interactive = out.isatty()
-    # The demo shows spanpool's pool at work: the Database must take its sessions from it.
-    os.environ.update(REGULAR_SESSIONS_ENV)
     with LocalSpanner(ddl=SCHEMA, lock_timeout=0.02) as server:
         print(f"LocalSpanner listening on {server.endpoint}", file=out)
-        pool = FixedSizePool(size=max(2, threads // 2), default_timeout=30)
+        pool = MultiplexedPool()
         database = server.database("demo", pool=pool)
-        print(f"spanpool FixedSizePool(size={pool.size}) bound: {server.session_count()} sessions")
+        first = pool.get()  # ready at bind: this only waits for the creation bind started
+        print(f"spanpool MultiplexedPool bound: multiplexed session {first.session_id}", file=out)
         with database.batch() as batch:
             batch.insert(
                 "Accounts",
@@ -130,9 +134,14 @@ def run_demo(*, threads: int = 6, seconds: float = 5.0, accounts: int = 20) -> i
         for worker in workers:
             worker.start()
         last_print = 0.0
+        lost: list[str] = []
         while any(w.is_alive() for w in workers):
             time.sleep(0.1)
             elapsed = time.monotonic() - started
+            if not lost and elapsed >= seconds / 2:
+                lost = server.lose_multiplexed_sessions(database.name)
+                note = f"the server lost multiplexed session {lost[0].rsplit('/', 1)[-1]}"
+                out.write(("\r" if interactive else "") + f"{note}: replaced once\n")
             aborts = _aborts(server)
             if interactive:
                 out.write("\r" + _progress(elapsed, seconds, tally, aborts, False))
@@ -149,16 +158,17 @@ def run_demo(*, threads: int = 6, seconds: float = 5.0, accounts: int = 20) -> i
         print(f"transactions committed: {tally.transfers}", file=out)
         print(f"snapshot reads:         {tally.reads}", file=out)
         print(f"aborts retried:         {aborts}", file=out)
-        print(f"sessions created:       {server.sessions_created()}", file=out)
+        print(f"sessions created:       {server.sessions_created()} (multiplexed)", file=out)
         print(f"RPCs:                   {sum(counts.values())} ({_top(counts)})", file=out)
         print(
-            f"pool checkouts:         {stats['requests_num']} (waited: "
-            f"{stats['requests_waiting_total']}, longest wait {stats['requests_wait_max_ms']} ms,"
-            " no RPC on a checkout)",
+            f"multiplexed session:    generation {stats['generation']}, replaced "
+            f"{stats['sessions_replaced']}, {stats['requests_served']} operations served, "
+            "no RPC to get it",
             file=out,
         )
-        pool.close()
-        print(f"sessions left on the server after pool.close(): {server.session_count()}", file=out)
+        database.close()  # returns at once; a multiplexed session cannot be deleted
+        regular = server.session_count() - len(server.multiplexed_sessions())
+        print(f"regular sessions on the server after close(): {regular}", file=out)
         print(f"total balance:          {total} (expected {expected})", file=out)
         for error in tally.errors[:5]:
             print(f"error: {error}", file=out)
@@ -166,7 +176,9 @@ def run_demo(*, threads: int = 6, seconds: float = 5.0, accounts: int = 20) -> i
             total == expected
             and not tally.errors
             and tally.transfers > 0
-            and server.session_count() == 0
+            and regular == 0
+            and counts.get("CreateSession", 0) == 2
+            and stats["sessions_replaced"] == 1
         )
         print("OK" if ok else "FAILED", file=out)
         return 0 if ok else 1

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import async_pools, cache, localspanner, pools
+from . import async_pools, cache, localspanner, multiplexed, pools
 from .chart import Bar
 from .pools import Row
 
@@ -72,6 +72,10 @@ def _cache(args: argparse.Namespace) -> Outcome:
     return Outcome(text=_printed(lambda: cache.main(argv)))
 
 
+def _multiplexed(args: argparse.Namespace) -> Outcome:
+    return Outcome(text=_printed(lambda: multiplexed.main(["--quick"] if args.quick else [])))
+
+
 def _localspanner(args: argparse.Namespace) -> Outcome:
     def main() -> None:
         saved = sys.argv
@@ -116,6 +120,14 @@ SUITES: tuple[Suite, ...] = (
         False,
         _cache,
         lambda args: 7,
+    ),
+    Suite(
+        "multiplexed",
+        "MultiplexedPool against the client's own multiplexed-session manager",
+        False,
+        False,
+        _multiplexed,
+        lambda args: 1,
     ),
 )
 

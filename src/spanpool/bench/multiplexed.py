@@ -1,0 +1,377 @@
+"""MultiplexedPool against the client's own multiplexed-session manager, side by side in one run.
+
+LocalSpanner runs in a process of its own with 5 ms added to every RPC (``--latency-ms``). The
+client's manager is what a ``Database`` uses on default settings; spanpool's is a
+``MultiplexedPool`` given as ``pool=``. Measured:
+
+- **new worker**: a fresh process's time from ``instance.database(...)`` to its first result,
+  and the ``CreateSession`` calls it made (the median of several workers, each started anew).
+  The client's manager creates a session on the first request of every process; spanpool with
+  a SQLite or Redis store that already holds the session makes none (goal: first result at
+  most 0.6x the client's);
+- **warm request**: one ``SELECT 1`` snapshot on a warm ``Database``, one thread, the median
+  of requests taking turns with the client's (goal: at most 1.02x the client's);
+- **threads** alive after 100 ``Database`` objects were made, used once and dropped (the
+  client's manager leaks one thread each: 100+; spanpool: a constant);
+- **close()**: how long ``Database.close()`` takes (the client's joins a thread that sleeps
+  10 minutes: given up after a few seconds);
+- **lost session**: requests that fail after the server lost the multiplexed session.
+
+Run with ``./dev run python -m spanpool.bench.multiplexed [--quick]`` (or ``./dev bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import multiprocessing
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from typing import Any
+
+LATENCY_MS = 5.0
+NEW_WORKER_GOAL = 0.6
+WARM_GOAL = 1.02
+DATABASE = "bench"
+
+
+# -- the server, in a process of its own ---------------------------------------------------------
+
+
+def _serve(conn: Any, latency_ms: float) -> None:
+    """LocalSpanner with ``latency_ms`` on every RPC, answering control commands on ``conn``."""
+    from spanpool.testing import LocalSpanner
+
+    with LocalSpanner(max_workers=64) as server:
+        server.inject_latency(latency_ms)
+        conn.send(server.endpoint)
+        while True:
+            command = conn.recv()
+            if command == "stop":
+                return
+            if command == "creates":
+                conn.send(server.request_counts().get("CreateSession", 0))
+            elif command == "lose":
+                conn.send(server.lose_multiplexed_sessions())
+
+
+class Server:
+    def __init__(self, context: Any, latency_ms: float) -> None:
+        self._conn, child = context.Pipe()
+        self._process = context.Process(target=_serve, args=(child, latency_ms), daemon=True)
+        self._process.start()
+        self.endpoint: str = self._conn.recv()
+
+    def ask(self, command: str) -> Any:
+        self._conn.send(command)
+        return self._conn.recv()
+
+    def stop(self) -> None:
+        self._conn.send("stop")
+        self._process.join(10)
+
+
+# -- a new worker --------------------------------------------------------------------------------
+
+
+def _client(endpoint: str) -> Any:
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import spanner
+
+    return spanner.Client(
+        project="bench-project",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": endpoint},
+        disable_builtin_metrics=True,
+    )
+
+
+def _open_store(kind: str, address: str) -> Any:
+    if kind == "sqlite":
+        from spanpool.stores import SQLiteStore
+
+        return SQLiteStore(address)
+    if kind == "redis":
+        from spanpool.stores import RedisStore
+
+        return RedisStore(address)
+    return None
+
+
+def _query(database: Any) -> list[Any]:
+    with database.snapshot() as snapshot:
+        return list(snapshot.execute_sql("SELECT 1"))
+
+
+def _new_worker(endpoint: str, variant: str, kind: str, address: str, out: Any) -> None:
+    """One new worker process: ``instance.database`` to first result, in seconds."""
+    from spanpool import MultiplexedPool
+
+    instance = _client(endpoint).instance("bench-instance")
+    store = _open_store(kind, address)
+    began = time.perf_counter()
+    if variant == "official":
+        database = instance.database(DATABASE)
+    else:
+        database = instance.database(DATABASE, pool=MultiplexedPool(store=store))
+    rows = _query(database)
+    elapsed = time.perf_counter() - began
+    out.put((elapsed, rows == [[1]]))
+    out.close()
+    out.join_thread()
+    os._exit(0)  # the client's manager would keep its thread (and this process) waiting
+
+
+def new_workers(
+    context: Any, server: Server, variant: str, kind: str, address: str, workers: int
+) -> tuple[float, float]:
+    """Median time to first result (s), and CreateSession calls per worker."""
+    times = []
+    before = server.ask("creates")
+    for _ in range(workers):
+        out = context.Queue()
+        process = context.Process(
+            target=_new_worker, args=(server.endpoint, variant, kind, address, out)
+        )
+        process.start()
+        elapsed, ok = out.get(timeout=120)
+        process.join(30)
+        if not ok:
+            raise RuntimeError(f"{variant} worker got a wrong result")
+        times.append(elapsed)
+    creates = (server.ask("creates") - before) / workers
+    return statistics.median(times), creates
+
+
+# -- in this process -----------------------------------------------------------------------------
+
+
+def warm_requests(endpoint: str, requests: int) -> tuple[float, float]:
+    """Median seconds per warm request: (the client's manager, MultiplexedPool). The two take
+    turns request by request, so that a noisy machine weighs on both alike."""
+    from spanpool import MultiplexedPool
+
+    instance = _client(endpoint).instance("bench-instance")
+    official = instance.database(DATABASE)
+    ours = instance.database(DATABASE, pool=MultiplexedPool())
+    for database in (official, ours):
+        for _ in range(20):
+            _query(database)
+    spent: dict[str, list[float]] = {"official": [], "spanpool": []}
+    for i in range(requests):
+        order = [("official", official), ("spanpool", ours)]
+        if i % 2:
+            order.reverse()
+        for name, database in order:
+            began = time.perf_counter()
+            _query(database)
+            spent[name].append(time.perf_counter() - began)
+    ours.close()
+    return statistics.median(spent["official"]), statistics.median(spent["spanpool"])
+
+
+def threads_after_dropping(endpoint: str, variant: str, count: int) -> int:
+    """Threads alive (more than before) after ``count`` Databases made, used and dropped."""
+    from spanpool import MultiplexedPool
+
+    instance = _client(endpoint).instance("bench-instance")
+    gc.collect()
+    before = threading.active_count()
+    for _ in range(count):
+        if variant == "official":
+            database = instance.database(DATABASE)
+        else:
+            database = instance.database(DATABASE, pool=MultiplexedPool())
+        _query(database)
+        del database
+    gc.collect()
+    deadline = time.monotonic() + 2.0
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.05)  # spanpool's maintenance thread ends once its pools are collected
+    return threading.active_count() - before
+
+
+def close_time(endpoint: str, variant: str, give_up: float) -> float | None:
+    """Seconds ``Database.close()`` took, None when still blocked after ``give_up``."""
+    from spanpool import MultiplexedPool
+
+    instance = _client(endpoint).instance("bench-instance")
+    if variant == "official":
+        database = instance.database(DATABASE)
+    else:
+        database = instance.database(DATABASE, pool=MultiplexedPool())
+    _query(database)
+    done = threading.Event()
+    began = time.perf_counter()
+    elapsed: list[float] = []
+
+    def close() -> None:
+        database.close()
+        elapsed.append(time.perf_counter() - began)
+        done.set()
+
+    threading.Thread(target=close, daemon=True).start()
+    return elapsed[0] if done.wait(give_up) else None
+
+
+def failures_after_loss(server: Server, variant: str, requests: int) -> int:
+    """Requests that fail after the server lost the multiplexed session."""
+    from spanpool import MultiplexedPool
+
+    instance = _client(server.endpoint).instance("bench-instance")
+    if variant == "official":
+        database = instance.database("lossbench")
+    else:
+        database = instance.database("lossbench", pool=MultiplexedPool())
+    _query(database)
+    server.ask("lose")
+    failed = 0
+    for _ in range(requests):
+        try:
+            _query(database)
+        except Exception:
+            failed += 1
+    return failed
+
+
+# -- the run -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _redis() -> Iterator[str | None]:
+    if shutil.which("redis-server") is None:
+        yield None
+        return
+    from spanpool.testing.redis_server import redis_server
+
+    with redis_server() as url:
+        yield url
+
+
+def _context() -> Any:
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["google.cloud.spanner", "spanpool"])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def run(quick: bool, latency_ms: float = LATENCY_MS) -> int:
+    context = _context()
+    workers = 3 if quick else 7
+    requests = 200 if quick else 1000
+    print(
+        f"MultiplexedPool vs the client's own manager: server in another process, "
+        f"{latency_ms:g} ms per RPC"
+    )
+    server = Server(context, latency_ms)
+    failed_goals: list[str] = []
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        with ExitStack() as stack:
+            redis_url = stack.enter_context(_redis())
+            folder = stack.enter_context(tempfile.TemporaryDirectory())
+            sqlite_path = os.path.join(folder, "store.db")
+            stores = [("sqlite", sqlite_path)] + ([("redis", redis_url)] if redis_url else [])
+
+            official_first, official_creates = new_workers(
+                context, server, "official", "", "", workers
+            )
+            rows.append(
+                (
+                    "new worker: first result",
+                    "official manager",
+                    _ms(official_first),
+                    f"{official_creates:.1f} CreateSession",
+                )
+            )
+            alone, alone_creates = new_workers(context, server, "spanpool", "", "", workers)
+            rows.append(
+                (
+                    "new worker: first result",
+                    "spanpool, no store",
+                    _ms(alone),
+                    f"{alone_creates:.1f} CreateSession, {alone / official_first:.2f}x",
+                )
+            )
+            for kind, address in stores:
+                new_workers(context, server, "spanpool", kind, address, 1)  # warms the store
+                first, creates = new_workers(context, server, "spanpool", kind, address, workers)
+                ratio = first / official_first
+                rows.append(
+                    (
+                        "new worker: first result",
+                        f"spanpool, warm {kind} store",
+                        _ms(first),
+                        f"{creates:.1f} CreateSession, {ratio:.2f}x",
+                    )
+                )
+                if ratio > NEW_WORKER_GOAL or creates > 0:
+                    failed_goals.append(f"new worker with {kind} store: {ratio:.2f}x")
+
+            official_warm, ours_warm = warm_requests(server.endpoint, requests)
+            ratio = ours_warm / official_warm
+            rows.append(("warm request", "official manager", _ms(official_warm), ""))
+            rows.append(("warm request", "spanpool", _ms(ours_warm), f"{ratio:.3f}x"))
+            if ratio > WARM_GOAL:
+                failed_goals.append(f"warm request: {ratio:.3f}x")
+
+            ours_threads = threads_after_dropping(server.endpoint, "spanpool", 100)
+            official_threads = threads_after_dropping(server.endpoint, "official", 100)
+            rows.append(
+                (
+                    "threads after 100 dropped Databases",
+                    "official manager",
+                    f"+{official_threads}",
+                    "",
+                )
+            )
+            rows.append(("threads after 100 dropped Databases", "spanpool", f"+{ours_threads}", ""))
+
+            give_up = 3.0
+            for variant in ("official", "spanpool"):
+                took = close_time(server.endpoint, variant, give_up)
+                shown = f"> {give_up:g} s (still blocked)" if took is None else _ms(took)
+                label = "official manager" if variant == "official" else "spanpool"
+                rows.append(("Database.close()", label, shown, ""))
+
+            for variant in ("official", "spanpool"):
+                failed = failures_after_loss(server, variant, 10)
+                label = "official manager" if variant == "official" else "spanpool"
+                rows.append(("lost session: failed of 10 requests", label, str(failed), ""))
+    finally:
+        server.stop()
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for row in rows:
+        print("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    if failed_goals:
+        print("goals missed: " + "; ".join(failed_goals))
+    else:
+        print(
+            f"goals met: new worker with a warm store <= {NEW_WORKER_GOAL}x, "
+            f"warm request <= {WARM_GOAL}x"
+        )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer workers and rounds")
+    parser.add_argument("--latency-ms", type=float, default=LATENCY_MS)
+    args = parser.parse_args(argv)
+    return run(args.quick, args.latency_ms)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
