@@ -108,7 +108,8 @@ def _outcomes(report: Path) -> dict[str, tuple[str, str]]:
     if not report.exists():
         return found
     for case in ET.parse(report).getroot().iter("testcase"):
-        test_id = f"{case.get('classname')}::{case.get('name')}"
+        module = (case.get("classname") or "").rpartition("tests.system.")[2]
+        test_id = f"{module}::{case.get('name')}"
         outcome, message = "passed", ""
         for child in case:
             if child.tag in ("failure", "error", "skipped"):

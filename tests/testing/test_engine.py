@@ -943,7 +943,7 @@ def test_mutation_errors(accounts: Db) -> None:
         accounts.mutate(write("insert", "Nope", ["Id"], [[1]]))
     with expect_error(grpc.StatusCode.NOT_FOUND, "Column not found"):
         accounts.mutate(write("insert", "Accounts", ["Id", "Nope"], [[1, 1]]))
-    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, "Balance"):
+    with expect_error(grpc.StatusCode.FAILED_PRECONDITION, "Balance"):  # as Cloud Spanner
         accounts.mutate(write("insert", "Accounts", ["Id", "Balance"], [[9, "lots"]]))
     with expect_error(grpc.StatusCode.INVALID_ARGUMENT):
         accounts.mutate(write("insert", "Accounts", ["Id", "Balance"], [[9]]))

@@ -33,6 +33,7 @@ __all__ = [
     "serve_in_process",
 ]
 
+MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 DEFAULT_PROJECT = "test-project"
 DEFAULT_INSTANCE = "test-instance"
 
@@ -144,9 +145,14 @@ class LocalSpanner:
     ``database.create()``. Data lives in SQLite files under ``data_dir`` (a temporary folder,
     removed on ``stop()``, when not given).
 
-    A read-write transaction that waits more than ``lock_timeout`` seconds for another one is
-    aborted with a retry delay of about ``abort_retry_delay`` seconds; one left idle for
-    ``transaction_idle_timeout`` seconds is aborted when another transaction needs its locks.
+    Read-write transactions lock the rows they read and write (whole tables when they scan
+    them), so transactions on different rows run and commit concurrently; data has versions,
+    so read-only transactions and stale reads see a consistent snapshot. Conflicts are settled
+    by wound-wait: an older transaction aborts a younger one in its way, which the client
+    retries after about ``abort_retry_delay`` seconds (the ``RetryInfo`` of the abort); a
+    younger one waits for an older one, and is aborted after waiting ``lock_timeout`` seconds.
+    A transaction left idle for ``transaction_idle_timeout`` seconds is aborted when another
+    one needs its locks.
     """
 
     def __init__(
@@ -160,7 +166,7 @@ class LocalSpanner:
         strict: bool = False,
         ddl: Sequence[str] = (),
         transaction_idle_timeout: float = 10.0,
-        lock_timeout: float = 0.1,
+        lock_timeout: float = 10.0,
         abort_retry_delay: float = 0.005,
         data_dir: str | Path | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -206,7 +212,12 @@ class LocalSpanner:
         self._backend = Backend(data_dir=self._data_dir, **self._backend_options)  # type: ignore[arg-type]
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="spanner"),
-            options=[("grpc.so_reuseport", 0)],
+            options=[
+                ("grpc.so_reuseport", 0),
+                # Cloud Spanner takes commits of up to 100 MB; results stream in small chunks.
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
         )
         spanner_pb2_grpc.add_SpannerServicer_to_server(
             SpannerService(self._backend, self.control), server

@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
+import grpc
 from google.cloud.spanner_v1.testing import spanner_pb2_grpc
-from google.cloud.spanner_v1.types import commit_response, result_set, spanner, transaction
+from google.cloud.spanner_v1.types import commit_response, spanner, transaction
 from google.protobuf import empty_pb2
 from google.rpc import code_pb2, status_pb2
 
 from ..control import Control
 from ..errors import SpannerError, invalid
-from ..model import Backend, SessionState, Transaction
+from ..model import Backend, SessionState
 from ..sql import engine
+from . import results
+from .partitions import Partitions
+from .results import Context
 from .rpc import rpc, timestamp
+from .statements import Statements
 
 _Session = spanner.Session.pb()
-_PartialResultSet = result_set.PartialResultSet.pb()
-_ResultSet = result_set.ResultSet.pb()
-_ResultSetMetadata = result_set.ResultSetMetadata.pb()
-_ResultSetStats = result_set.ResultSetStats.pb()
 _Transaction = transaction.Transaction.pb()
 _CommitResponse = commit_response.CommitResponse.pb()
-_ROWS_PER_MESSAGE = 2048
 
 
 def _session_pb(session: SessionState) -> Any:
@@ -43,6 +42,8 @@ class SpannerService(spanner_pb2_grpc.SpannerServicer):
     def __init__(self, backend: Backend, control: Control) -> None:
         self.backend = backend
         self.control = control
+        self.statements = Statements(backend)
+        self._partitions = Partitions()
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -100,189 +101,91 @@ class SpannerService(spanner_pb2_grpc.SpannerServicer):
         self.backend.delete_session(request.name)
         return empty_pb2.Empty()
 
-    # -- transactions -----------------------------------------------------------------------
+    # -- queries and reads ------------------------------------------------------------------
 
-    def _begin(self, session: SessionState, options: Any) -> Transaction:
-        mode = options.WhichOneof("mode")
-        if mode is None:
-            raise invalid("TransactionOptions must set read_write, read_only or partitioned_dml")
-        return self.backend.begin(
-            session,
-            read_write=mode == "read_write",
-            partitioned=mode == "partitioned_dml",
-        )
-
-    def _select(self, session: SessionState, selector: Any) -> tuple[Transaction | None, bool]:
-        """The transaction a request runs in, and whether the request began it."""
-        which = selector.WhichOneof("selector")
-        if which is None:
-            return None, False
-        if which == "id":
-            return self.backend.transaction(session, selector.id), False
-        if which == "begin":
-            return self._begin(session, selector.begin), True
-        if selector.single_use.WhichOneof("mode") != "read_only":
-            raise invalid(
-                "Single-use transactions of this request must be read-only; begin a read-write "
-                "or partitioned DML transaction first."
-            )
-        return None, False
-
-    def _run(
-        self,
-        session: SessionState,
-        selector: Any,
-        work: Callable[[Any, Any], engine.Result],
-        *,
-        is_dml: bool,
-    ) -> tuple[engine.Result, Transaction | None, bool]:
-        txn, begun = self._select(session, selector)
-        db = session.database
-        try:
-            if txn is None or not txn.read_write:
-                if is_dml:
-                    raise invalid(
-                        "DML statements can only be performed in a read-write or "
-                        "partitioned-dml transaction."
-                    )
-                with db.reader() as conn:
-                    result = work(conn, db.catalog)
-            else:
-                result = self.backend.run_write(txn, lambda conn: work(conn, db.catalog))
-                if txn.partitioned:
-                    self.backend.commit(txn, ())
-        except Exception:
-            if begun and txn is not None:
-                # The statement that was to begin the transaction failed, so it never began.
-                self.backend.rollback(txn)
-            raise
-        return result, txn, begun
-
-    @staticmethod
-    def _metadata(result: engine.Result, txn: Transaction | None, begun: bool) -> Any:
-        metadata = _ResultSetMetadata()
-        metadata.row_type.fields.extend(result.fields)
-        if begun and txn is not None:
-            metadata.transaction.id = txn.id
-            if not txn.read_write:
-                metadata.transaction.read_timestamp.CopyFrom(timestamp(txn.read_timestamp))
-        return metadata
-
-    @staticmethod
-    def _stats(result: engine.Result, txn: Transaction | None) -> Any:
-        stats = _ResultSetStats()
-        if result.row_count is not None:
-            if txn is not None and txn.partitioned:
-                stats.row_count_lower_bound = result.row_count
-            else:
-                stats.row_count_exact = result.row_count
-        return stats
-
-    def _query(self, request: Any) -> tuple[engine.Result, Transaction | None, bool]:
+    def _query(self, request: Any) -> tuple[engine.Result, Context]:
         session = self.backend.session(request.session)
         kind = engine.statement_kind(request.sql)
         if kind == "ddl":
             raise invalid("DDL statements are not supported by ExecuteSql; use UpdateDatabaseDdl.")
+        if request.partition_token:
+            self._partitions.check(request.partition_token, request.session, request.sql)
+        context = self.statements.select(session, request.transaction)
         params = request.params if request.HasField("params") else None
         param_types = dict(request.param_types)
-        return self._run(
-            session,
-            request.transaction,
-            lambda conn, catalog: engine.execute_sql(
-                conn, catalog, request.sql, params, param_types
-            ),
-            is_dml=kind == "dml",
-        )
+        sql = request.sql
 
-    def _read(self, request: Any) -> tuple[engine.Result, Transaction | None, bool]:
+        def work(conn: engine.Connection, catalog: engine.Catalog, mode: str) -> engine.Result:
+            return engine.execute_sql(conn, catalog, sql, params, param_types, mode)
+
+        return self.statements.run(session, context, work, dml=kind == "dml"), context
+
+    def _read(self, request: Any) -> tuple[engine.Result, Context]:
         session = self.backend.session(request.session)
-        return self._run(
-            session,
-            request.transaction,
-            lambda conn, catalog: engine.read(
-                conn,
-                catalog,
-                request.table,
-                request.index,
-                list(request.columns),
-                request.key_set,
-                request.limit,
-            ),
-            is_dml=False,
-        )
+        if request.partition_token:
+            self._partitions.check(request.partition_token, request.session, request.table)
+        context = self.statements.select(session, request.transaction)
+        table, index, columns = request.table, request.index, list(request.columns)
+        key_set, limit = request.key_set, request.limit
 
-    def _result_set(self, outcome: tuple[engine.Result, Transaction | None, bool]) -> Any:
-        result, txn, begun = outcome
-        response = _ResultSet(metadata=self._metadata(result, txn, begun))
-        for row in result.rows:
-            response.rows.add().values.extend(row)
-        if result.row_count is not None:
-            response.stats.CopyFrom(self._stats(result, txn))
-        return result_set.ResultSet.wrap(response)
+        def work(conn: engine.Connection, catalog: engine.Catalog, mode: str) -> engine.Result:
+            return engine.read(conn, catalog, table, index, columns, key_set, limit, mode)
 
-    def _partial_result_sets(
-        self, outcome: tuple[engine.Result, Transaction | None, bool]
-    ) -> Iterator[Any]:
-        result, txn, begun = outcome
-        rows = result.rows
-        first = 0
-        while True:
-            chunk = rows[first : first + _ROWS_PER_MESSAGE]
-            message = _PartialResultSet()
-            if first == 0:
-                message.metadata.CopyFrom(self._metadata(result, txn, begun))
-            for row in chunk:
-                message.values.extend(row)
-            first += _ROWS_PER_MESSAGE
-            if first >= len(rows):
-                if result.row_count is not None:
-                    message.stats.CopyFrom(self._stats(result, txn))
-                message.last = True
-                yield result_set.PartialResultSet.wrap(message)
-                return
-            yield result_set.PartialResultSet.wrap(message)
+        return self.statements.run(session, context, work, dml=False), context
 
     @rpc("ExecuteSql")
     def ExecuteSql(self, request: Any, context: Any) -> Any:
-        return self._result_set(self._query(request))
+        return results.result_set_of(*self._query(request))
 
     @rpc("ExecuteStreamingSql", streaming=True)
     def ExecuteStreamingSql(self, request: Any, context: Any) -> Iterator[Any]:
-        yield from self._partial_result_sets(self._query(request))
+        yield from results.partial_result_sets(*self._query(request))
 
     @rpc("Read")
     def Read(self, request: Any, context: Any) -> Any:
-        return self._result_set(self._read(request))
+        return results.result_set_of(*self._read(request))
 
     @rpc("StreamingRead", streaming=True)
     def StreamingRead(self, request: Any, context: Any) -> Iterator[Any]:
-        yield from self._partial_result_sets(self._read(request))
+        yield from results.partial_result_sets(*self._read(request))
 
     @rpc("ExecuteBatchDml")
     def ExecuteBatchDml(self, request: Any, context: Any) -> Any:
         session = self.backend.session(request.session)
         if not request.statements:
-            raise invalid("ExecuteBatchDml needs at least one statement.")
-        for statement in request.statements:
-            if engine.statement_kind(statement.sql) != "dml":
-                raise invalid(f"ExecuteBatchDml accepts only DML statements: {statement.sql!r}")
-        txn, begun = self._select(session, request.transaction)
+            raise invalid("No statements in batch DML request.")
+        ctx = self.statements.select(session, request.transaction)
+        txn = ctx.txn
         if txn is None or not txn.read_write or txn.partitioned:
             raise invalid("ExecuteBatchDml needs a read-write transaction.")
         response = spanner.ExecuteBatchDmlResponse.pb()()
         status = status_pb2.Status(code=code_pb2.OK)
-        catalog = session.database.catalog
         for index, statement in enumerate(request.statements):
             params = statement.params if statement.HasField("params") else None
-            work = functools.partial(
-                _run_statement, catalog, statement.sql, params, dict(statement.param_types)
-            )
+            param_types = dict(statement.param_types)
+            sql = statement.sql
+
+            def work(
+                conn: engine.Connection,
+                catalog: engine.Catalog,
+                mode: str,
+                sql: str = sql,
+                params: Any = params,
+                param_types: dict[str, Any] = param_types,
+            ) -> engine.Result:
+                if engine.statement_kind(sql) != "dml":
+                    engine.prepare(catalog, sql, param_types, mode)  # reports syntax errors
+                    raise engine.EngineError(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"ExecuteBatchDml accepts only DML statements: {sql!r}",
+                    )
+                return engine.execute_sql(conn, catalog, sql, params, param_types, mode)
+
+            step = results.Context(txn, ctx.begun and index == 0)
             try:
-                result = self.backend.run_write(txn, work)
+                result = self.statements.run(session, step, work, dml=True, token=False)
             except (SpannerError, engine.EngineError) as exc:
-                if index == 0:
-                    if begun:
-                        self.backend.rollback(txn)
+                if exc.code == grpc.StatusCode.ABORTED:
                     raise
                 status = status_pb2.Status(
                     code=getattr(code_pb2, exc.code.name),
@@ -291,18 +194,89 @@ class SpannerService(spanner_pb2_grpc.SpannerServicer):
                 break
             rs = response.result_sets.add()
             if index == 0:
-                rs.metadata.CopyFrom(self._metadata(result, txn, begun))
-            rs.stats.CopyFrom(self._stats(result, txn))
+                rs.metadata.CopyFrom(results.metadata(result, ctx))
+            rs.stats.CopyFrom(results.stats(result, txn))
+        token = self.statements.precommit_token(txn)
+        if token is not None:
+            response.precommit_token.CopyFrom(token)
+            if response.result_sets:
+                response.result_sets[0].precommit_token.CopyFrom(token)
         response.status.CopyFrom(status)
         return spanner.ExecuteBatchDmlResponse.wrap(response)
+
+    # -- partitions and batch writes --------------------------------------------------------
+
+    def _partition(self, session: SessionState, selector: Any, statement: str) -> Any:
+        which = selector.WhichOneof("selector")
+        if which == "single_use" or (
+            which == "begin" and selector.begin.WhichOneof("mode") != "read_only"
+        ):
+            raise invalid(
+                "Partitioned reads and queries run in read-only transactions: begin one (or "
+                "name one by id); single-use and read-write transactions are not supported."
+            )
+        context = self.statements.select(session, selector)
+        txn = context.txn
+        if txn is None or txn.read_write:
+            raise invalid("Partitioned reads and queries run in read-only transactions.")
+        response = spanner.PartitionResponse.pb()()
+        response.partitions.add(partition_token=self._partitions.make(session.name, statement))
+        if context.begun:
+            response.transaction.id = txn.id
+            response.transaction.read_timestamp.CopyFrom(timestamp(txn.read_timestamp))
+        return spanner.PartitionResponse.wrap(response)
+
+    @rpc("PartitionQuery")
+    def PartitionQuery(self, request: Any, context: Any) -> Any:
+        session = self.backend.session(request.session)
+        if engine.statement_kind(request.sql) != "query":
+            raise invalid(
+                "Partitioned queries must be queries (SELECT ...), not DML or DDL statements."
+            )
+        engine.prepare(session.database.catalog, request.sql, dict(request.param_types))
+        return self._partition(session, request.transaction, request.sql)
+
+    @rpc("PartitionRead")
+    def PartitionRead(self, request: Any, context: Any) -> Any:
+        session = self.backend.session(request.session)
+        table = session.database.catalog.table(request.table)
+        if request.index:
+            session.database.catalog.index(table.name, request.index)
+        return self._partition(session, request.transaction, request.table)
+
+    @rpc("BatchWrite", streaming=True)
+    def BatchWrite(self, request: Any, context: Any) -> Iterator[Any]:
+        """Each mutation group commits on its own, in order; one response per group."""
+        session = self.backend.session(request.session)
+        if not request.mutation_groups:
+            raise invalid("BatchWrite needs at least one mutation group.")
+        for index, group in enumerate(request.mutation_groups):
+            response = spanner.BatchWriteResponse.pb()(indexes=[index])
+            txn = self.backend.begin(session, read_write=True)
+            try:
+                commit_ts = self.backend.commit(txn, list(group.mutations))
+            except (SpannerError, engine.EngineError) as exc:
+                self.backend.rollback(txn)
+                response.status.code = getattr(code_pb2, exc.code.name)
+                response.status.message = exc.message
+            else:
+                response.commit_timestamp.CopyFrom(timestamp(commit_ts))
+            yield spanner.BatchWriteResponse.wrap(response)
+
+    # -- transactions -----------------------------------------------------------------------
 
     @rpc("BeginTransaction")
     def BeginTransaction(self, request: Any, context: Any) -> Any:
         session = self.backend.session(request.session)
-        txn = self._begin(session, request.options)
+        mutation_key = request.mutation_key if request.HasField("mutation_key") else None
+        txn = self.statements.begin(session, request.options, mutation_key)
         pb = _Transaction(id=txn.id)
         if not txn.read_write:
             pb.read_timestamp.CopyFrom(timestamp(txn.read_timestamp))
+        elif mutation_key is not None:
+            token = self.statements.precommit_token(txn)
+            if token is not None:
+                pb.precommit_token.CopyFrom(token)
         return transaction.Transaction.wrap(pb)
 
     @rpc("Commit")
@@ -314,11 +288,12 @@ class SpannerService(spanner_pb2_grpc.SpannerServicer):
             txn = self.backend.begin(session, read_write=True)
         else:
             txn = self.backend.transaction(session, request.transaction_id)
+            self.statements.check_commit(txn, request)
         commit_ts = self.backend.commit(txn, list(request.mutations))
         response = _CommitResponse()
         response.commit_timestamp.CopyFrom(timestamp(commit_ts))
         if request.return_commit_stats:
-            response.commit_stats.mutation_count = len(request.mutations)
+            response.commit_stats.mutation_count = engine.mutation_count(request.mutations)
         return commit_response.CommitResponse.wrap(response)
 
     @rpc("Rollback")
@@ -328,12 +303,6 @@ class SpannerService(spanner_pb2_grpc.SpannerServicer):
         if txn is not None:
             self.backend.rollback(txn)
         return empty_pb2.Empty()
-
-
-def _run_statement(
-    catalog: Any, sql: str, params: Any, param_types: dict[str, Any], conn: Any
-) -> engine.Result:
-    return engine.execute_sql(conn, catalog, sql, params, param_types)
 
 
 def _matches_filter(session: SessionState, text: str) -> bool:

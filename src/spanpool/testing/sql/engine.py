@@ -13,19 +13,24 @@ import re
 import sqlite3
 import threading
 import uuid
+import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
 from . import values as v
+from . import versions
 from .schema import Catalog, ColumnInfo, IndexInfo, TableInfo, apply_ddl, load_catalog
 from .tokens import quote_ident
-from .translate import Translation, translate
+from .translate import LOCKING, PLAIN, VERSIONED, Translation, translate
 from .values import EngineError, TypeMsg
 
 __all__ = [
+    "LOCKING",
+    "PLAIN",
+    "VERSIONED",
     "Catalog",
     "ColumnInfo",
     "EngineError",
@@ -35,8 +40,10 @@ __all__ = [
     "apply_ddl",
     "apply_mutations",
     "connect",
+    "execute",
     "execute_sql",
     "load_catalog",
+    "prepare",
     "read",
     "statement_kind",
 ]
@@ -47,11 +54,18 @@ _SAVEPOINT = "spanpool_mutations"
 
 @dataclass
 class Result:
-    """Rows of a query, read or DML statement, with their Cloud Spanner types."""
+    """Rows of a query, read or DML statement, with their Cloud Spanner types.
+
+    In ``LOCKING`` mode a result also says what the statement read, for the read-write
+    transaction to lock: the tables it scanned (not only looked rows up in by primary key),
+    and for reads by key the keys it looked up.
+    """
 
     fields: list[Any]  # google.spanner.v1.StructType.Field messages
     rows: list[list[Any]]  # google.protobuf.Value messages
     row_count: int | None = None
+    scans: frozenset[str] = frozenset()
+    keys: list[tuple[str, tuple[object, ...]]] = field(default_factory=list)
 
 
 def _invalid(message: str) -> EngineError:
@@ -138,11 +152,63 @@ _FUNCTIONS: list[tuple[str, int, Callable[..., Any], bool]] = [
 ]
 
 
-def connect(path: str) -> sqlite3.Connection:
+class Connection(sqlite3.Connection):
+    """A connection to one database file, with what the engine's SQL functions report to.
+
+    - ``read_ts``: the timestamp ``VERSIONED`` statements read at (``spanpool_read_ts()``);
+    - ``tracking``: whether the tables' triggers report changed rows (``spanpool_tracking()``);
+    - ``changes``: what they reported: (table, ``I``/``U``/``D``, values), see ``versions``;
+    - ``rows_read``: (table, key) of each row a ``LOCKING`` statement read, when not None.
+    """
+
+    read_ts: int = 0
+    tracking: bool = False
+    rows_read: list[tuple[str, tuple[object, ...]]] | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.changes: list[tuple[str, str, tuple[object, ...]]] = []
+
+
+def _bind_reporters(conn: Connection) -> None:
+    ref = weakref.ref(conn)
+
+    def read_ts() -> int:
+        c = ref()
+        return c.read_ts if c is not None else 0
+
+    def tracking() -> int:
+        c = ref()
+        return 1 if c is not None and c.tracking else 0
+
+    def changed(table: str, op: str, *values: object) -> None:
+        c = ref()
+        if c is not None:
+            c.changes.append((table, op, values))
+
+    def lock(table: str, *key: object) -> int:
+        c = ref()
+        if c is not None and c.rows_read is not None:
+            c.rows_read.append((table, key))
+        return 1
+
+    conn.create_function("spanpool_read_ts", 0, read_ts)
+    conn.create_function("spanpool_tracking", 0, tracking)
+    conn.create_function("spanpool_changed", -1, changed)
+    conn.create_function("spanpool_lock", -1, lock)
+
+
+def connect(path: str) -> Connection:
     """Open (or create) the SQLite file of one database, ready for the engine."""
     conn = sqlite3.connect(
-        path, isolation_level=None, check_same_thread=False, cached_statements=512
+        path,
+        isolation_level=None,
+        check_same_thread=False,
+        cached_statements=512,
+        factory=Connection,
     )
+    assert isinstance(conn, Connection)
+    _bind_reporters(conn)
     conn.execute("PRAGMA busy_timeout = 2000")
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = OFF")
@@ -193,7 +259,7 @@ def statement_kind(sql: str) -> str:
 class _Prepared:
     """A translated statement with the encoders and metadata of its result columns."""
 
-    __slots__ = ("encoders", "fields", "names", "translation", "types")
+    __slots__ = ("encoders", "fields", "names", "scans", "translation", "types")
 
     def __init__(self, translation: Translation) -> None:
         self.translation = translation
@@ -201,6 +267,7 @@ class _Prepared:
         self.types: list[TypeMsg | None] = [c.type for c in translation.columns]
         self.fields: list[Any] | None = None
         self.encoders: list[v.Encoder] = []
+        self.scans: frozenset[str] | None = None  # LOCKING: tables read other than by key
         if all(t is not None for t in self.types):
             self.fields = _fields(self.names, self.types)
             self.encoders = [v.encoder(t) for t in self.types]
@@ -256,31 +323,100 @@ def _types_key(param_types: Mapping[str, TypeMsg]) -> tuple[tuple[str, int, int]
     return tuple((name, *v.type_key(type_)) for name, type_ in param_types.items())
 
 
+def prepare(
+    catalog: Catalog, sql: str, param_types: Mapping[str, TypeMsg], mode: str = PLAIN
+) -> _Prepared:
+    """The translation of a statement, from the catalog's cache when it was translated before."""
+    if mode == PLAIN:
+        key: Any = (sql, _types_key(param_types)) if param_types else sql
+    else:
+        key = (mode, sql, _types_key(param_types))
+    prepared: _Prepared | None = catalog.prepared.get(key)
+    if prepared is None:
+        prepared = _Prepared(translate(sql, catalog, param_types, mode))
+        catalog.prepared.put(key, prepared)
+    return prepared
+
+
+def tables_of(prepared: _Prepared) -> frozenset[str]:
+    """The tables a prepared statement reads or writes."""
+    return prepared.translation.tables
+
+
+def execute(
+    conn: sqlite3.Connection,
+    catalog: Catalog,
+    prepared: _Prepared,
+    params: Any,
+    param_types: Mapping[str, TypeMsg],
+) -> Result:
+    """Run a prepared statement (``params`` is a ``google.protobuf.Struct``)."""
+    translation = prepared.translation
+    args = prepared.bind(params, param_types) if translation.params else ()
+    scans = frozenset[str]()
+    try:
+        if translation.tables and translation.sql is not None and _locking(prepared):
+            if prepared.scans is None:
+                prepared.scans = _scanned_tables(conn, catalog, translation)
+            scans = prepared.scans
+        cursor = conn.execute(translation.sql, args)
+        rows = cursor.fetchall()
+    except sqlite3.Error as exc:
+        raise _sql_error(exc, translation) from None
+    if translation.dml is None:
+        result = prepared.result(rows, None)
+    elif not translation.returning:
+        result = Result([], [], cursor.rowcount)
+    else:
+        result = prepared.result(rows, len(rows))
+    result.scans = scans
+    return result
+
+
 def execute_sql(
     conn: sqlite3.Connection,
     catalog: Catalog,
     sql: str,
     params: Any,
     param_types: Mapping[str, TypeMsg],
+    mode: str = PLAIN,
 ) -> Result:
     """Run a GoogleSQL query or DML statement (``params`` is a ``google.protobuf.Struct``)."""
-    key = (sql, _types_key(param_types)) if param_types else sql
-    prepared: _Prepared | None = catalog.prepared.get(key)
-    if prepared is None:
-        prepared = _Prepared(translate(sql, catalog, param_types))
-        catalog.prepared.put(key, prepared)
-    translation = prepared.translation
-    args = prepared.bind(params, param_types) if translation.params else ()
-    try:
-        cursor = conn.execute(translation.sql, args)
-        rows = cursor.fetchall()
-    except sqlite3.Error as exc:
-        raise _sql_error(exc, translation) from None
-    if translation.dml is None:
-        return prepared.result(rows, None)
-    if not translation.returning:
-        return Result([], [], cursor.rowcount)
-    return prepared.result(rows, len(rows))
+    return execute(conn, catalog, prepare(catalog, sql, param_types, mode), params, param_types)
+
+
+def _locking(prepared: _Prepared) -> bool:
+    return "spanpool_lock(" in prepared.translation.sql or prepared.translation.dml is not None
+
+
+_PLAN_STEP = re.compile(
+    r"(?:SCAN|SEARCH) (\S+)(?: AS \S+)?(?: USING (?:COVERING )?INDEX (\S+) \((.*)\))?"
+)
+
+
+def _scanned_tables(
+    conn: sqlite3.Connection, catalog: Catalog, translation: Translation
+) -> frozenset[str]:
+    """Tables the statement reads other than by looking rows up by their whole primary key,
+    from SQLite's query plan: a read-write transaction locks the whole of each of them."""
+    args = [None] * len(translation.params)
+    plan = conn.execute("EXPLAIN QUERY PLAN " + translation.sql, args).fetchall()
+    scans = set()
+    for row in plan:
+        match = _PLAN_STEP.match(row[3])
+        if match is None:
+            continue
+        table = catalog.find_table(match.group(1))
+        if table is None:
+            continue
+        index, terms = match.group(2) or "", match.group(3) or ""
+        equal = {t.split("=")[0].strip().lower() for t in terms.split(" AND ") if "=" in t}
+        by_key = index.startswith("sqlite_autoindex_") and all(
+            k.lower() in equal for k in table.primary_key
+        )
+        if not by_key:
+            scans.add(table.name)
+    return frozenset(scans)
 
 
 def _constraint_parts(message: str) -> tuple[str, list[str]]:
@@ -486,6 +622,7 @@ def read(
     columns: Sequence[str],
     key_set: Any,
     limit: int,
+    mode: str = PLAIN,
 ) -> Result:
     """Cloud Spanner's Read: rows of ``table`` selected by ``key_set``, in key order."""
     info = catalog.table(table)
@@ -513,9 +650,12 @@ def read(
         quote_ident(c.name) + (" DESC" if desc else "")
         for c, desc in zip(key_columns, descending, strict=True)
     )
+    source = quote_ident(info.name)
+    if mode == VERSIONED:
+        source = f"{versions.source_sql(info)} AS {source}"
     sql = (
         f"SELECT {', '.join(quote_ident(c.name) for c in selected)} "
-        f"FROM {quote_ident(info.name)} WHERE {' AND '.join([condition, *filters])}"
+        f"FROM {source} WHERE {' AND '.join([condition, *filters])}"
     )
     if order:
         sql += f" ORDER BY {order}"
@@ -534,7 +674,168 @@ def read(
         raise EngineError(
             grpc.StatusCode.INTERNAL, f"Table {info.name} holds a value of the wrong type: {exc}"
         ) from None
-    return Result(_fields(names, types), encoded, None)
+    result = Result(_fields(names, types), encoded, None)
+    if mode == LOCKING:
+        keys = _point_keys(info, key_set) if not index else None
+        if keys is None:
+            result.scans = frozenset({info.name})
+        else:
+            result.keys = keys
+    return result
+
+
+def _point_keys(table: TableInfo, key_set: Any) -> list[tuple[str, tuple[object, ...]]] | None:
+    """The whole keys a key set names, or None when it names ranges or key prefixes."""
+    if key_set.all_ or key_set.ranges:
+        return None
+    keys = []
+    columns = table.key_columns
+    for key in key_set.keys:
+        if len(key.values) != len(columns):
+            return None
+        stored = tuple(_key_value(table, c, x) for c, x in zip(columns, key.values, strict=True))
+        keys.append((table.name, stored))
+    return keys
+
+
+def mutation_count(mutations: Sequence[Any]) -> int:
+    """Cloud Spanner counts each column of each row a mutation writes (a delete counts once
+    per key or range)."""
+    count = 0
+    for mutation in mutations:
+        kind = mutation.WhichOneof("operation")
+        if kind == "delete":
+            key_set = mutation.delete.key_set
+            count += max(1, len(key_set.keys) + len(key_set.ranges))
+        elif kind is not None:
+            write = getattr(mutation, kind)
+            count += len(write.columns) * len(write.values)
+    return count
+
+
+def mutation_locks(
+    catalog: Catalog, mutations: Sequence[Any]
+) -> tuple[list[tuple[str, tuple[object, ...]]], set[str]]:
+    """What a commit's mutations write: whole keys, and the tables whose key ranges (or key
+    prefixes) they delete."""
+    keys: list[tuple[str, tuple[object, ...]]] = []
+    tables: set[str] = set()
+    for mutation in mutations:
+        kind = mutation.WhichOneof("operation")
+        if kind == "delete":
+            table = catalog.table(mutation.delete.table)
+            point = _point_keys(table, mutation.delete.key_set)
+            if point is None:
+                tables.add(table.name)
+            else:
+                keys.extend(point)
+            continue
+        if kind not in ("insert", "update", "insert_or_update", "replace"):
+            continue
+        write = getattr(mutation, kind)
+        table = catalog.table(write.table)
+        position = {name.lower(): i for i, name in enumerate(write.columns)}
+        slots = [position.get(k.lower()) for k in table.primary_key]
+        columns = table.key_columns
+        for row in write.values:
+            try:
+                key = tuple(
+                    None if slot is None else _key_value(table, column, row.values[slot])
+                    for column, slot in zip(columns, slots, strict=True)
+                )
+            except (IndexError, EngineError):
+                tables.add(table.name)  # a malformed row: the commit reports it
+                continue
+            keys.append((table.name, key))
+    return keys, tables
+
+
+# --- write sets and versions ------------------------------------------------------------------
+
+
+def key_positions(table: TableInfo) -> list[int]:
+    """Where each primary key column is among the table's columns."""
+    index = {c.name: i for i, c in enumerate(table.columns)}
+    return [index[k] for k in table.primary_key]
+
+
+def _depth(catalog: Catalog, table: TableInfo) -> int:
+    depth = 0
+    while table.parent is not None and depth < 64:
+        parent = catalog.find_table(table.parent)
+        if parent is None:
+            break
+        table, depth = parent, depth + 1
+    return depth
+
+
+def write_rows(
+    conn: sqlite3.Connection,
+    catalog: Catalog,
+    rows: Sequence[tuple[str, tuple[object, ...], tuple[object, ...] | None]],
+) -> None:
+    """Make each (table, key) row hold the given values, or not exist (None): deletes first,
+    children before parents, then writes, parents before children."""
+    tables = {name: catalog.table(name) for name, _, _ in rows}
+    depth = {name: _depth(catalog, table) for name, table in tables.items()}
+    deletes = sorted((r for r in rows if r[2] is None), key=lambda r: -depth[r[0]])
+    writes = sorted((r for r in rows if r[2] is not None), key=lambda r: depth[r[0]])
+    for name, key, _ in deletes:
+        table = tables[name]
+        where = " AND ".join(f"{quote_ident(k)} IS ?" for k in table.primary_key) or "1"
+        conn.execute(f"DELETE FROM {quote_ident(table.name)} WHERE {where}", key)
+    for name, key, values in writes:
+        assert values is not None
+        table = tables[name]
+        where = " AND ".join(f"{quote_ident(k)} IS ?" for k in table.primary_key) or "1"
+        others = [i for i, c in enumerate(table.columns) if c.name not in table.primary_key]
+        changed = 0
+        if others:
+            sets = ", ".join(f"{quote_ident(table.columns[i].name)} = ?" for i in others)
+            changed = conn.execute(
+                f"UPDATE {quote_ident(table.name)} SET {sets} WHERE {where}",
+                [values[i] for i in others] + list(key),
+            ).rowcount
+        else:
+            changed = len(
+                conn.execute(
+                    f"SELECT 1 FROM {quote_ident(table.name)} WHERE {where}", key
+                ).fetchall()
+            )
+        if not changed:
+            names = ", ".join(quote_ident(c.name) for c in table.columns)
+            marks = ", ".join("?" for _ in table.columns)
+            conn.execute(
+                f"INSERT INTO {quote_ident(table.name)} ({names}) VALUES ({marks})", values
+            )
+
+
+def write_history(
+    conn: sqlite3.Connection,
+    catalog: Catalog,
+    rows: Sequence[tuple[str, tuple[object, ...], tuple[object, ...] | None]],
+    end: int,
+) -> None:
+    """Keep the versions a commit at ``end`` replaced: (table, key, the row before, or None
+    when there was none)."""
+    for name, key, old in rows:
+        table = catalog.find_table(name)
+        if table is None:
+            continue
+        if old is None:
+            values: list[object] = [None] * len(table.columns)
+            for position, part in zip(key_positions(table), key, strict=True):
+                values[position] = part
+            values += [end, 1]
+        else:
+            values = [*old, end, 0]
+        conn.execute(versions.insert_sql(table), values)
+
+
+def prune_history(conn: sqlite3.Connection, catalog: Catalog, before: int) -> None:
+    """Forget the versions that ended before ``before``."""
+    for table in catalog.tables:
+        conn.execute(versions.prune_sql(table), (before,))
 
 
 # --- mutations ---------------------------------------------------------------------------------
@@ -669,9 +970,10 @@ def _stored(table: TableInfo, column: ColumnInfo, value: Any, commit_timestamp: 
         return commit_timestamp
     try:
         stored = v.to_storage(value, column.type)
-    except ValueError as exc:
-        raise _invalid(
-            f"Invalid value for column {column.name} in table {table.name}: {exc}"
+    except ValueError as exc:  # Cloud Spanner answers FAILED_PRECONDITION for these
+        raise EngineError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"Invalid value for column {column.name} in table {table.name}: {exc}",
         ) from None
     if stored is None and not column.nullable:
         raise EngineError(

@@ -17,6 +17,7 @@ import grpc
 from google.protobuf import descriptor_pb2
 
 from . import values as v
+from . import versions
 from .tokens import (
     IDENT,
     NUMBER,
@@ -449,8 +450,13 @@ def _null_key_guard(table: TableInfo) -> list[str]:
     ]
 
 
+def declared_type(column: ColumnInfo) -> str:
+    """The SQLite type a column is declared with."""
+    return _DECLARED_TYPES[int(column.type.code)]
+
+
 def _column_sql(column: ColumnInfo) -> str:
-    sql = f"{quote_ident(column.name)} {_DECLARED_TYPES[int(column.type.code)]}"
+    sql = f"{quote_ident(column.name)} {declared_type(column)}"
     if not column.nullable:
         sql += " NOT NULL"
     if column.default_sql is not None:
@@ -749,7 +755,11 @@ class _Schema:
                 f"ON DELETE {action}"
             )
         self.tables[name.lower()] = table
-        return [f"CREATE TABLE {quote_ident(name)} ({', '.join(clauses)})", *_null_key_guard(table)]
+        return [
+            f"CREATE TABLE {quote_ident(name)} ({', '.join(clauses)})",
+            *_null_key_guard(table),
+            *versions.create_sql(table),
+        ]
 
     def _create_index(self, cur: Cursor) -> list[str]:
         cur.expect("CREATE")
@@ -822,7 +832,7 @@ class _Schema:
                 f"Cannot drop table {table.name} with interleaved tables: {', '.join(children)}."
             )
         del self.tables[name.lower()]
-        return [f"DROP TABLE {quote_ident(table.name)}"]
+        return [f"DROP TABLE {quote_ident(table.name)}", *versions.drop_sql(table)]
 
     def _drop_index(self, cur: Cursor) -> list[str]:
         if_exists = cur.accept("IF", "EXISTS")
@@ -857,8 +867,14 @@ class _Schema:
                 raise _unimplemented(
                     "LocalSpanner cannot add a column whose DEFAULT is not a literal"
                 )
-            self._replace_table(table, columns=[*table.columns, column])
-            return [f"ALTER TABLE {quoted} ADD COLUMN {_column_sql(column)}"]
+            changed = self._replace_table(table, columns=[*table.columns, column])
+            return [
+                *versions.add_column_sql(
+                    table, f"{quote_ident(column.name)} {declared_type(column)}"
+                ),
+                f"ALTER TABLE {quoted} ADD COLUMN {_column_sql(column)}",
+                *versions.triggers_sql(changed),
+            ]
         if cur.accept("DROP", "COLUMN"):
             column = table.column(cur.name("a column name"))
             if not cur.at_end():
@@ -872,8 +888,12 @@ class _Schema:
                         "uses it."
                     )
             columns = [c for c in table.columns if c is not column]
-            self._replace_table(table, columns=columns)
-            return [f"ALTER TABLE {quoted} DROP COLUMN {quote_ident(column.name)}"]
+            changed = self._replace_table(table, columns=columns)
+            return [
+                *versions.drop_column_sql(table, column.name),
+                f"ALTER TABLE {quoted} DROP COLUMN {quote_ident(column.name)}",
+                *versions.triggers_sql(changed),
+            ]
         if cur.accept("ALTER", "COLUMN"):
             return self._alter_column(cur, table)
         raise _unimplemented(
@@ -913,8 +933,8 @@ class _Schema:
         self._replace_table(table, columns=[changed if c is column else c for c in table.columns])
         return []
 
-    def _replace_table(self, table: TableInfo, *, columns: list[ColumnInfo]) -> None:
-        self.tables[table.name.lower()] = TableInfo(
+    def _replace_table(self, table: TableInfo, *, columns: list[ColumnInfo]) -> TableInfo:
+        changed = TableInfo(
             table.name,
             columns,
             table.primary_key,
@@ -922,6 +942,8 @@ class _Schema:
             table.parent,
             table.on_delete_cascade,
         )
+        self.tables[table.name.lower()] = changed
+        return changed
 
 
 # --- loading and applying ----------------------------------------------------------------------
@@ -951,7 +973,11 @@ def load_catalog(conn: sqlite3.Connection) -> Catalog:
         schema.objects.set_descriptors(protos[0][0])
     for (statement,) in rows:
         schema.apply(statement)
-    return schema.catalog()
+    catalog = schema.catalog()
+    for table in catalog.tables:  # files written before tables had versions
+        for sql in versions.create_sql(table):
+            conn.execute(sql)
+    return catalog
 
 
 def apply_ddl(

@@ -92,13 +92,21 @@ class Group:
 Node: TypeAlias = "Token | Group"
 
 
-def syntax_error(sql: str, pos: int, what: str) -> EngineError:
-    """INVALID_ARGUMENT with Cloud Spanner's ``[at line:column]`` suffix."""
+def located(sql: str, pos: int, message: str) -> str:
+    """``message`` as Cloud Spanner places it: ``[at line:column]``, then the statement's line
+    and a caret under the column."""
+    pos = max(0, min(pos, len(sql)))
+    start = sql.rfind("\n", 0, pos) + 1
+    end = sql.find("\n", pos)
+    text = sql[start : end if end >= 0 else len(sql)]
     line = sql.count("\n", 0, pos) + 1
-    column = pos - (sql.rfind("\n", 0, pos) + 1) + 1
-    return EngineError(
-        grpc.StatusCode.INVALID_ARGUMENT, f"Syntax error: {what} [at {line}:{column}]"
-    )
+    column = pos - start + 1
+    return f"{message} [at {line}:{column}]\n{text}\n{' ' * (column - 1)}^"
+
+
+def syntax_error(sql: str, pos: int, what: str) -> EngineError:
+    """INVALID_ARGUMENT with Cloud Spanner's ``[at line:column]`` and the line in question."""
+    return EngineError(grpc.StatusCode.INVALID_ARGUMENT, located(sql, pos, f"Syntax error: {what}"))
 
 
 def _read_quoted(sql: str, start: int, *, raw: bool, as_bytes: bool) -> tuple[str | bytes, int]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import grpc
 
 from . import values as v
+from . import versions
 from .schema import Catalog, ColumnInfo, TableInfo
 from .tokens import (
     BYTES,
@@ -33,6 +34,7 @@ from .tokens import (
     is_name,
     is_op,
     is_word,
+    located,
     parse_tree,
     position,
     quote_ident,
@@ -302,14 +304,35 @@ class Translation:
     dml: str | None = None  # "INSERT", "UPDATE" or "DELETE"
     table: str | None = None  # the table DML changes
     returning: bool = False
+    tables: frozenset[str] = frozenset()  # every table the statement reads or writes
 
 
-def translate(sql: str, catalog: Catalog, param_types: Mapping[str, TypeMsg]) -> Translation:
+# How table references are translated: as the tables themselves (PLAIN), as their rows at
+# spanpool_read_ts() (VERSIONED, for reads at a timestamp), or reporting each row read to
+# spanpool_lock (LOCKING, for read-write transactions).
+PLAIN, VERSIONED, LOCKING = "plain", "versioned", "locking"
+
+
+def translate(
+    sql: str, catalog: Catalog, param_types: Mapping[str, TypeMsg], mode: str = PLAIN
+) -> Translation:
     """Translate one GoogleSQL query or DML statement."""
     nodes = parse_tree(sql)
     if not nodes:
         raise _invalid("Syntax error: the statement is empty")
-    translator = _Translator(sql, catalog, param_types)
+    translator = _Translator(sql, catalog, param_types, mode)
+    translation = _statement(translator, nodes)
+    if translation is not None:
+        translation.tables = frozenset(translator.tables)
+        return translation
+    first = nodes[0]
+    if is_word(first, "CREATE", "ALTER", "DROP", "GRANT", "REVOKE", "RENAME", "ANALYZE"):
+        raise _invalid("DDL statements are not supported by ExecuteSql; use UpdateDatabaseDdl.")
+    found = first.text if isinstance(first, Token) else first.open
+    raise syntax_error(sql, position(nodes), f"Unexpected {found!r}")
+
+
+def _statement(translator: _Translator, nodes: Sequence[Node]) -> Translation | None:
     first = nodes[0]
     if is_word(first, "INSERT"):
         return translator.insert(nodes)
@@ -320,10 +343,7 @@ def translate(sql: str, catalog: Catalog, param_types: Mapping[str, TypeMsg]) ->
     if _is_query(nodes):
         text, columns = translator.query(nodes, None)
         return Translation(text, translator.params, columns)
-    if is_word(first, "CREATE", "ALTER", "DROP", "GRANT", "REVOKE", "RENAME", "ANALYZE"):
-        raise _invalid("DDL statements are not supported by ExecuteSql; use UpdateDatabaseDdl.")
-    found = first.text if isinstance(first, Token) else first.open
-    raise syntax_error(sql, position(nodes), f"Unexpected {found!r}")
+    return None
 
 
 def _is_query(nodes: Sequence[Node]) -> bool:
@@ -342,10 +362,14 @@ def _is_query(nodes: Sequence[Node]) -> bool:
 
 
 class _Translator:
-    def __init__(self, sql: str, catalog: Catalog, param_types: Mapping[str, TypeMsg]) -> None:
+    def __init__(
+        self, sql: str, catalog: Catalog, param_types: Mapping[str, TypeMsg], mode: str = PLAIN
+    ) -> None:
         self.sql = sql
         self.catalog = catalog
         self.param_types = param_types
+        self.mode = mode
+        self.tables: set[str] = set()
         self.params: list[str] = []
         self._param_slots: dict[str, int] = {}
         self.renamed: dict[str, str] = {}  # alias -> table name, for RETURNING
@@ -795,7 +819,9 @@ class _Translator:
                 assert isinstance(item[0], Token)
                 star_source = scope.source(item[0].text)
                 if star_source is None:
-                    raise _invalid(f"Unrecognized name: {item[0].text}")
+                    raise _invalid(
+                        located(self.sql, item[0].pos, f"Unrecognized name: {item[0].text}")
+                    )
                 columns.extend(star_source.columns)
                 name = self.renamed.get(star_source.alias.lower(), star_source.alias)
                 out.append(f"{quote_ident(name)}.*")
@@ -898,13 +924,25 @@ class _Translator:
             text, columns = quote_ident(path[0]), scope.ctes[path[0].lower()]
         elif len(path) == 1 and self.catalog.find_table(path[0]) is not None:
             table = self.catalog.table(path[0])
-            text = quote_ident(table.name)
+            self.tables.add(table.name)
             columns = [Column(c.name, c.type) for c in table.columns]
+            if self.mode == PLAIN:
+                text = quote_ident(table.name)
+            else:
+                if self.mode == VERSIONED:
+                    text = versions.source_sql(table)
+                else:
+                    text = versions.locking_source_sql(table)
+                alias = alias or table.name
         elif len(path) == 1 and (view := self.catalog.find_view(path[0])) is not None:
-            text = quote_ident(view.name)
             columns = [Column(c.name, c.type) for c in view.columns]
+            if self.mode == PLAIN:
+                text = quote_ident(view.name)
+            else:  # the view's query, so that its tables are read the same way
+                text = "(" + self.query(parse_tree(view.query), None)[0] + ")"
+                alias = alias or view.name
         else:
-            raise _invalid(f"Table not found: {'.'.join(path)}")
+            raise _invalid(located(self.sql, node.pos, f"Table not found: {'.'.join(path)}"))
         scope.sources.append(Source(alias or path[-1], columns))
         return text + (f" AS {quote_ident(alias)}" if alias else ""), k
 
@@ -988,7 +1026,8 @@ class _Translator:
         assert isinstance(node, Token)
         table = self.catalog.find_table(node.text)
         if table is None:
-            raise _invalid(f"Table not found: {node.text}")
+            raise _invalid(located(self.sql, node.pos, f"Table not found: {node.text}"))
+        self.tables.add(table.name)
         return table
 
     def stored_value(self, nodes: Sequence[Node], column: ColumnInfo, scope: Scope) -> str:

@@ -1,12 +1,10 @@
-"""LocalSpanner's model of Cloud Spanner: databases, sessions and transactions.
+"""LocalSpanner's model of Cloud Spanner: instances, databases and sessions.
 
-Data lives in one SQLite file per database, in WAL mode. Read-write transactions are made
-serializable by running them one at a time: a transaction takes its database's *writer* (one
-SQLite connection inside ``BEGIN IMMEDIATE``) at its first statement and keeps it until it
-commits or rolls back. A transaction that cannot get the writer within ``lock_timeout`` is
-aborted with a retry delay, as Cloud Spanner aborts conflicting transactions, and the official
-client's ``run_in_transaction`` retries it. Reads outside read-write transactions use separate
-connections, which see the last committed state.
+Sessions follow Cloud Spanner's rules: they expire after ``session_idle_timeout`` seconds
+unused (on the injectable clock), at most ``max_sessions_per_batch`` are created per call and
+``max_sessions_per_database`` exist per database; a regular session carries one read-write
+transaction at a time, a multiplexed one any number. Transactions are in ``transactions``,
+databases (files, connections, locks, versions) in ``database``.
 """
 
 from __future__ import annotations
@@ -15,25 +13,24 @@ import itertools
 import os
 import random
 import re
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 
-from .._labels import label_problem
-from .errors import SpannerError, aborted, failed_precondition, invalid, session_not_found
-from .sql import engine
+from ..._labels import label_problem
+from ..errors import SpannerError, failed_precondition, invalid, session_not_found
+from ..sql import engine
+from .database import DatabaseState
+from .transactions import ACTIVE, Timestamps, Transaction, Transactions
 
 _DATABASE_NAME = re.compile(r"projects/[^/]+/instances/[^/]+/databases/([A-Za-z][A-Za-z0-9_\-]*)")
 
 _INSTANCE_NAME = re.compile(r"(projects/[^/]+)/instances/([a-z][a-z0-9\-]{0,62}[a-z0-9])")
-
-ACTIVE, COMMITTED, ROLLED_BACK, ABORTED = "active", "committed", "rolled back", "aborted"
 
 
 def validate_labels(labels: Mapping[str, str]) -> None:
@@ -41,24 +38,6 @@ def validate_labels(labels: Mapping[str, str]) -> None:
     problem = label_problem(labels)
     if problem is not None:
         raise invalid(problem)
-
-
-class Timestamps:
-    """Strictly increasing wall-clock timestamps (nanoseconds), for reads and commits."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last = 0
-
-    def next(self) -> int:
-        with self._lock:
-            self._last = max(self._last + 1000, time.time_ns())
-            return self._last
-
-
-def rfc3339(nanos: int) -> str:
-    seconds, rest = divmod(nanos, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{rest:09d}Z"
 
 
 @dataclass(eq=False)
@@ -77,19 +56,6 @@ class InstanceState:
 
 
 @dataclass(eq=False)
-class Transaction:
-    id: bytes
-    session: SessionState
-    read_write: bool
-    partitioned: bool
-    last_used: float
-    state: str = ACTIVE
-    reason: str = ""
-    holds_writer: bool = False
-    read_timestamp: int = 0
-
-
-@dataclass(eq=False)
 class SessionState:
     name: str
     database: DatabaseState
@@ -100,48 +66,6 @@ class SessionState:
     last_used: float
     last_use_time: int
     transactions: dict[bytes, Transaction] = field(default_factory=dict)
-
-
-class DatabaseState:
-    """One database: its SQLite file, schema, writer and reader connections, and sessions."""
-
-    def __init__(self, name: str, path: Path) -> None:
-        self.name = name
-        self.path = path
-        self.writer = engine.connect(str(path))
-        self.catalog = engine.load_catalog(self.writer)
-        self.sql_mutex = threading.Lock()  # one statement at a time on the writer connection
-        self.writer_changed = threading.Condition(threading.Lock())
-        self.writer_owner: Transaction | None = None
-        self.sessions: dict[str, SessionState] = {}
-        self._readers: list[sqlite3.Connection] = []
-        self._readers_lock = threading.Lock()
-
-    @contextmanager
-    def reader(self) -> Iterator[sqlite3.Connection]:
-        with self._readers_lock:
-            conn = self._readers.pop() if self._readers else None
-        if conn is None:
-            conn = engine.connect(str(self.path))
-        try:
-            yield conn
-        finally:
-            if conn.in_transaction:
-                conn.rollback()
-            with self._readers_lock:
-                if len(self._readers) < 16:
-                    self._readers.append(conn)
-                    conn = None
-            if conn is not None:
-                conn.close()
-
-    def close(self) -> None:
-        with self._readers_lock:
-            readers, self._readers = self._readers, []
-        for conn in readers:
-            conn.close()
-        with self.sql_mutex:
-            self.writer.close()
 
 
 class Backend:
@@ -178,6 +102,14 @@ class Backend:
         self._sessions: dict[str, SessionState] = {}
         self._ids = itertools.count(1)
         self._prefix = os.urandom(4).hex()
+        self.txns = Transactions(
+            clock=clock,
+            timestamps=self.timestamps,
+            transaction_idle_timeout=transaction_idle_timeout,
+            lock_timeout=lock_timeout,
+            abort_retry_delay=abort_retry_delay,
+            prefix=self._prefix,
+        )
         self._random = random.Random()
         self.sessions_created = 0
         # Most sessions alive at once, per database and in all, since start or reset_peaks().
@@ -322,17 +254,23 @@ class Backend:
     def update_ddl(
         self, db: DatabaseState, statements: Sequence[str], proto_descriptors: bytes = b""
     ) -> None:
-        """Apply schema changes; an active read-write transaction of the database is aborted."""
-        with db.writer_changed:
-            if db.writer_owner is not None:
-                self._abort_owner(db, db.writer_owner, "interrupted by a schema change")
-            try:
-                with db.sql_mutex:
-                    db.catalog = engine.apply_ddl(
-                        db.writer, db.catalog, statements, proto_descriptors
-                    )
-            except engine.EngineError as exc:
-                raise SpannerError(exc.code, exc.message) from exc
+        """Apply schema changes. Read-write transactions of the database that have written or
+        locked anything are aborted: their writes were made for the schema before."""
+        with self._lock:
+            busy = [
+                txn
+                for session in db.sessions.values()
+                for txn in session.transactions.values()
+                if txn.active and txn.read_write and (txn.writes or db.locks.holds(txn))
+            ]
+        for txn in busy:
+            self.abort(txn, "Transaction was aborted because the schema changed.")
+        try:
+            db.catalog = db.execute_ddl(
+                lambda conn: engine.apply_ddl(conn, db.catalog, statements, proto_descriptors)
+            )
+        except engine.EngineError as exc:
+            raise SpannerError(exc.code, exc.message) from exc
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -499,16 +437,22 @@ class Backend:
     # -- transactions -----------------------------------------------------------------------
 
     def begin(
-        self, session: SessionState, *, read_write: bool, partitioned: bool = False
+        self,
+        session: SessionState,
+        *,
+        read_write: bool,
+        partitioned: bool = False,
+        read_timestamp: int | None = None,
+        previous_id: bytes = b"",
     ) -> Transaction:
-        txn_id = f"{self._prefix}-{next(self._ids)}".encode()
-        txn = Transaction(
-            txn_id,
+        with self._lock:
+            previous = session.transactions.get(previous_id) if previous_id else None
+        txn = self.txns.new(
             session,
-            read_write=read_write or partitioned,
+            read_write=read_write,
             partitioned=partitioned,
-            last_used=self.clock(),
-            read_timestamp=self.timestamps.next(),
+            read_timestamp=read_timestamp,
+            previous=previous,
         )
         with self._lock:
             if not session.multiplexed:
@@ -522,7 +466,7 @@ class Backend:
                 for old_id, old in list(session.transactions.items())[:100]:
                     if old.state != ACTIVE or not old.read_write:
                         del session.transactions[old_id]
-            session.transactions[txn_id] = txn
+            session.transactions[txn.id] = txn
         return txn
 
     def transaction(self, session: SessionState, txn_id: bytes) -> Transaction:
@@ -533,118 +477,28 @@ class Backend:
                 f"Transaction {txn_id!r} not found in session {session.name}: it was never "
                 "begun there, or a later transaction replaced it."
             )
-        self.check_usable(txn)
+        self.txns.check_usable(txn)
         txn.last_used = self.clock()
         return txn
 
     def check_usable(self, txn: Transaction) -> None:
-        if (
-            txn.state == ACTIVE
-            and txn.read_write
-            and not txn.partitioned
-            and self.clock() - txn.last_used > self.transaction_idle_timeout
-        ):
-            self.abort(txn, "Transaction was aborted because it was idle for too long.")
-        if txn.state == ABORTED:
-            raise aborted(txn.reason, self._retry_delay())
-        if txn.state != ACTIVE:
-            raise failed_precondition(f"Transaction has already been {txn.state}.")
-
-    def _retry_delay(self) -> float:
-        return self.abort_retry_delay * (1.0 + self._random.random())
-
-    def acquire_writer(self, txn: Transaction) -> None:
-        """Make ``txn`` the database's only writer, or abort it if that takes too long."""
-        if txn.holds_writer:
-            return
-        db = txn.session.database
-        deadline = time.monotonic() + self.lock_timeout
-        with db.writer_changed:
-            while db.writer_owner is not None:
-                owner = db.writer_owner
-                if self.clock() - owner.last_used > self.transaction_idle_timeout:
-                    self._abort_owner(db, owner, "idle for too long")
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or txn.state != ACTIVE:
-                    break
-                db.writer_changed.wait(remaining)
-            if db.writer_owner is None and txn.state == ACTIVE:
-                with db.sql_mutex:
-                    db.writer.execute("BEGIN IMMEDIATE")
-                db.writer_owner = txn
-                txn.holds_writer = True
-                return
-        self.abort(txn, "Transaction was aborted because of a conflict with another transaction.")
-        raise aborted(txn.reason, self._retry_delay())
+        self.txns.check_usable(txn)
 
     def abort(self, txn: Transaction, reason: str) -> None:
-        db = txn.session.database
-        with db.writer_changed:
-            if txn.state == ACTIVE:
-                txn.state, txn.reason = ABORTED, reason
-            if db.writer_owner is txn:
-                self._release_writer(db, rollback=True)
+        self.txns.abort(txn, reason)
 
-    def _abort_owner(self, db: DatabaseState, owner: Transaction, why: str) -> None:
-        # Called with db.writer_changed held.
-        owner.state, owner.reason = ABORTED, f"Transaction was aborted because it was {why}."
-        self._release_writer(db, rollback=True)
-
-    def _release_writer(self, db: DatabaseState, *, rollback: bool) -> None:
-        # Called with db.writer_changed held.
-        owner = db.writer_owner
-        if owner is None:
-            return
-        with db.sql_mutex:
-            if db.writer.in_transaction:
-                if rollback:
-                    db.writer.rollback()
-                else:
-                    db.writer.commit()
-        owner.holds_writer = False
-        db.writer_owner = None
-        db.writer_changed.notify_all()
+    def retry_delay(self) -> float:
+        return self.txns.retry_delay()
 
     def run_write(
-        self, txn: Transaction, work: Callable[[sqlite3.Connection], engine.Result]
+        self, txn: Transaction, work: Callable[[engine.Connection], engine.Result]
     ) -> engine.Result:
-        """Run ``work`` on the writer connection inside ``txn``."""
-        self.acquire_writer(txn)
-        db = txn.session.database
-        with db.sql_mutex:
-            if db.writer_owner is not txn:
-                raise aborted(txn.reason or "Transaction was aborted.", self._retry_delay())
-            return work(db.writer)
+        """Run one statement of a read-write transaction (see ``Transactions.run``)."""
+        return self.txns.run(txn, work)
 
-    def commit(self, txn: Transaction, mutations: Sequence[object]) -> int:
-        """Apply ``mutations`` and commit; returns the commit timestamp in nanoseconds."""
-        self.check_usable(txn)
-        if not txn.read_write:
-            raise failed_precondition("Cannot commit a read-only transaction.")
-        self.acquire_writer(txn)
-        db = txn.session.database
-        commit_ts = self.timestamps.next()
-        with db.writer_changed:
-            if db.writer_owner is not txn:
-                raise aborted(txn.reason or "Transaction was aborted.", self._retry_delay())
-            try:
-                if mutations:
-                    stamp = rfc3339(commit_ts)
-                    with db.sql_mutex:
-                        engine.apply_mutations(db.writer, db.catalog, mutations, stamp)
-            except engine.EngineError as exc:
-                txn.state = ROLLED_BACK
-                self._release_writer(db, rollback=True)
-                raise SpannerError(exc.code, exc.message) from exc
-            txn.state = COMMITTED
-            self._release_writer(db, rollback=False)
-        return commit_ts
+    def commit(self, txn: Transaction, mutations: Sequence[Any]) -> int:
+        """Apply the transaction's writes and ``mutations``; returns the commit timestamp."""
+        return self.txns.commit(txn, mutations)
 
     def rollback(self, txn: Transaction) -> None:
-        db = txn.session.database
-        with db.writer_changed:
-            if txn.state == ACTIVE:
-                txn.state = ROLLED_BACK
-            if db.writer_owner is txn:
-                self._release_writer(db, rollback=True)
+        self.txns.rollback(txn)
