@@ -100,3 +100,32 @@ def test_doctor_with_a_database(server: LocalSpanner) -> None:
     # It made the one multiplexed session it measured on, and left the regular ones alone.
     kinds = sorted(bool(s.multiplexed) for s in api.list_sessions(database=name))
     assert kinds == [False, False, False, True]
+
+
+MULTIPLEXED_DEFECTS = {
+    "lost-multiplexed-session",
+    "close-blocks",
+    "dropped-database-leaks",
+    "lazy-creation",
+    "dbapi-connect",
+}
+REGULAR_DEFECTS = {"fixed-size-pool-typeerror", "bursty-pool-getsession"}
+
+
+@pytest.mark.parametrize(
+    "env, relevant",
+    [
+        ({}, {*MULTIPLEXED_DEFECTS, "unused-pool-filled"}),
+        (
+            {"GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS_FOR_RW": "false"},
+            MULTIPLEXED_DEFECTS | REGULAR_DEFECTS,
+        ),
+        ({name: "false" for name in ROUTING_VARIABLES}, REGULAR_DEFECTS),
+    ],
+)
+def test_defects_that_matter_follow_the_routes(env: dict[str, str], relevant: set[str]) -> None:
+    from spanpool.cli.doctor import OPERATIONS, defects, route
+
+    routes = [route(operation, env) for operation in OPERATIONS]
+    found = defects(routes, "3.71.0")
+    assert {d["id"] for d in found if d["relevant"]} == relevant

@@ -16,9 +16,16 @@ KNOWN_VERSION = "3.71."
 class Defect:
     id: str
     text: str
-    road: str  # "multiplexed": matters when an operation uses a multiplexed session; "regular"
+    road: str  # matters when an operation uses a "multiplexed" or a "regular" session, or when
+    # "every" operation uses the multiplexed session
     remedy: str  # what spanpool offers
     provided_by: str  # the spanpool name that carries the remedy
+
+    def relevant(self, roads: set[str]) -> bool:
+        """Whether the defect matters when operations use the sessions of ``roads``."""
+        if self.road == "every":
+            return roads == {"multiplexed"}
+        return self.road in roads
 
     @property
     def available(self) -> bool:
@@ -66,7 +73,7 @@ DEFECTS: tuple[Defect, ...] = (
         "unused-pool-filled",
         "a pool given as pool= still creates all its regular sessions, even when every "
         "operation goes to the multiplexed session",
-        "multiplexed",
+        "every",
         "MultiplexedPool's fallback pool creates no session until an operation is routed to it",
         "MultiplexedPool",
     ),

@@ -115,8 +115,10 @@ def defects(routes: list[dict[str, Any]], client_version: str | None) -> list[di
         {
             "id": defect.id,
             "defect": defect.text,
-            "relevant": defect.road in roads,
-            "when": f"an operation uses a {defect.road} session",
+            "relevant": defect.relevant(roads),
+            "when": "every operation uses the multiplexed session"
+            if defect.road == "every"
+            else f"an operation uses a {defect.road} session",
             "spanpool": defect.remedy,
             "remedy_installed": defect.available,
             "measured_on_installed_version": measured,
@@ -274,7 +276,7 @@ def print_report(report: dict[str, Any], *, show_all: bool) -> None:
             f"  round trip: {rtt['median']:.2f} ms median, {rtt['min']:.2f} ms best "
             f"(SELECT 1, {ROUND_TRIPS} times)"
         )
-        print(f"  sessions: {database['census_line']}")
+        print(f"  census: {database['census_line']}")
 
 
 def _indent(text: str) -> str:
