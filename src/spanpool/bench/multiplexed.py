@@ -36,6 +36,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from .pools import Failed, Goal, Row, side_by_side
+
 LATENCY_MS = 5.0
 NEW_WORKER_GOAL = 0.6
 WARM_GOAL = 1.02
@@ -267,7 +269,10 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
 
 
-def run(quick: bool, latency_ms: float = LATENCY_MS) -> int:
+def run(quick: bool, latency_ms: float = LATENCY_MS, table: list[Row] | None = None) -> int:
+    """Measure, print the table; with ``table``, also add the measurements there as rows of
+    spanpool against the client's manager (for ``spanpool bench``'s summary and chart)."""
+    table = [] if table is None else table
     context = _context()
     workers = 3 if quick else 7
     requests = 200 if quick else 1000
@@ -317,6 +322,29 @@ def run(quick: bool, latency_ms: float = LATENCY_MS) -> int:
                         f"{creates:.1f} CreateSession, {ratio:.2f}x",
                     )
                 )
+                table.append(
+                    side_by_side(
+                        "new worker: first result",
+                        latency_ms,
+                        f"warm {kind} store",
+                        official_first,
+                        first,
+                        _ms,
+                        Goal("<=", NEW_WORKER_GOAL),
+                    )
+                )
+                table.append(
+                    side_by_side(
+                        "new worker: CreateSession",
+                        latency_ms,
+                        f"warm {kind} store",
+                        official_creates,
+                        creates,
+                        "{:.1f}".format,
+                        Goal("==", 0),
+                        absolute=True,
+                    )
+                )
                 if ratio > NEW_WORKER_GOAL or creates > 0:
                     failed_goals.append(f"new worker with {kind} store: {ratio:.2f}x")
 
@@ -324,6 +352,17 @@ def run(quick: bool, latency_ms: float = LATENCY_MS) -> int:
             ratio = ours_warm / official_warm
             rows.append(("warm request", "official manager", _ms(official_warm), ""))
             rows.append(("warm request", "spanpool", _ms(ours_warm), f"{ratio:.3f}x"))
+            table.append(
+                side_by_side(
+                    "warm request",
+                    latency_ms,
+                    "MultiplexedPool",
+                    official_warm,
+                    ours_warm,
+                    _ms,
+                    Goal("<=", WARM_GOAL),
+                )
+            )
             if ratio > WARM_GOAL:
                 failed_goals.append(f"warm request: {ratio:.3f}x")
 
@@ -338,18 +377,60 @@ def run(quick: bool, latency_ms: float = LATENCY_MS) -> int:
                 )
             )
             rows.append(("threads after 100 dropped Databases", "spanpool", f"+{ours_threads}", ""))
+            table.append(
+                side_by_side(
+                    "threads after 100 dropped Databases",
+                    latency_ms,
+                    "MultiplexedPool",
+                    official_threads,
+                    ours_threads,
+                    "+{:.0f}".format,
+                    absolute=True,
+                )
+            )
 
             give_up = 3.0
+            closes: dict[str, float] = {}
+            blocked: dict[str, bool] = {}
             for variant in ("official", "spanpool"):
                 took = close_time(server.endpoint, variant, give_up)
                 shown = f"> {give_up:g} s (still blocked)" if took is None else _ms(took)
                 label = "official manager" if variant == "official" else "spanpool"
                 rows.append(("Database.close()", label, shown, ""))
+                # Still blocked: at least give_up, which is what the ratio then compares.
+                closes[variant] = give_up if took is None else took
+                blocked[variant] = took is None
+            table.append(
+                side_by_side(
+                    "Database.close()",
+                    latency_ms,
+                    "MultiplexedPool",
+                    closes["official"],
+                    Failed(f"> {give_up:g} s") if blocked["spanpool"] else closes["spanpool"],
+                    _ms,
+                    absolute=True,
+                    official_prefix="> " if blocked["official"] else "",
+                )
+            )
 
+            failures: dict[str, int] = {}
             for variant in ("official", "spanpool"):
                 failed = failures_after_loss(server, variant, 10)
                 label = "official manager" if variant == "official" else "spanpool"
                 rows.append(("lost session: failed of 10 requests", label, str(failed), ""))
+                failures[variant] = failed
+            table.append(
+                side_by_side(
+                    "lost session: failed of 10 requests",
+                    latency_ms,
+                    "MultiplexedPool",
+                    failures["official"],
+                    failures["spanpool"],
+                    "{:.0f}".format,
+                    Goal("==", 0),
+                    absolute=True,
+                )
+            )
     finally:
         server.stop()
     widths = [max(len(r[i]) for r in rows) for i in range(4)]

@@ -73,7 +73,9 @@ def _cache(args: argparse.Namespace) -> Outcome:
 
 
 def _multiplexed(args: argparse.Namespace) -> Outcome:
-    return Outcome(text=_printed(lambda: multiplexed.main(["--quick"] if args.quick else [])))
+    rows: list[Row] = []
+    text = _printed(lambda: multiplexed.run(args.quick, table=rows))
+    return Outcome(rows=rows, text=text)
 
 
 def _localspanner(args: argparse.Namespace) -> Outcome:
@@ -124,7 +126,7 @@ SUITES: tuple[Suite, ...] = (
     Suite(
         "multiplexed",
         "MultiplexedPool against the client's own multiplexed-session manager",
-        False,
+        True,
         False,
         _multiplexed,
         lambda args: 1,

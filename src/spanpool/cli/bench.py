@@ -167,8 +167,8 @@ def _charts(args: argparse.Namespace, rows: list[Any]) -> dict[str, str]:
     where = "an endpoint" if args.endpoint else "LocalSpanner on loopback"
     if args.chart is not None:
         title = (
-            f"spanpool vs the official google-cloud-spanner pools, {where}: green bars left of 1 "
-            "are where spanpool does better"
+            f"spanpool vs google-cloud-spanner's own pools and session manager, {where}:\n"
+            "green bars left of 1 are where spanpool does better"
         )
         write_chart(ratio_bars(rows), args.chart, title, RATIO_AXIS)
         written["ratios"] = str(args.chart)
