@@ -1,5 +1,6 @@
 """spanpool: session pools for Cloud Spanner's Python client."""
 
+from . import pools
 from .cache import CacheSessionPool
 from .errors import (
     NotCheckedOut,
@@ -10,55 +11,19 @@ from .errors import (
     SpanpoolError,
     StoreError,
 )
-from .pools import (
-    AbstractSessionPool,
-    AsyncAbstractSessionPool,
-    AsyncBurstyPool,
-    AsyncFixedSizePool,
-    AsyncManagedPool,
-    AsyncMultiplexedPool,
-    AsyncPingingPool,
-    AsyncSessionCheckout,
-    AsyncTransactionPingingPool,
-    BurstyPool,
-    FixedSizePool,
-    ManagedPool,
-    MultiplexedPool,
-    PingingPool,
-    PoolForked,
-    SessionCheckout,
-    SessionLeakWarning,
-    TransactionPingingPool,
-)
+from .pools import *  # noqa: F403 (the pools' names are listed once, in pools/__init__.py)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AbstractSessionPool",
-    "AsyncAbstractSessionPool",
-    "AsyncBurstyPool",
-    "AsyncFixedSizePool",
-    "AsyncManagedPool",
-    "AsyncMultiplexedPool",
-    "AsyncPingingPool",
-    "AsyncSessionCheckout",
-    "AsyncTransactionPingingPool",
-    "BurstyPool",
     "CacheSessionPool",
-    "FixedSizePool",
-    "ManagedPool",
-    "MultiplexedPool",
     "NotCheckedOut",
-    "PingingPool",
     "PoolClosed",
-    "PoolForked",
     "PoolFull",
     "PoolTimeout",
     "PoolUsageError",
-    "SessionCheckout",
-    "SessionLeakWarning",
     "SpanpoolError",
     "StoreError",
-    "TransactionPingingPool",
     "__version__",
 ]
+__all__ += pools.__all__

@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import ArgumentTypeError
 
-__all__ = ["callable_", "integer", "number", "optional_number", "timeout"]
+__all__ = ["callable_", "integer", "number", "timeout"]
 
 
 def _shown(value: object) -> str:
@@ -61,21 +61,6 @@ def number(
     ):
         raise ValueError(f"{what}, not {value!r}")
     return result
-
-
-def optional_number(
-    name: str,
-    value: object,
-    *,
-    unit: str = "seconds",
-    minimum: float = 0.0,
-    above: bool = False,
-    infinite: bool = False,
-) -> float | None:
-    """:func:`number`, or None when ``value`` is None (the parameter is off)."""
-    if value is None:
-        return None
-    return number(name, value, unit=unit, minimum=minimum, above=above, infinite=infinite)
 
 
 def timeout(name: str, value: object) -> float | None:

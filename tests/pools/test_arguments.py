@@ -193,7 +193,6 @@ def test_the_helpers_name_parameter_unit_and_value() -> None:
         _validate.integer("percent", 0, minimum=1, maximum=100)
     assert _validate.integer("n", 3, minimum=1) == 3
     assert _validate.number("wait", 2, unit="minutes") == 2.0
-    assert _validate.optional_number("wait", None) is None
     assert _validate.timeout("timeout", None) is None
     with pytest.raises(ValueError, match=r"^wait must be a number of hours > 0, not -inf$"):
         _validate.number("wait", -INF, unit="hours", above=True)

@@ -95,3 +95,45 @@ def test_multiplexed_pools_report_their_session(server: LocalSpanner) -> None:
     assert ("spanpool.multiplexed.generation", f"FixedSizePool:{database.name}", "") not in seen
     database.close()
     provider.shutdown()
+
+
+def test_every_kind_of_pool_speaks_the_common_vocabulary_and_appears_in_the_gauges(
+    server: LocalSpanner,
+) -> None:
+    from spanpool import (
+        BurstyPool,
+        CacheSessionPool,
+        PingingPool,
+        TransactionPingingPool,
+        stats,
+    )
+    from spanpool.stores import MemoryStore
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    spanpool.metrics.instrument(meter_provider=provider)
+    pools = [
+        BurstyPool(target_size=2),
+        FixedSizePool(size=2),
+        PingingPool(size=2),
+        TransactionPingingPool(size=2),
+        CacheSessionPool(MemoryStore(), max_sessions=2, min_sessions=1),
+        MultiplexedPool(),
+    ]
+    names = {}
+    for number, pool in enumerate(pools):
+        server.database(f"vocabulary{number}", pool=pool)
+        names[spanpool.metrics.pool_name(pool)] = pool
+        keys = set(pool.get_stats())
+        bounded = not isinstance(pool, BurstyPool)
+        expected = set(stats.COMMON) if bounded else set(stats.COMMON) - {stats.POOL_MAX}
+        assert expected <= keys, (type(pool).__name__, expected - keys)
+    seen = _collect(reader)
+    for name in names:
+        assert ("db.client.connection.count", name, "idle") in seen, name
+        assert ("db.client.connection.count", name, "used") in seen, name
+        assert ("db.client.connection.pending_requests", name, "") in seen, name
+    for pool in pools:
+        closing = getattr(pool, "close", None) or pool.clear
+        closing()
+    provider.shutdown()

@@ -77,12 +77,7 @@ class AsyncWaiter(Waiter[T]):
     __slots__ = ("_loop", "_loop_thread", "deadline", "future")
 
     def __init__(self, timeout: float | None = None) -> None:
-        # Waiter.__init__, inlined: this runs on every wait of every asyncio checkout.
-        self.timeout = timeout
-        self.since = 0.0
-        self.waiting = True
-        self.result: T | None = None
-        self.error: BaseException | None = None
+        super().__init__(timeout)
         self._loop = loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
         self.future: asyncio.Future[None] = loop.create_future()

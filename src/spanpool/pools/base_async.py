@@ -88,7 +88,9 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
             if clock is None
             else _validate.callable_("clock", clock, "a callable returning monotonic seconds")
         )
-        self._leak_threshold = _validate.optional_number("leak_threshold", leak_threshold)
+        self._leak_threshold = (
+            None if leak_threshold is None else _validate.number("leak_threshold", leak_threshold)
+        )
         self._name = name or type(self).__name__
         self._core: PoolCore[Any] = PoolCore(
             name=self._name,
@@ -345,13 +347,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
     async def _refresh(self, sessions: list[Any]) -> None:
         if not sessions:
             return
-        try:
-            outcomes = await _flavour_async.run_all(client_async.ping, sessions)
-        except BaseException:
-            self._give_back(sessions)
-            raise
-        # Every session is settled before anything is awaited, so that a cancellation
-        # meanwhile leaves none in maintenance.
+        outcomes = await self._run_on_taken(client_async.ping, sessions)
         lost = 0
         doomed = []
         for session, outcome in zip(sessions, outcomes, strict=True):
@@ -373,12 +369,19 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         if lost and self._fill_on_bind and not self._core.closed:
             await self._create_idle(self._core.reserve(lost))
 
-    def _give_back(self, sessions: list[Any]) -> None:
-        # Maintenance was cancelled (or interrupted) while these were taken out for an RPC:
-        # they go back as they were, so that none stays checked out for ever.
-        for session in sessions:
-            if not self._core.return_checked(session, refreshed=False):
-                _flavour_async.spawn(self._delete, session)
+    async def _run_on_taken(self, rpc: Callable[[Any], Any], sessions: list[Any]) -> list[Any]:
+        """``rpc(session)`` for sessions taken into maintenance, concurrently: the outcomes
+        (results or errors). The caller then settles every session before it awaits anything
+        else, so that a cancellation meanwhile leaves none in maintenance."""
+        try:
+            return await _flavour_async.run_all(rpc, sessions)
+        except BaseException:
+            # Cancelled (or interrupted) while the sessions were out for the RPC: they go back
+            # as they were, so that none stays checked out for ever.
+            for session in sessions:
+                if not self._core.return_checked(session, refreshed=False):
+                    _flavour_async.spawn(self._delete, session)
+            raise
 
     def _count_replaced(self) -> None:
         self._counters.add(SESSIONS_REPLACED)

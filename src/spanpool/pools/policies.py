@@ -10,7 +10,6 @@ from typing import Any
 from .. import _validate
 from ..bridge import client
 from ..core import Clock
-from . import _flavour
 from .base import ManagedPool
 
 _MINUTE = 60.0
@@ -157,13 +156,7 @@ class TransactionPingingPool(PingingPool):
         )
         if not pending:
             return 0
-        try:
-            outcomes = _flavour.run_all(client.begin_transaction, pending)
-        except BaseException:
-            self._give_back(pending)
-            raise
-        # Every session is settled before anything is awaited, so that a cancellation
-        # meanwhile leaves none in maintenance.
+        outcomes = self._run_on_taken(client.begin_transaction, pending)
         begun = 0
         doomed = []
         for session, outcome in zip(pending, outcomes, strict=True):

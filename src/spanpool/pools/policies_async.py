@@ -8,7 +8,6 @@ from typing import Any
 from .. import _validate
 from ..bridge import client_async
 from ..core import Clock
-from . import _flavour_async
 from .base_async import AsyncManagedPool
 
 _MINUTE = 60.0
@@ -155,13 +154,7 @@ class AsyncTransactionPingingPool(AsyncPingingPool):
         )
         if not pending:
             return 0
-        try:
-            outcomes = await _flavour_async.run_all(client_async.begin_transaction, pending)
-        except BaseException:
-            self._give_back(pending)
-            raise
-        # Every session is settled before anything is awaited, so that a cancellation
-        # meanwhile leaves none in maintenance.
+        outcomes = await self._run_on_taken(client_async.begin_transaction, pending)
         begun = 0
         doomed = []
         for session, outcome in zip(pending, outcomes, strict=True):
