@@ -240,6 +240,10 @@ def print_report(report: dict[str, Any], *, show_all: bool) -> None:
     print("Sessions by operation, as the installed client reads the environment:")
     rows = [[r["operation"], r["session"], r["why"]] for r in report["routing"]]
     print(_indent(table(["OPERATION", "SESSION", "WHY"], rows)))
+    print(
+        '  (each variable is read at every request; only "false", in any case, turns one off; '
+        'a client made\n  with instance_type="omni" uses multiplexed sessions for everything)'
+    )
     print()
     client = found["google-cloud-spanner"]
     shown = [d for d in report["defects"] if show_all or d["relevant"]]
