@@ -285,6 +285,67 @@ def test_a_waiter_gets_a_released_session_before_its_sleep_interval_ends(setup: 
     waiter.release(result["session"])
 
 
+class CountingStore:
+    """A real store that counts the steps asked of it."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self.calls: dict[str, int] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        target = getattr(self._inner, name)
+        if not callable(target) or name == "wait_for_want":
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] = self.calls.get(name, 0) + 1
+            return target(*args, **kwargs)
+
+        return call
+
+
+def test_a_warm_checkout_takes_a_leased_session_without_a_store_step(setup: Setup) -> None:
+    counting = CountingStore(setup.store)
+    pool = CacheSessionPool(counting, max_sessions=4, min_sessions=1)
+    database = setup.server.database(new_db_id(), pool=pool)
+    first = pool.acquire()
+    pool.release(first)  # parked in this process: the store still counts it as checked out
+    steps = dict(counting.calls)
+    for _ in range(10):
+        session = pool.acquire()
+        assert session is first
+        pool.release(session)
+    assert counting.calls == steps
+    stats = pool.get_stats()
+    assert (stats["pool_available"], stats["pool_in_use"], stats["held_here"]) == (1, 0, 0)
+    assert_books_match(pool, setup.server, database)
+    pool.downsize(100)  # maintenance gives leased sessions back first
+    assert pool.store_stats().idle == 1
+
+
+def test_leased_sessions_go_back_when_another_holder_finds_the_pool_full(setup: Setup) -> None:
+    db_id = new_db_id()
+    leasing, _ = setup.pool(db_id, max_sessions=3, min_sessions=0)
+    mine = [leasing.acquire(), leasing.acquire()]
+    for session in mine:
+        leasing.release(session)
+    assert leasing.store_stats().in_use == 2  # both leased here
+    other, _ = setup.pool(
+        db_id,
+        bind=False,
+        max_sessions=3,
+        sleep_interval_seconds=0.05,
+        max_cycles_to_wait_for_session=600,
+        holder=Holder("another-host", 1),
+    )
+    third = other.acquire()  # the last free place
+    taken = other.acquire()  # full: waits until the leasing pool gives its sessions back
+    assert taken.name in {s.name for s in mine}
+    assert other.get_stats()["requests_waiting_total"] == 1
+    for session in (third, taken):
+        other.release(session)
+
+
 # -- keep-alive and reclaiming -----------------------------------------------------------------
 
 

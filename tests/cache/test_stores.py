@@ -377,6 +377,23 @@ def test_discard_frees_a_place(store: Store, key: str) -> None:
     assert again.record is None and again.token is not None
 
 
+def test_acquire_tells_what_others_could_get_and_counts_wants(store: Store, key: str) -> None:
+    wants = store.wait_for_want  # type: ignore[attr-defined]
+    assert wants(key, 0.0, -1) == 0
+    first = acquire(store, key, 100.0, max_sessions=2)
+    assert (first.token is not None, first.spare) == (True, 1)  # one free place
+    assert acquire(store, key, 101.0, max_sessions=2).spare == 0
+    assert acquire(store, key, 102.0, max_sessions=2).token is None  # full: a want
+    assert wants(key, 0.0, -1) == 1
+    assert acquire(store, key, 103.0, max_sessions=2).token is None
+    assert wants(key, 0.01, 1) == 2  # differs already: at once
+    assert wants(key, 0.01, 2) == 2  # no change within the timeout
+    assert first.token is not None
+    store.create_failed(key, first.token)
+    again = acquire(store, key, 104.0, max_sessions=3)
+    assert again.spare == 1  # two permits, one free place
+
+
 # -- take_idle ------------------------------------------------------------------------------
 
 

@@ -10,10 +10,12 @@ out when it is not installed). MemoryStore serves one process only, so it has on
 
 Reported per store and process count: p50 and p99 of one acquire+release, total cycles per
 second, and store round trips per cycle (SQLite: ``BEGIN IMMEDIATE`` transactions; Redis:
-commands). Goals: at most 2 round trips per cycle (Redis) and one transaction per step, so at
-most 2 per cycle (SQLite); p50 <= 0.5 ms for Redis and SQLite with one process (with more
-processes than cores the processes also wait for a CPU, which the table shows but does not
-judge).
+commands; a session leased by the process costs none). BurstyPool's get+put is the
+process-local reference. Goals: over MemoryStore <= 3x BurstyPool and over SQLite <= 3x
+MemoryStore (p50, one process); at most 2 round trips per cycle; p50 <= 0.5 ms with one
+process; with 1, 4 and 16 processes no worse than before the lease tier (``BEFORE``). Then
+snapshot queries through the official ``Database`` at 5 ms per RPC: CacheSessionPool over
+SQLite <= 1.02x and over Redis <= 1.05x the time per query with BurstyPool.
 
 Run with ``./dev run python -m spanpool.bench.cache [--quick] [--seconds S]`` (or ``./dev bench``).
 """
@@ -35,7 +37,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from spanpool import CacheSessionPool
+from spanpool import BurstyPool, CacheSessionPool
 from spanpool.testing import connect, serve_in_process
 
 from .progress import report
@@ -44,6 +46,16 @@ PROCESS_COUNTS = (1, 4, 16)
 P50_GOAL_MS = 0.5
 ROUND_TRIP_GOAL = 2.0
 DATABASE = "cachebench"
+BEFORE = {
+    # (store, processes): p50 ms, p99 ms, cycles/s, measured before the lease tier (one store
+    # step per acquire and per release), on the 2-core machine of these goals.
+    ("sqlite", 1): (0.057, 0.371, 12_422),
+    ("sqlite", 4): (0.061, 2.384, 11_578),
+    ("sqlite", 16): (0.068, 19.0, 10_393),
+    ("redis", 1): (0.351, 0.647, 2_689),
+    ("redis", 4): (0.536, 1.103, 7_463),
+    ("redis", 16): (2.681, 4.737, 5_979),
+}
 
 
 def _redis_server() -> Any:
@@ -87,14 +99,21 @@ def worker(
     go: Any,
     results: Any,
 ) -> None:
-    """Warm up, wait for the start, then acquire+release for ``seconds``; report latencies."""
-    store = open_store(kind, address)
-    pool = CacheSessionPool(
-        store, max_sessions=max_sessions, min_sessions=1 if kind == "memory" else 0
-    )
+    """Warm up, wait for the start, then acquire+release for ``seconds``; report latencies.
+    ``kind`` "bursty" runs spanpool's process-local BurstyPool's get+put instead."""
+    store: Any = None
+    if kind == "bursty":
+        pool: Any = BurstyPool(target_size=max_sessions)
+        take, give = pool.get, pool.put
+    else:
+        store = open_store(kind, address)
+        pool = CacheSessionPool(
+            store, max_sessions=max_sessions, min_sessions=1 if kind == "memory" else 0
+        )
+        take, give = pool.acquire, pool.release
     connect(endpoint, database_id, pool=pool)
     for _ in range(20):
-        pool.release(pool.acquire())
+        give(take())
     ready.put(os.getpid())
     go.wait(120)
     latencies = array.array("q")
@@ -105,8 +124,8 @@ def worker(
     started = clock()
     now = started
     while now < deadline:
-        session = pool.acquire()
-        pool.release(session)
+        session = take()
+        give(session)
         end = clock()
         latencies.append(end - now)
         now = end
@@ -115,7 +134,8 @@ def worker(
     trips = None if before is None or after is None else after - before
     rpcs = pool.get_stats()["sessions_created"] - created
     results.put((latencies.tobytes(), elapsed, trips, rpcs))
-    store.close()
+    if store is not None:
+        store.close()
 
 
 @dataclass
@@ -137,6 +157,12 @@ class Result:
         if self.store in ("sqlite", "redis") and self.processes == 1 and self.p50_ms is not None:
             met = self.p50_ms <= P50_GOAL_MS
             found.append(f"p50 {'ok' if met else 'MISSED'}")
+        before = BEFORE.get((self.store, self.processes))
+        if before is not None and self.p50_ms is not None and self.per_second is not None:
+            p50, p99, per_second = before
+            assert self.p99_ms is not None
+            met = self.p50_ms <= p50 and self.p99_ms <= p99 and self.per_second >= per_second
+            found.append(f"vs before {'ok' if met else 'MISSED'}")
         if self.error:
             found.append("MISSED")
         return found
@@ -159,7 +185,7 @@ def measure(
     database_id = f"{DATABASE}{kind}{processes}"
     max_sessions = processes + 4
     result = Result(kind, processes)
-    if kind != "memory":
+    if kind not in ("memory", "bursty"):
         # Warm the shared pool: one idle session per process, created before anything runs.
         store = open_store(kind, address)
         warm = CacheSessionPool(store, max_sessions=max_sessions, min_sessions=processes)
@@ -285,7 +311,8 @@ def run(args: argparse.Namespace) -> int:
         endpoint = stack.enter_context(serve_in_process()).endpoint
         redis_url = stack.enter_context(maybe_redis())
         folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="cachebench-"))
-        stores = [("memory", "", (1,)), ("sqlite", os.path.join(folder, "pool.db"), PROCESS_COUNTS)]
+        path = os.path.join(folder, "pool.db")
+        stores = [("bursty", "", (1,)), ("memory", "", (1,)), ("sqlite", path, PROCESS_COUNTS)]
         if redis_url is not None:
             stores.append(("redis", redis_url, PROCESS_COUNTS))
         for kind, address, counts in stores:
@@ -295,14 +322,84 @@ def run(args: argparse.Namespace) -> int:
                     results.append(measure(context, kind, address, endpoint, processes, seconds))
                 except Exception as exc:
                     results.append(Result(kind, processes, error=f"error: {exc!r}"))
-    print()
-    print(
-        f"CacheSessionPool warm acquire+release, LocalSpanner and stores on loopback, "
-        f"{os.cpu_count()} cores, {seconds:g} s per measurement, "
-        f"{time.monotonic() - began:.0f} s" + (" (--quick)" if args.quick else "")
-    )
-    print_table(results)
+        print()
+        print(
+            f"CacheSessionPool warm acquire+release (BurstyPool: get+put), LocalSpanner and "
+            f"stores on loopback, {os.cpu_count()} cores, {seconds:g} s per measurement, "
+            f"{time.monotonic() - began:.0f} s" + (" (--quick)" if args.quick else "")
+        )
+        print_table(results)
+        print_ratios(results)
+        print()
+        slow = stack.enter_context(serve_in_process("--latency-ms", f"{RPC_MS:g}")).endpoint
+        query_stores = [("sqlite", os.path.join(folder, "database.db"))]
+        if redis_url is not None:
+            query_stores.append(("redis", redis_url))
+        database_scenario(slow, query_stores, rounds=6 if args.quick else 20)
     return 0
+
+
+RPC_MS = 5.0
+QUERY_GOALS = {"sqlite": 1.02, "redis": 1.05}
+"""Per-query time through the official Database at RPC_MS, against the same with BurstyPool."""
+
+
+def print_ratios(results: list[Result]) -> None:
+    """The single-process ratios the shared pool aims at."""
+    p50 = {r.store: r.p50_ms for r in results if r.processes == 1 and r.p50_ms}
+    for slower, faster, goal in (("memory", "bursty", 3.0), ("sqlite", "memory", 3.0)):
+        if slower in p50 and faster in p50:
+            ratio = p50[slower] / p50[faster]
+            verdict = "ok" if ratio <= goal else "MISSED"
+            print(f"p50 {slower} / {faster}: {ratio:.2f}x (goal <= {goal:g}x) {verdict}")
+
+
+def database_scenario(endpoint: str, stores: list[tuple[str, str]], rounds: int) -> None:
+    """Snapshot queries through the official Database with RPC_MS per RPC: BurstyPool and
+    CacheSessionPool over each store take turns, ``rounds`` rounds of 20 queries each; the
+    median of the rounds' mean per-query time is compared."""
+    from ..bridge.common import REGULAR_SESSIONS_ENV
+
+    os.environ.update(REGULAR_SESSIONS_ENV)
+    pools: dict[str, Any] = {"bursty": BurstyPool(target_size=4)}
+    opened = []
+    for kind, address in stores:
+        store = open_store(kind, address)
+        opened.append(store)
+        pools[kind] = CacheSessionPool(store, max_sessions=8, min_sessions=1)
+    databases = {
+        kind: connect(endpoint, f"{DATABASE}query{kind}", pool=pool) for kind, pool in pools.items()
+    }
+
+    def query(database: Any) -> None:
+        with database.snapshot() as snapshot:
+            list(snapshot.execute_sql("SELECT 1"))
+
+    for database in databases.values():
+        for _ in range(5):
+            query(database)
+    means: dict[str, list[float]] = {kind: [] for kind in databases}
+    for _ in range(rounds):
+        for kind, database in databases.items():
+            started = time.perf_counter()
+            for _ in range(20):
+                query(database)
+            means[kind].append((time.perf_counter() - started) / 20 * 1000)
+    base = statistics.median(means["bursty"])
+    print(
+        f"Per query through the official Database (snapshot, SELECT 1), {RPC_MS:g} ms per RPC, "
+        f"median of {rounds} rounds of 20 queries, pools taking turns"
+    )
+    for kind, values in means.items():
+        per_query = statistics.median(values)
+        line = f"  {kind:7} {per_query:.3f} ms"
+        if kind in QUERY_GOALS:
+            ratio = per_query / base
+            verdict = "ok" if ratio <= QUERY_GOALS[kind] else "MISSED"
+            line += f"  {ratio:.3f}x BurstyPool (goal <= {QUERY_GOALS[kind]:g}x) {verdict}"
+        print(line)
+    for store in opened:
+        store.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

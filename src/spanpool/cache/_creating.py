@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from ..bridge import client
 from ..errors import NotCheckedOut, StoreError
 from ..stats import SESSIONS_CREATED
+from ._held import Held
 from ._steps import Unsettled
 from .store import SessionRecord
 
@@ -47,7 +48,7 @@ def create_checked_out(pool: CacheSessionPool, key: str, token: str) -> client.P
         # reclaim_after_seconds): the session has no place in the pool.
         pool._upkeep.delete_sessions([session])
         return None
-    pool._holdings.add(session, token)
+    pool._holdings.add(Held(token, session, record.created_at, now))
     return session
 
 

@@ -18,7 +18,11 @@ from typing import Any
 
 from ..errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+UPGRADES = {
+    # Version 1 had no count of acquires that found the pool full.
+    1: ("ALTER TABLE pools ADD COLUMN wants INTEGER NOT NULL DEFAULT 0",),
+}
 APPLICATION_ID = 0x5350504C  # "SPPL" in the file header: this file is a spanpool store
 
 SCHEMA = (
@@ -27,7 +31,8 @@ SCHEMA = (
         window_start REAL,
         high_water INTEGER NOT NULL DEFAULT 0,
         releases INTEGER NOT NULL DEFAULT 0,
-        seq INTEGER NOT NULL DEFAULT 0
+        seq INTEGER NOT NULL DEFAULT 0,
+        wants INTEGER NOT NULL DEFAULT 0
     ) WITHOUT ROWID""",
     """CREATE TABLE sessions (
         key TEXT NOT NULL,
@@ -130,26 +135,32 @@ class SQLiteFile:
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
         conn.execute(f"PRAGMA busy_timeout = {max(0, int(self._timeout * 1000))}")
-        ours = self._check_header(conn)  # before any change: never touch another file
+        version = self._check_header(conn)  # before any change: never touch another file
         self._set_wal(conn)
         conn.execute("PRAGMA synchronous = NORMAL")
-        if ours:
+        if version == SCHEMA_VERSION:
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
-            if not self._check_header(conn):
+            version = self._check_header(conn)  # another process may have done it meanwhile
+            if version == 0:
                 for statement in SCHEMA:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            while version < SCHEMA_VERSION:
+                for statement in UPGRADES.get(version, ()):
+                    conn.execute(statement)
+                version = SCHEMA_VERSION if version == 0 else version + 1
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
 
-    def _check_header(self, conn: sqlite3.Connection) -> bool:
-        """True when the file holds this schema; False when it is empty; else StoreError."""
+    def _check_header(self, conn: sqlite3.Connection) -> int:
+        """The schema version of the file (0 when it is empty); StoreError when the file is not
+        a spanpool store, or is of a later version."""
         # One statement, so one snapshot: another process may be creating the schema.
         application_id, version, objects = conn.execute(
             "SELECT (SELECT application_id FROM pragma_application_id),"
@@ -157,8 +168,8 @@ class SQLiteFile:
             " (SELECT count(*) FROM sqlite_master)"
         ).fetchone()
         if application_id == APPLICATION_ID:
-            if version == SCHEMA_VERSION:
-                return True
+            if 1 <= version <= SCHEMA_VERSION:
+                return int(version)
             raise StoreError(
                 f"SQLite store {self.path!r} has schema version {version}, but this spanpool "
                 f"uses version {SCHEMA_VERSION}: use another file, or the matching spanpool"
@@ -169,7 +180,7 @@ class SQLiteFile:
                 f"(application_id {application_id}, user_version {version}, {objects} schema "
                 "objects), not a spanpool store"
             )
-        return False
+        return 0
 
     def _set_wal(self, conn: sqlite3.Connection) -> None:
         # Switching a new file to WAL needs a moment of exclusive access, which a process

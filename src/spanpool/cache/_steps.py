@@ -154,6 +154,11 @@ class Steps:
     def unsettled(self) -> int:
         return len(self._unsettled)
 
+    @property
+    def pending(self) -> bool:
+        """Whether any step waits to be retried."""
+        return bool(self._unsettled)
+
     def unsettle(self, entry: Unsettled) -> None:
         with self._mutex:
             self._unsettled.append(entry)

@@ -191,7 +191,7 @@ class Upkeep:
         pool, steps = self._pool, self._steps
         here = pool._holder
         claims = steps.run("claims", steps.store.claims, key)
-        known = pool._holdings.tokens() | steps.known_tokens()
+        known = pool._holdings.tokens() | pool._leases.tokens() | steps.known_tokens()
         orphan_before = pool._clock() - ORPHAN_AFTER
         dead = [
             claim.token

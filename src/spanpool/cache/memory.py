@@ -28,6 +28,7 @@ class _PoolState:
     window_start: float | None = None
     high_water: int = 0
     releases: int = 0
+    wants: int = 0
 
     def total(self) -> int:
         return len(self.idle) + len(self.in_use) + len(self.permits)
@@ -91,13 +92,16 @@ class MemoryStore:
                 stale = [(c.since, n) for n, (_, c) in state.in_use.items()]
                 stale = [entry for entry in stale if entry[0] < reclaim_before]
                 if not stale:
+                    state.wants += 1
+                    self._released.notify_all()
                     return Acquired(dropped=dropped, releases=state.releases)
                 record = state.in_use.pop(min(stale)[1])[0]
                 reclaimed = True
             if record is not None:
                 state.in_use[record.name] = (record, Claim(token, holder, now, record.name))
                 state.high_water = max(state.high_water, len(state.in_use))
-            return Acquired(record, token, dropped, reclaimed, state.releases)
+            spare = len(state.idle) + max(0, checkout.max_sessions - state.total())
+            return Acquired(record, token, dropped, reclaimed, state.releases, spare)
 
     def created(
         self, key: str, token: str, record: SessionRecord, *, now: float, check_out: bool
@@ -246,6 +250,12 @@ class MemoryStore:
             return self._released.wait_for(
                 lambda: self._closed or self._state(key).releases > releases, timeout
             )
+
+    def wait_for_want(self, key: str, timeout: float, wants: int) -> int:
+        with self._lock:
+            state = self._state(key)
+            self._released.wait_for(lambda: self._closed or state.wants != wants, timeout)
+            return self._state(key).wants
 
     def close(self) -> None:
         with self._lock:

@@ -6,11 +6,10 @@ and database shares one ``max_sessions``. Each pool operation is a few atomic st
 Spanner RPCs between them, never during one: a store step hands out an idle session, a
 *creation permit*, or nothing; the RPCs (create, check, ping, delete) follow.
 
-This process keeps only what it holds: for each session it checked out, the claim token that
-proves it, so that a holder whose session was reclaimed changes nothing with a late release.
-
-Around this module: ``_steps.py`` runs the store steps (and retries those that failed),
-``_creating.py`` makes new sessions under creation permits, ``maintain.py`` is the upkeep.
+This process keeps only what it holds (``_held.py``), each with the claim token that proves it,
+and the sessions it leased (``_leases.py``: released here, handed out again without a store
+step). ``_steps.py`` runs store steps and retries failed ones; ``_creating.py`` makes sessions
+under creation permits; ``maintain.py`` is the upkeep.
 """
 
 from __future__ import annotations
@@ -29,7 +28,8 @@ from ..metrics import track as _track_metrics
 from ..pools.abstract import AbstractSessionPool
 from ..stats import Counters, gauges
 from . import _creating, _held
-from ._held import Holdings
+from ._held import Held, Holdings
+from ._leases import Leases
 from ._steps import Steps, Unsettled
 from .maintain import (
     RETIRE_AGE,
@@ -39,10 +39,9 @@ from .maintain import (
     MaintenanceReport,
     Upkeep,
 )
-from .store import Checkout, Holder, Store, StoreStats
+from .store import Checkout, Holder, SessionRecord, Store, StoreStats
 
 __all__ = ["SERVER_IDLE_EXPIRY", "WINDOW", "CacheSessionPool", "MaintenanceReport"]
-
 log = logging.getLogger("spanpool")
 
 
@@ -111,7 +110,7 @@ class CacheSessionPool(AbstractSessionPool):
         self._mutex = threading.Lock()
         self._holdings = Holdings()
         self._upkeep = Upkeep(self)
-        self._waiting = 0  # requests of this process waiting for a release now
+        self._leases = Leases(self)
         self._counters = Counters(
             (
                 stats.SESSIONS_CREATED,
@@ -147,9 +146,11 @@ class CacheSessionPool(AbstractSessionPool):
 
     def set_database(self, database: Any) -> None:
         """Use ``database`` for the sessions, without creating any (``bind`` also warms up)."""
-        instance = database._instance
+        project, instance, database_id = client.database_ids(database)
         role = self._database_role or database.database_role or ""
-        key = f"{instance._client.project}/{instance.instance_id}/{database.database_id}/{role}"
+        key = f"{project}/{instance}/{database_id}/{role}"
+        if key != self._key:
+            self._leases.give_back_all(self)
         with self._mutex:
             if self._holdings and key != self._key:
                 raise PoolUsageError(
@@ -173,7 +174,8 @@ class CacheSessionPool(AbstractSessionPool):
                 "CacheSessionPool is not bound to a database: pass it to "
                 "instance.database(..., pool=pool), or call bind() or set_database()"
             )
-        self._steps.settle(key, self._clock, self._upkeep.delete_records)
+        if self._steps.pending:
+            self._steps.settle(key, self._clock, self._upkeep.delete_records)
         return key
 
     # -- checking out -----------------------------------------------------------------------
@@ -187,12 +189,9 @@ class CacheSessionPool(AbstractSessionPool):
         if context not in ("r", "rw"):
             raise PoolUsageError(f'context must be "r" or "rw", not {context!r}')
         if not self.should_wait_for_session:
-            return self._acquire(0.0, "should_wait_for_session is False")
-        wait = self.max_cycles_to_wait_for_session * self.sleep_interval_seconds
+            return self._acquire(0.0, None)
         return self._acquire(
-            wait,
-            f"max_cycles_to_wait_for_session={self.max_cycles_to_wait_for_session} x "
-            f"sleep_interval_seconds={self.sleep_interval_seconds:g}",
+            self.max_cycles_to_wait_for_session * self.sleep_interval_seconds, None
         )
 
     def get(self, timeout: float | None = None, **_: Any) -> client.PooledSession:
@@ -201,7 +200,7 @@ class CacheSessionPool(AbstractSessionPool):
         wait = _validate.timeout("timeout", timeout)
         if wait is None:
             return self.acquire()
-        return self._acquire(wait, f"timeout={wait:g}")
+        return self._acquire(wait, wait)
 
     def _checkout(self, now: float) -> Checkout:
         return Checkout(
@@ -213,17 +212,33 @@ class CacheSessionPool(AbstractSessionPool):
             retire_before=now - RETIRE_AGE,
         )
 
-    def _acquire(self, wait: float, why: str) -> client.PooledSession:
-        """Check a session out, waiting up to ``wait`` seconds for a release when full."""
+    def _why(self, timeout: float | None) -> str:
+        """What set the waiting time, for the PoolTimeout message."""
+        if timeout is not None:
+            return f"timeout={timeout:g}"
+        if not self.should_wait_for_session:
+            return "should_wait_for_session is False"
+        return (
+            f"max_cycles_to_wait_for_session={self.max_cycles_to_wait_for_session} x "
+            f"sleep_interval_seconds={self.sleep_interval_seconds:g}"
+        )
+
+    def _acquire(self, wait: float, timeout: float | None) -> client.PooledSession:
+        """Check a session out, waiting up to ``wait`` seconds for a release when full
+        (``timeout``: the caller's, when it gave one)."""
         key = self._ready()
         steps, store = self._steps, self._store
+        self._count(stats.REQUESTS_NUM)
+        leases = self._leases
+        if leases.parked and (session := self._take_leased()) is not None:
+            return session
         started = time.monotonic()
         waited = False
-        self._count(stats.REQUESTS_NUM)
         try:
             while True:
                 now = self._clock()
                 got = steps.run("acquire", store.acquire, key, self._checkout(now))
+                leases.spare = got.spare
                 if got.dropped:
                     # Expired ones are gone from the server already; retired ones are deleted.
                     self._upkeep.delete_records(
@@ -232,7 +247,7 @@ class CacheSessionPool(AbstractSessionPool):
                 if got.record is not None and got.token is not None:
                     if got.reclaimed:
                         self._count(stats.SESSIONS_RECLAIMED)
-                    session = self._hold(got.record.name, got.token)
+                    session = self._hold(got.record, got.token, now)
                     if got.record.last_used < now - VERIFY_AFTER and not self._still_exists(
                         session
                     ):
@@ -252,13 +267,15 @@ class CacheSessionPool(AbstractSessionPool):
                     raise PoolTimeout(
                         f"CacheSessionPool {key}: all {self.max_sessions} sessions (max_sessions) "
                         f"are in use or being created; gave up after waiting "
-                        f"{time.monotonic() - started:.2f}s ({why})"
+                        f"{time.monotonic() - started:.2f}s ({self._why(timeout)})"
                     )
                 if not waited:
                     waited = True
                     self._count(stats.REQUESTS_WAITING_TOTAL)
-                    with self._mutex:
-                        self._waiting += 1
+                    with leases.lock:
+                        leases.waiting += 1  # from now on, releases here go to the store
+                if leases.parked and (session := self._take_leased()) is not None:
+                    return session
                 steps.run(
                     "wait_for_release",
                     store.wait_for_release,
@@ -269,8 +286,8 @@ class CacheSessionPool(AbstractSessionPool):
                 )
         finally:
             if waited:
-                with self._mutex:
-                    self._waiting -= 1
+                with leases.lock:
+                    leases.waiting -= 1
                 self._count(stats.REQUESTS_WAIT_MS, round((time.monotonic() - started) * 1000))
 
     def _session(self, name: str, owner: Any = None) -> client.PooledSession:
@@ -279,11 +296,19 @@ class CacheSessionPool(AbstractSessionPool):
             self._database, name, self._labels, self._database_role, owner
         )
 
-    def _hold(self, name: str, token: str) -> client.PooledSession:
-        session = self._session(name, self)
+    def _hold(self, record: SessionRecord, token: str, now: float) -> client.PooledSession:
+        session = self._session(record.name, self)
         session._spanpool_pooled = True
-        self._holdings.add(session, token)
+        self._holdings.add(Held(token, session, record.created_at, now))
         return session
+
+    def _take_leased(self) -> client.PooledSession | None:
+        """A session parked in this process (no store step), if there is one to hand out."""
+        held = self._leases.take(self, self._clock())
+        if held is None:
+            return None
+        self._holdings.add(held)
+        return held.session
 
     def _still_exists(self, session: client.PooledSession) -> bool:
         """Check a session idle long enough to be in doubt; drop it when the server lost it."""
@@ -295,7 +320,7 @@ class CacheSessionPool(AbstractSessionPool):
         if not found:
             self._count(stats.SESSIONS_REPLACED)
             session._spanpool_gone = True
-            self._drop_held(session)
+            _held.drop(self, session)
         return found
 
     # -- checking in ------------------------------------------------------------------------
@@ -314,13 +339,16 @@ class CacheSessionPool(AbstractSessionPool):
                 return  # dropped from the pool when the server said it was gone
             _creating.adopt_or_refuse(self, session)
             return
-        name = held.session.name
         if session._spanpool_gone:
-            self._discard(key, name, held.token)
+            _held.discard(self, key, session.name, held.token)
             return
+        now = self._clock()
+        if self._leases.park(held, now):
+            return
+        name = session.name
         try:
             released = self._steps.run(
-                "release", self._store.release, key, name, held.token, now=self._clock()
+                "release", self._store.release, key, name, held.token, now=now
             )
         except StoreError:
             self._steps.unsettle(Unsettled("release", name, held.token))
@@ -349,10 +377,13 @@ class CacheSessionPool(AbstractSessionPool):
                 f"CacheSessionPool {key}: {getattr(session, 'name', session)!r} is not checked "
                 "out from this pool by this process"
             )
+        now = self._clock()
         alive: bool = self._steps.run(
-            "keep_alive", self._store.keep_alive, key, session.name, held.token, now=self._clock()
+            "keep_alive", self._store.keep_alive, key, session.name, held.token, now=now
         )
-        if not alive:
+        if alive:
+            held.confirmed_at = now
+        else:
             self._count(stats.CLAIMS_LOST)
         return alive
 
@@ -364,30 +395,7 @@ class CacheSessionPool(AbstractSessionPool):
     def _session_gone(self, session: Any) -> None:
         """The server no longer has ``session`` (or it was deleted): drop it from the pool
         now, never to be handed out again; returning it later is a no-op."""
-        if not isinstance(session, client.PooledSession):
-            return
-        session._spanpool_gone = True
-        try:
-            if self._drop_held(session):
-                self._count(stats.SESSIONS_REPLACED)
-        except StoreError as exc:
-            # Kept aside and retried at the next call; exists() and delete() don't raise it.
-            log.warning("%s", exc)
-
-    def _drop_held(self, session: client.PooledSession) -> bool:
-        """Remove a session this process holds from the pool; False when not held."""
-        held = self._holdings.take(session)
-        if held is None or self._key is None:
-            return False
-        self._discard(self._key, session.name, held.token)
-        return True
-
-    def _discard(self, key: str, name: str, token: str) -> None:
-        try:
-            self._steps.run("discard", self._store.discard, key, name, token)
-        except StoreError:
-            self._steps.unsettle(Unsettled("discard", name, token))
-            raise
+        _held.session_gone(self, session)
 
     # -- sizing and upkeep ------------------------------------------------------------------
 
@@ -411,6 +419,7 @@ class CacheSessionPool(AbstractSessionPool):
         recently used first; returns how many were removed from the pool."""
         percent = _validate.integer("percent", percent, minimum=1, maximum=100)
         key = self._ready()
+        self._leases.give_back_all(self)
         idle = self._steps.run("stats", self._store.stats, key).idle
         count = math.ceil(max(0, idle - self.min_sessions) * percent / 100)
         if count == 0:
@@ -423,6 +432,8 @@ class CacheSessionPool(AbstractSessionPool):
         sessions, idle and checked out, on the server. True only when every delete
         succeeded; a session already gone counts as deleted."""
         key = self._ready()
+        self._leases.spare = 0  # sessions held now go back to the store, which forgets them
+        self._leases.take_all()  # deleted below with the rest
         records = self._steps.run("clear", self._store.clear, key)
         return self._upkeep.delete_records(records)
 
@@ -439,7 +450,9 @@ class CacheSessionPool(AbstractSessionPool):
         - replace sessions 27 days old, ahead of the server's 28-day limit;
         - create sessions up to ``min_sessions``.
         """
-        return self._upkeep.maintain(self._ready())
+        key = self._ready()
+        self._leases.give_back_all(self)
+        return self._upkeep.maintain(key)
 
     def _after_fork(self) -> None:
         _held.forget_parent(self)
@@ -452,13 +465,15 @@ class CacheSessionPool(AbstractSessionPool):
 
     def _gauges(self) -> dict[str, int]:
         """Sessions across every process using the store, and this process's share."""
-        state = self.store_stats()
+        with self._leases.returning:  # parked sessions on their way back count once
+            state = self.store_stats()
+            parked = len(self._leases.parked)  # checked out to this process, but idle here
         result = gauges(
             size=state.idle + state.in_use,
-            available=state.idle,
-            in_use=state.in_use,
+            available=state.idle + parked,
+            in_use=state.in_use - parked,
             maximum=self.max_sessions,
-            waiting=self._waiting,
+            waiting=self._leases.waiting,
         )
         result[stats.POOL_MIN] = self.min_sessions
         result[stats.POOL_CREATING] = state.creating

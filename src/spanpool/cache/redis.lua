@@ -13,7 +13,7 @@
 --   KEYS[5] used:since    ZSET  name scored by since
 --   KEYS[6] permits       HASH  token -> JSON [seq, host, pid, since]
 --   KEYS[7] permits:since ZSET  token scored by since
---   KEYS[8] meta          HASH  window_start, high_water, releases, seq
+--   KEYS[8] meta          HASH  window_start, high_water, releases, seq, wants
 --   KEYS[9] signal        LIST  release markers for wait_for_release (BLPOP)
 --
 -- Times come as repr(float) strings and are kept as those strings, so they come back exactly;
@@ -149,11 +149,13 @@ end
 -- preference: the most recently used idle session, a creation permit when the pool is below
 -- max_sessions, or the claim with the oldest since when that is older than reclaim_before.
 -- Returns {'outcome', o, 'releases', n, 'name', ..., 'created', ..., 'last_used', ...,
--- 'token', ..., 'dropped', {name, created, last_used, ...}} where o is
+-- 'token', ..., 'dropped', {name, created, last_used, ...}, 'spare', n} where spare counts the
+-- idle sessions and free places left after this step, and o is
 --   'idle'      an idle session, now checked out under token;
 --   'permit'    a creation permit, token (name, created, last_used are '');
 --   'reclaimed' a session taken from a holder that stopped keeping it alive;
---   'full'      nothing (token is ''): wait for a release (releases is the count to wait past).
+--   'full'      nothing (token is ''): wait for a release (releases is the count to wait past);
+--               the want count goes up, so that processes keeping sessions give them back.
 
 local host, pid, now = ARGV[1], ARGV[2], ARGV[3]
 local max_sessions = tonumber(ARGV[4])
@@ -250,9 +252,11 @@ if outcome == 'idle' or outcome == 'reclaimed' then
   raise_high_water()
 elseif outcome == 'full' then
   token = ''
+  redis.call('HINCRBY', k_meta, 'wants', 1)
 end
+local spare = redis.call('ZCARD', k_idle) + math.max(0, max_sessions - total())
 return {'outcome', outcome, 'releases', releases(), 'name', name, 'created', created,
-  'last_used', last_used, 'token', token, 'dropped', dropped}
+  'last_used', last_used, 'token', token, 'dropped', dropped, 'spare', spare}
 
 --- created
 -- ARGV: token, name, created_at, last_used, now, check_out ('1' or '0').

@@ -228,7 +228,8 @@ class RedisStore:
                 _text(reply["name"]), float(reply["created"]), float(reply["last_used"])
             )
         token = _text(reply["token"])
-        return Acquired(record, token, dropped, outcome == "reclaimed", releases)
+        spare = int(reply["spare"])
+        return Acquired(record, token, dropped, outcome == "reclaimed", releases, spare)
 
     def created(
         self, key: str, token: str, record: SessionRecord, *, now: float, check_out: bool
@@ -362,6 +363,21 @@ class RedisStore:
             if isinstance(exc, _FAILURES):
                 raise self._fail("wait_for_release", exc) from exc
             raise
+
+    def wait_for_want(self, key: str, timeout: float, wants: int) -> int:
+        """Polls the key's want count every 5 ms."""
+        self._check_open()
+        deadline = time.monotonic() + max(0.0, timeout)
+        meta = self._pool_keys(key)[7]
+        while True:
+            try:  # a background poll, not a step: not in round_trips
+                seen = int(self._client.hget(meta, "wants") or 0)
+            except _FAILURES as exc:
+                raise self._fail("wait_for_want", exc) from exc
+            remaining = deadline - time.monotonic()
+            if seen != wants or remaining <= 0 or self._closed:
+                return seen
+            time.sleep(min(0.005, remaining))
 
     # -- multiplexed sessions (MultiplexedStore) -------------------------------------------
 

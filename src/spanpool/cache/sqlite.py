@@ -43,6 +43,11 @@ _TOTAL = (
     "SELECT (SELECT count(*) FROM sessions WHERE key = ?1)"
     " + (SELECT count(*) FROM permits WHERE key = ?1)"
 )
+_IDLE_AND_TOTAL = (
+    "SELECT (SELECT count(*) FROM sessions WHERE key = ?1 AND token IS NULL),"
+    " (SELECT count(*) FROM sessions WHERE key = ?1)"
+    " + (SELECT count(*) FROM permits WHERE key = ?1)"
+)
 _IN_USE = "(SELECT count(*) FROM sessions WHERE key = ?1 AND token IS NOT NULL)"
 _RAISE_HIGH_WATER = f"UPDATE pools SET high_water = max(high_water, {_IN_USE}) WHERE key = ?1"
 _NEXT_SEQ = "(SELECT seq + 1 FROM pools WHERE key = ?1)"
@@ -138,21 +143,26 @@ class SQLiteStore:
             ).fetchone()
             reclaimed = False
             if row is None:
-                if conn.execute(_TOTAL, (key,)).fetchone()[0] < checkout.max_sessions:
+                total = conn.execute(_TOTAL, (key,)).fetchone()[0]
+                if total < checkout.max_sessions:
                     conn.execute(_INSERT_PERMIT, (key, token, holder.host, holder.pid, now))
-                    return Acquired(token=token, dropped=dropped, releases=releases)
+                    spare = checkout.max_sessions - total - 1
+                    return Acquired(token=token, dropped=dropped, releases=releases, spare=spare)
                 row = conn.execute(
                     "SELECT name, created_at, last_used FROM sessions WHERE key = ?"
                     " AND token IS NOT NULL AND since < ? ORDER BY since, name LIMIT 1",
                     (key, reclaim_before),
                 ).fetchone()
                 if row is None:
+                    conn.execute("UPDATE pools SET wants = wants + 1 WHERE key = ?", (key,))
                     return Acquired(dropped=dropped, releases=releases)
                 reclaimed = True
             record = SessionRecord(*row)
             conn.execute(_CHECK_OUT, (token, holder.host, holder.pid, now, seq, key, record.name))
             conn.execute(_RAISE_HIGH_WATER, (key,))
-        return Acquired(record, token, dropped, reclaimed, releases)
+            idle, total = conn.execute(_IDLE_AND_TOTAL, (key,)).fetchone()
+        spare = idle + max(0, checkout.max_sessions - total)
+        return Acquired(record, token, dropped, reclaimed, releases, spare)
 
     def created(
         self, key: str, token: str, record: SessionRecord, *, now: float, check_out: bool
@@ -367,6 +377,17 @@ class SQLiteStore:
                 return False
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 0.01)
+
+    def wait_for_want(self, key: str, timeout: float, wants: int) -> int:
+        """Polls the key's want count every 5 ms."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            rows = self._read("SELECT wants FROM pools WHERE key = ?", (key,))
+            seen = int(rows[0][0]) if rows else 0
+            remaining = deadline - time.monotonic()
+            if seen != wants or remaining <= 0:
+                return seen
+            time.sleep(min(0.005, remaining))
 
     # -- multiplexed sessions (MultiplexedStore) -------------------------------------------
 

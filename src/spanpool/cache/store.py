@@ -139,6 +139,9 @@ class Acquired:
     dropped: tuple[SessionRecord, ...] = ()
     reclaimed: bool = False  # the session was taken from a holder that stopped keeping it alive
     releases: int = 0  # the key's release counter at this step, for ``wait_for_release``
+    # Sessions another holder could get right after this step without waiting: idle ones plus
+    # free places under max_sessions (0 when the store does not tell; then nothing is leased).
+    spare: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +166,8 @@ class Store(Protocol):
         First drops idle sessions that expired or must retire (see ``Acquired.dropped``), and
         permits whose ``since`` is older than ``reclaim_before`` (a creator that died). Starts
         the window at ``now`` when there is none, and raises its high-water mark to the number
-        of checked-out sessions after this step."""
+        of checked-out sessions after this step. When it reports the pool full, it counts a
+        *want* (see ``Wants``)."""
         ...
 
     def created(
@@ -246,6 +250,17 @@ class Store(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Wants(Protocol):
+    """What a store offers so that a pool may keep released sessions in its process (a
+    *lease*) instead of returning each one: every ``acquire`` that finds the pool full counts a
+    want, and a process that keeps sessions watches the count to give them back at once."""
+
+    def wait_for_want(self, key: str, timeout: float, wants: int) -> int:
+        """Block up to ``timeout`` seconds until the key's want count differs from ``wants``,
+        and return the count (at once when it differs already: pass -1 to read it)."""
+        ...
 
 
 # -- multiplexed sessions ------------------------------------------------------------------------
