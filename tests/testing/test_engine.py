@@ -738,7 +738,7 @@ def test_dml_errors(accounts: Db) -> None:
         ("SELECT Nope FROM Accounts", grpc.StatusCode.INVALID_ARGUMENT, "Nope"),
         ("SELECT NOPE(1)", grpc.StatusCode.INVALID_ARGUMENT, "Function not found: NOPE"),
         ("SELECT AS STRUCT 1 AS a", grpc.StatusCode.UNIMPLEMENTED, "STRUCT"),
-        ("SELECT STRUCT(1 AS a)", grpc.StatusCode.UNIMPLEMENTED, "STRUCT"),
+        ("SELECT STRUCT(1 AS a)", grpc.StatusCode.INVALID_ARGUMENT, "struct value"),
         ("SELECT * EXCEPT (Id) FROM Accounts", grpc.StatusCode.UNIMPLEMENTED, "EXCEPT"),
         ("CREATE TABLE X (Id INT64) PRIMARY KEY (Id)", grpc.StatusCode.INVALID_ARGUMENT, "DDL"),
         ("SELECT 1; SELECT 2", grpc.StatusCode.INVALID_ARGUMENT, "one statement"),
@@ -1147,3 +1147,84 @@ def test_nullable_key_columns(db: Db) -> None:
     db.mutate(write("replace", "Pairs", ["A", "V"], [[1, 5]]))
     assert db.read("Pairs", ["B", "V"], KeySet(all_=True)) == [[None, 5], ["x", 1], ["y", 2]]
     assert db.read("Pairs", ["V"], KeySet(keys=[[1, None]])) == [[5]]
+
+
+# -- structs, arrays of structs, generated columns ----------------------------------------------
+
+RECORD = pt.Struct(
+    [
+        pt.StructField("name", pt.STRING),
+        pt.StructField("count", pt.INT64),
+        pt.StructField(
+            "nested", pt.Struct([pt.StructField("h", pt.FLOAT64), pt.StructField("w", pt.FLOAT64)])
+        ),
+    ]
+)
+
+
+def test_struct_parameters_fields_nullness_and_equality(db: Db) -> None:
+    sql = "SELECT @r.name, @r.count, @r.nested.w"
+    assert db.query(sql, {"r": ("Ada", 3, (1.5, 2.5))}, {"r": RECORD}) == [["Ada", 3, 2.5]]
+    assert db.query(sql, {"r": None}, {"r": RECORD}) == [[None, None, None]]
+    assert db.query(sql, {"r": ("Ada", None, None)}, {"r": RECORD}) == [["Ada", None, None]]
+    assert db.query("SELECT @r IS NULL", {"r": None}, {"r": RECORD}) == [[True]]
+    assert db.query("SELECT @r IS NULL", {"r": ()}, {"r": pt.Struct([])}) == [[False]]
+    pair = pt.Struct([pt.StructField("a", pt.INT64), pt.StructField("b", pt.STRING)])
+    equal = 'SELECT @p = STRUCT<a INT64, b STRING>(1, "x"), @p = STRUCT<a INT64, b STRING>(2, "x")'
+    assert db.query(equal, {"p": (1, "x")}, {"p": pair}) == [[True, False]]
+    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, "Field name missing does not exist"):
+        db.query("SELECT @r.missing", {"r": None}, {"r": RECORD})
+
+
+def test_arrays_of_structs_as_parameters_and_results(db: Db) -> None:
+    element = pt.Struct([pt.StructField("id", pt.INT64), pt.StructField("tag", pt.BYTES)])
+    rows = [(1, base64.b64encode(b"a")), (2, None)]
+    unnest = "SELECT a.id, a.tag FROM UNNEST(@xs) AS a ORDER BY a.id"
+    assert db.query(unnest, {"xs": rows}, {"xs": pt.Array(element)}) == [
+        [1, base64.b64encode(b"a")],
+        [2, None],
+    ]
+    assert db.query(unnest, {"xs": None}, {"xs": pt.Array(element)}) == []
+    anonymous = pt.Array(pt.Struct([pt.StructField("", pt.INT64), pt.StructField("", pt.STRING)]))
+    renamed = "SELECT CAST(t AS STRUCT<n INT64, s STRING>).* FROM UNNEST(@xs) t"
+    result = db.result(renamed, {"xs": [(7, "seven")]}, {"xs": anonymous})
+    assert [f.name for f in result.fields] == ["n", "s"]
+    assert decode(result) == [[7, "seven"]]
+    structs = (
+        "SELECT ARRAY(SELECT AS STRUCT C1, C2 FROM (SELECT 'b' AS C1, 2 AS C2 UNION ALL "
+        "SELECT 'a', 1) ORDER BY C1)"
+    )
+    assert db.query(structs) == [[[["a", 1], ["b", 2]]]]
+    assert db.query("SELECT ARRAY(SELECT AS STRUCT 1 AS x FROM (SELECT 1) WHERE FALSE)") == [[[]]]
+    assert db.query("SELECT ARRAY(SELECT x FROM UNNEST([3, 1, 2]) AS x ORDER BY x)") == [
+        [[1, 2, 3]]
+    ]
+    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, "struct value"):
+        db.query("SELECT STRUCT(1 AS a)")
+
+
+def test_arrays_of_infinities_keep_their_type(db: Db) -> None:
+    (row,) = db.query('SELECT [CAST("-inf" AS FLOAT64), CAST("inf" AS FLOAT64), 1.5]')
+    assert row == [[-math.inf, math.inf, 1.5]]
+
+
+def test_generated_columns_are_computed_and_cannot_be_written(db: Db) -> None:
+    db.ddl(
+        "CREATE TABLE People (Id INT64 NOT NULL, First STRING(MAX), Last STRING(MAX), "
+        'FullName STRING(MAX) AS (ARRAY_TO_STRING([First, Last], " ")) STORED,) PRIMARY KEY (Id)'
+    )
+    db.mutate(write("insert", "People", ["Id", "First", "Last"], [[1, "Ada", "Lovelace"]]))
+    db.dml("INSERT INTO People (Id, First) VALUES (2, 'Bo')")
+    assert db.query("SELECT FullName FROM People ORDER BY Id") == [["Ada Lovelace"], ["Bo"]]
+    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, "generated column"):
+        db.mutate(write("insert", "People", ["Id", "FullName"], [[3, "x"]]))
+
+
+def test_name_errors_point_at_the_statement(db: Db) -> None:
+    with pytest.raises(EngineError) as caught:
+        db.dml("UPDATE NonExistent SET name = 'foo' WHERE id > 1")
+    assert caught.value.message == (
+        "Table not found: NonExistent [at 1:8]\n"
+        "UPDATE NonExistent SET name = 'foo' WHERE id > 1\n"
+        "       ^"
+    )

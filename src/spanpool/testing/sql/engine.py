@@ -134,6 +134,26 @@ def _unbase64(text: object) -> object:
     return text
 
 
+def _array_to_string(array: object, delimiter: object, null_text: object = None) -> object:
+    """GoogleSQL's ARRAY_TO_STRING: NULL elements are skipped, or replaced by ``null_text``."""
+    if array is None or delimiter is None:
+        return None
+    parts = []
+    for element in v.load_array(array):
+        if element is None:
+            if null_text is None:
+                continue
+            element = null_text
+        parts.append(element if isinstance(element, str) else str(element))
+    return str(delimiter).join(parts)
+
+
+def _base64(raw: object) -> object:
+    if isinstance(raw, bytes):
+        return base64.b64encode(raw).decode("ascii")
+    return raw
+
+
 def _numeric_collation(left: str, right: str) -> int:
     return v.compare_numeric(left, right)
 
@@ -149,6 +169,8 @@ _FUNCTIONS: list[tuple[str, int, Callable[..., Any], bool]] = [
     ("spanpool_ends_with", 2, _ends_with, True),
     ("spanpool_regexp_contains", 2, _regexp_contains, True),
     ("spanpool_unbase64", 1, _unbase64, True),
+    ("spanpool_base64", 1, _base64, True),
+    ("spanpool_array_to_string", -1, _array_to_string, True),
 ]
 
 
@@ -275,7 +297,8 @@ class _Prepared:
     def bind(self, params: Any, param_types: Mapping[str, TypeMsg]) -> list[object]:
         fields = params.fields if params is not None else {}
         args = []
-        for name in self.translation.params:
+        for bound in self.translation.params:
+            name, *path = bound.split(".")  # struct fields: name.position.position...
             if name in fields:
                 value = fields[name]
             else:
@@ -287,6 +310,8 @@ class _Prepared:
                 lowered = name.lower()
                 type_ = next((t for k, t in param_types.items() if k.lower() == lowered), None)
             try:
+                if path and type_ is not None:
+                    value, type_ = v.field_value(value, type_, (int(p) for p in path))
                 args.append(v.to_storage(value, type_))
             except ValueError as exc:
                 raise _invalid(f"Invalid value for bind parameter {name}: {exc}") from None
@@ -319,8 +344,9 @@ def _fields(names: Sequence[str], types: Sequence[TypeMsg]) -> list[Any]:
     return [_Field(name=name, type_=type_) for name, type_ in zip(names, types, strict=True)]
 
 
-def _types_key(param_types: Mapping[str, TypeMsg]) -> tuple[tuple[str, int, int], ...]:
-    return tuple((name, *v.type_key(type_)) for name, type_ in param_types.items())
+def _types_key(param_types: Mapping[str, TypeMsg]) -> tuple[tuple[str, bytes], ...]:
+    """The parameter types a translation depends on (struct fields and proto names too)."""
+    return tuple((name, type_.SerializeToString()) for name, type_ in param_types.items())
 
 
 def prepare(
@@ -788,7 +814,11 @@ def write_rows(
         assert values is not None
         table = tables[name]
         where = " AND ".join(f"{quote_ident(k)} IS ?" for k in table.primary_key) or "1"
-        others = [i for i, c in enumerate(table.columns) if c.name not in table.primary_key]
+        others = [
+            i
+            for i, c in enumerate(table.columns)
+            if c.name not in table.primary_key and c.generated is None
+        ]
         changed = 0
         if others:
             sets = ", ".join(f"{quote_ident(table.columns[i].name)} = ?" for i in others)
@@ -803,10 +833,12 @@ def write_rows(
                 ).fetchall()
             )
         if not changed:
-            names = ", ".join(quote_ident(c.name) for c in table.columns)
-            marks = ", ".join("?" for _ in table.columns)
+            written = [i for i, c in enumerate(table.columns) if c.generated is None]
+            names = ", ".join(quote_ident(table.columns[i].name) for i in written)
+            marks = ", ".join("?" for _ in written)
             conn.execute(
-                f"INSERT INTO {quote_ident(table.name)} ({names}) VALUES ({marks})", values
+                f"INSERT INTO {quote_ident(table.name)} ({names}) VALUES ({marks})",
+                [values[i] for i in written],
             )
 
 
@@ -879,6 +911,9 @@ def _apply_mutation(
     write = getattr(mutation, kind)
     table = catalog.table(write.table)
     columns = [table.column(name) for name in write.columns]
+    for column in columns:
+        if column.generated is not None:
+            raise _invalid(f"Cannot write into generated column `{table.name}.{column.name}`.")
     names = {c.name for c in columns}
     if len(names) != len(columns):
         raise _invalid(f"Duplicate column in a mutation of table {table.name}")
@@ -945,7 +980,7 @@ def _check_required(table: TableInfo, names: set[str]) -> None:
     required = [
         c.name
         for c in table.columns
-        if not c.nullable and c.name not in names and c.default_sql is None
+        if not c.nullable and c.name not in names and c.default_sql is None and c.generated is None
     ]
     if required:
         raise EngineError(

@@ -6,6 +6,7 @@ The DDL statements applied to a database are kept, in order, in the private tabl
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -88,6 +89,8 @@ class ColumnInfo:
     nullable: bool = True
     allow_commit_timestamp: bool = False
     default_sql: str | None = None  # SQLite DEFAULT expression, already in storage form
+    generated: str | None = None  # SQLite expression of a generated column
+    stored: bool = True  # whether a generated column is STORED
 
 
 @dataclass(frozen=True)
@@ -370,11 +373,32 @@ def _default_sql(nodes: list[Node], type_: TypeMsg) -> str:
     )
 
 
-def _parse_column(cur: Cursor, table: str, protos: Objects) -> tuple[ColumnInfo, bool]:
+def _generated_columns(
+    sql: str, columns: list[ColumnInfo], expressions: dict[str, Group]
+) -> list[ColumnInfo]:
+    """Columns with the SQLite text of their generation expressions (which may use any column
+    of the table, so they are translated once every column is known)."""
+    from .translate import column_expression  # the translator needs this module's catalog
+
+    done = []
+    for column in columns:
+        group = expressions.get(column.name.lower())
+        if group is not None:
+            text = column_expression(sql, group.items, columns)
+            column = dataclasses.replace(column, generated=text)
+        done.append(column)
+    return done
+
+
+def _parse_column(
+    cur: Cursor, table: str, protos: Objects
+) -> tuple[ColumnInfo, bool, Group | None]:
     """A column definition; also returns whether it says PRIMARY KEY."""
     name = cur.name("a column name")
     type_ = _parse_type(cur, protos)
     nullable, allow_commit_timestamp, default, primary = True, False, None, False
+    generated: Group | None = None
+    stored = False
     while not cur.at_end():
         if cur.accept("NOT", "NULL"):
             nullable = False
@@ -394,12 +418,17 @@ def _parse_column(cur: Cursor, table: str, protos: Objects) -> tuple[ColumnInfo,
                 allow_commit_timestamp = bool(value)
         elif cur.accept("HIDDEN"):
             pass
-        elif is_word(cur.peek(), "AS", "GENERATED"):
-            raise _unimplemented("Generated columns are not supported by LocalSpanner")
+        elif cur.accept("GENERATED", "ALWAYS", "AS") or cur.accept("AS"):
+            generated = cur.group()
+            stored = cur.accept("STORED")
         else:
             raise cur.error(f"Unexpected text in the definition of column {name}")
     column = ColumnInfo(name, type_, nullable, allow_commit_timestamp, default)
-    return column, primary
+    if generated is not None:
+        if default is not None:
+            raise _invalid(f"Column {table}.{name} cannot have both a DEFAULT and AS (...)")
+        column = dataclasses.replace(column, generated="", stored=stored)
+    return column, primary, generated
 
 
 def _dotted_names(group: Group) -> list[str]:
@@ -457,6 +486,9 @@ def declared_type(column: ColumnInfo) -> str:
 
 def _column_sql(column: ColumnInfo) -> str:
     sql = f"{quote_ident(column.name)} {declared_type(column)}"
+    if column.generated is not None:
+        kind = "STORED" if column.stored else "VIRTUAL"
+        sql += f" GENERATED ALWAYS AS ({column.generated}) {kind}"
     if not column.nullable:
         sql += " NOT NULL"
     if column.default_sql is not None:
@@ -672,6 +704,7 @@ class _Schema:
             return []
         self._check_new_name(name)
         columns: list[ColumnInfo] = []
+        expressions: dict[str, Group] = {}
         inline_key: list[str] = []
         definitions = split(cur.group().items)
         if len(definitions) > 1 and not definitions[-1]:
@@ -681,12 +714,16 @@ class _Schema:
                 raise _unimplemented(
                     "Table constraints (FOREIGN KEY, CHECK) are not supported by LocalSpanner"
                 )
-            column, primary = _parse_column(Cursor(cur.sql, part), name, self.objects)
+            column, primary, generated = _parse_column(Cursor(cur.sql, part), name, self.objects)
             if column.name.lower() in {c.name.lower() for c in columns}:
                 raise _invalid(f"Duplicate column name {name}.{column.name}")
             columns.append(column)
+            if generated is not None:
+                expressions[column.name.lower()] = generated
             if primary:
                 inline_key.append(column.name)
+        if expressions:
+            columns = _generated_columns(cur.sql, columns, expressions)
         if cur.accept("PRIMARY", "KEY"):
             if inline_key:
                 raise _invalid(f"Table {name} has two primary key definitions")
@@ -851,7 +888,11 @@ class _Schema:
         quoted = quote_ident(table.name)
         if cur.accept("ADD", "COLUMN"):
             if_not_exists = cur.accept("IF", "NOT", "EXISTS")
-            column, primary = _parse_column(Cursor(cur.sql, cur.rest()), table.name, self.objects)
+            column, primary, generated = _parse_column(
+                Cursor(cur.sql, cur.rest()), table.name, self.objects
+            )
+            if generated is not None:
+                raise _unimplemented("LocalSpanner cannot add a generated column to a table")
             if table.find_column(column.name) is not None:
                 if if_not_exists:
                     return []
@@ -907,11 +948,9 @@ class _Schema:
             allow = bool(options.get("allow_commit_timestamp"))
             if allow and int(column.type.code) != v.TIMESTAMP:
                 raise _invalid("allow_commit_timestamp needs a TIMESTAMP column")
-            changed = ColumnInfo(
-                column.name, column.type, column.nullable, allow, column.default_sql
-            )
+            changed = dataclasses.replace(column, allow_commit_timestamp=allow)
         else:
-            changed, _ = _parse_column(
+            changed, _, _ = _parse_column(
                 Cursor(cur.sql, [Token(QIDENT, column.name, 0), *cur.rest()]),
                 table.name,
                 self.objects,
@@ -923,12 +962,8 @@ class _Schema:
                 raise _unimplemented(
                     "LocalSpanner cannot change the type or nullability of a column"
                 )
-            changed = ColumnInfo(
-                column.name,
-                column.type,
-                column.nullable,
-                changed.allow_commit_timestamp,
-                column.default_sql,
+            changed = dataclasses.replace(
+                column, allow_commit_timestamp=changed.allow_commit_timestamp
             )
         self._replace_table(table, columns=[changed if c is column else c for c in table.columns])
         return []

@@ -341,11 +341,20 @@ def split(nodes: Sequence[Node], separator: str = ",") -> list[list[Node]]:
     if not nodes:
         return []
     parts: list[list[Node]] = [[]]
+    angles = 0  # inside the <...> of STRUCT<...> or ARRAY<...>, whose commas do not split
+    previous: Node | None = None
     for node in nodes:
-        if is_op(node, separator):
+        if is_op(node, "<") and (angles or is_word(previous, "STRUCT", "ARRAY")):
+            angles += 1
+        elif angles and is_op(node, ">"):
+            angles -= 1
+        elif angles and is_op(node, ">>"):
+            angles = max(angles - 2, 0)
+        if is_op(node, separator) and not angles:
             parts.append([])
         else:
             parts[-1].append(node)
+        previous = node
     return parts
 
 

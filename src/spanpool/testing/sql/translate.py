@@ -108,6 +108,7 @@ class Source:
         self.columns = columns
         self.hidden: set[str] = set()  # right-hand USING columns, which SELECT * skips
         self.by_name = {c.name.lower(): c for c in columns if c.name}
+        self.struct: TypeMsg | None = None  # UNNEST of structs: the element type
 
 
 class Scope:
@@ -270,6 +271,7 @@ FUNCTIONS: dict[str, Function] = {
     "LOG10": Function(_calls("log10"), _fixed(FLOAT64), 1, 1),
     # arrays
     "ARRAY_LENGTH": Function(_calls("json_array_length"), _fixed(INT64), 1, 1),
+    "ARRAY_TO_STRING": Function(_calls("spanpool_array_to_string"), _text_type, 2, 3),
     # time
     "CURRENT_TIMESTAMP": Function(_calls("spanpool_now"), _fixed(TIMESTAMP), 0, 0),
     "PENDING_COMMIT_TIMESTAMP": Function(_calls("spanpool_now"), _fixed(TIMESTAMP), 0, 0),
@@ -330,6 +332,17 @@ def translate(
         raise _invalid("DDL statements are not supported by ExecuteSql; use UpdateDatabaseDdl.")
     found = first.text if isinstance(first, Token) else first.open
     raise syntax_error(sql, position(nodes), f"Unexpected {found!r}")
+
+
+def column_expression(sql: str, nodes: Sequence[Node], columns: Sequence[ColumnInfo]) -> str:
+    """SQLite text of the expression of a generated column, over the table's ``columns``."""
+    translator = _Translator(sql, Catalog(), {})
+    scope = Scope()
+    scope.sources.append(Source("", [Column(c.name, c.type) for c in columns]))
+    text = translator.expr(nodes, scope)
+    if translator.params:
+        raise _invalid("The expression of a generated column cannot use query parameters")
+    return text
 
 
 def _statement(translator: _Translator, nodes: Sequence[Node]) -> Translation | None:
@@ -462,6 +475,14 @@ class _Translator:
                     out.append(self.typed_literal(word, after))
                     i += 2
                     continue
+                if word == "ARRAY" and isinstance(after, Group) and _is_query(after.items):
+                    out.append(self.array_subquery(after.items, scope)[0])
+                    i += 2
+                    continue
+                if word == "STRUCT" and (is_op(after, "<") or is_group(after)):
+                    text, i = self.struct_constructor(nodes, i, scope)
+                    out.append(text)
+                    continue
                 if word == "ARRAY" and (is_op(after, "<") or is_group(after, "[")):
                     i += 1
                     if is_op(after, "<"):
@@ -494,6 +515,11 @@ class _Translator:
             elif kind == NUMBER:
                 out.append(self.number(node, negated=bool(out) and out[-1] == "-"))
             elif kind == PARAM:
+                type_ = self.param_type(node.text)
+                if _code(type_) == v.STRUCT:
+                    text, i = self.struct_param(nodes, i)
+                    out.append(text)
+                    continue
                 out.append(self.param(node.text))
             elif node.text == "/":
                 out.append("* 1.0 /")  # GoogleSQL divides INT64 values as FLOAT64
@@ -541,6 +567,146 @@ class _Translator:
             "TIMESTAMP, NUMERIC and JSON"
         )
 
+    # -- structs ----------------------------------------------------------------------------
+
+    def param_path(self, nodes: Sequence[Node], i: int) -> tuple[str, TypeMsg | None, int]:
+        """A parameter and the struct fields after it (``@r.nested.weight``): the name it is
+        bound under (``r.3.1``, field positions), its type, and the index after it."""
+        token = nodes[i]
+        assert isinstance(token, Token)
+        name, type_ = token.text, self.param_type(token.text)
+        i += 1
+        while (
+            _code(type_) == v.STRUCT
+            and i + 1 < len(nodes)
+            and is_op(nodes[i], ".")
+            and isinstance(nodes[i + 1], Token)
+        ):
+            wanted = text_of(nodes[i + 1]).lower()
+            fields = v.struct_fields(type_)
+            found = [k for k, (field, _) in enumerate(fields) if field.lower() == wanted]
+            if len(found) != 1:
+                raise _invalid(
+                    located(
+                        self.sql,
+                        nodes[i + 1].pos,
+                        f"Field name {text_of(nodes[i + 1])} does not exist in "
+                        f"{_spanner_type(type_) if type_ is not None else 'STRUCT'}",
+                    )
+                )
+            name += f".{found[0]}"
+            type_ = fields[found[0]][1]
+            i += 2
+        return name, type_, i
+
+    def struct_param(self, nodes: Sequence[Node], i: int) -> tuple[str, int]:
+        """A struct parameter: one of its fields, whether it is NULL (``@r IS NULL``), or its
+        fields as a row value (for comparisons)."""
+        name, type_, end = self.param_path(nodes, i)
+        if _code(type_) != v.STRUCT:
+            return self.param(name), end
+        if is_word(_at(nodes, end), "IS"):
+            return self.param(name), end
+        return "(" + ", ".join(self._flat_fields(name, type_)) + ")", end
+
+    def _flat_fields(self, name: str, type_: TypeMsg) -> list[str]:
+        out = []
+        for k, (_, field_type) in enumerate(v.struct_fields(type_)):
+            if _code(field_type) == v.STRUCT:
+                out += self._flat_fields(f"{name}.{k}", field_type)
+            else:
+                out.append(self.param(f"{name}.{k}"))
+        return out
+
+    def struct_constructor(self, nodes: Sequence[Node], i: int, scope: Scope) -> tuple[str, int]:
+        """``STRUCT<a INT64, b STRING>(1, "x")`` or ``STRUCT(1 AS a)``, as a row value."""
+        i += 1
+        if is_op(_at(nodes, i), "<"):
+            depth = 0
+            while i < len(nodes):
+                if is_op(nodes[i], "<"):
+                    depth += 1
+                elif is_op(nodes[i], ">"):
+                    depth -= 1
+                    if depth == 0:
+                        break
+                elif is_op(nodes[i], ">>"):
+                    depth -= 2
+                    if depth <= 0:
+                        break
+                i += 1
+            i += 1
+        group = _at(nodes, i)
+        if not isinstance(group, Group):
+            raise self.error(group, "Expected STRUCT(...)")
+        values = [self.expr(_split_alias(part)[0], scope) for part in split(group.items)]
+        return "(" + ", ".join(values) + ")", i + 1
+
+    def cast_struct_star(self, group: Group, scope: Scope) -> tuple[str, list[Column]]:
+        """``CAST(t AS STRUCT<a INT64, b STRING>).*`` for ``t`` an UNNEST of structs: its
+        fields, renamed."""
+        items = group.items
+        source = scope.source(text_of(items[0])) if items else None
+        if (
+            len(items) < 5
+            or source is None
+            or source.struct is None
+            or not is_word(items[1], "AS")
+            or not is_word(items[2], "STRUCT")
+            or not is_op(items[3], "<")
+        ):
+            raise _unimplemented(
+                "LocalSpanner casts to STRUCT only the range variable of an UNNEST of structs"
+            )
+        body = list(items[4:])
+        if is_op(body[-1], ">"):
+            body = body[:-1]
+        targets = [part for part in split(body) if part]
+        if len(targets) != len(source.columns):
+            raise _invalid(
+                f"Cannot cast a STRUCT of {len(source.columns)} fields to one of {len(targets)}"
+            )
+        out, columns = [], []
+        for column, target in zip(source.columns, targets, strict=True):
+            name = text_of(target[0]) if len(target) > 1 else column.name
+            value = f"{quote_ident(source.alias)}.{quote_ident(column.name)}"
+            out.append(f"{value} AS {quote_ident(name)}")
+            columns.append(Column(name, column.type))
+        return ", ".join(out), columns
+
+    def array_subquery(self, items: Sequence[Node], scope: Scope) -> tuple[str, TypeMsg | None]:
+        """``ARRAY(SELECT ...)`` and ``ARRAY(SELECT AS STRUCT ...)``: the rows as one array."""
+        as_struct = is_word(_at(items, 1), "AS") and is_word(_at(items, 2), "STRUCT")
+        query = [items[0], *items[3:]] if as_struct else list(items)
+        sql, columns = self.query(query, scope)
+        names = [c.name for c in columns]
+        if not all(names) or len({n.lower() for n in names}) != len(names):
+            names = [f"_c{k}" for k in range(len(columns))]
+            sql = f"SELECT * FROM ({sql})"  # SQLite names them by position below
+            listed = ", ".join(quote_ident(n) for n in names)
+            source = f"(WITH _w({listed}) AS ({sql}) SELECT * FROM _w)"
+        else:
+            source = f"({sql})"
+        type_: TypeMsg | None
+        if as_struct:
+            parts = [
+                _json_element(f"_q.{quote_ident(n)}", c.type)
+                for n, c in zip(names, columns, strict=True)
+            ]
+            element = "json_array(" + ", ".join(parts) + ")"
+            known = [(c.name, c.type) for c in columns if c.type is not None]
+            type_ = v.array_type(v.struct_type(known)) if len(known) == len(columns) else None
+        else:
+            if len(columns) != 1:
+                raise _invalid(
+                    "ARRAY subquery cannot have more than one column unless using SELECT AS "
+                    "STRUCT to build STRUCT values"
+                )
+            element = _json_element(f"_q.{quote_ident(names[0])}", columns[0].type)
+            first = columns[0].type
+            type_ = v.array_type(first) if first is not None and _code(first) != v.ARRAY else None
+        return f"(SELECT json_group_array({element}) FROM {source} AS _q)", type_
+
     def element_sql(self, array: Sequence[Node], scope: Scope) -> tuple[str, TypeMsg | None]:
         """(SQLite text of one element of json_each(array), element type)."""
         type_ = self.type_of(array, scope)
@@ -585,6 +751,10 @@ class _Translator:
                 return self.type_of(nodes[1:], scope)
             if is_word(first, "SAFE") or is_word(first, "ARRAY"):
                 return None
+        if isinstance(first, Token) and first.kind == PARAM and is_op(second, "."):
+            _, path_type, end = self.param_path(nodes, 0)
+            if end == len(nodes):
+                return path_type
         if len(nodes) == 3 and is_op(second, ".") and (is_name(first) or _is_qident(first)):
             source = scope.source(text_of(first))
             if source is not None and isinstance(nodes[2], Token):
@@ -653,6 +823,8 @@ class _Translator:
 
     def _call_type(self, name: Token, group: Group, scope: Scope) -> TypeMsg | None:
         word = name.upper
+        if word == "ARRAY" and _is_query(group.items):
+            return self.array_subquery(group.items, scope)[1]
         if word in ("CAST", "SAFE_CAST"):
             at = max((k for k, node in enumerate(group.items) if is_word(node, "AS")), default=-1)
             return self.cast_target(group.items[at + 1 :]) if at > 0 else None
@@ -815,6 +987,17 @@ class _Translator:
                     columns.extend(c for c in source.columns if c.name.lower() not in source.hidden)
                 out.append("*")
                 continue
+            if (
+                len(item) == 4
+                and is_word(item[0], "CAST")
+                and isinstance(item[1], Group)
+                and is_op(item[2], ".")
+                and is_op(item[3], "*")
+            ):
+                text, cast_columns = self.cast_struct_star(item[1], scope)
+                out.append(text)
+                columns.extend(cast_columns)
+                continue
             if len(item) == 3 and is_op(item[1], ".") and is_op(item[2], "*"):
                 assert isinstance(item[0], Token)
                 star_source = scope.source(item[0].text)
@@ -827,6 +1010,14 @@ class _Translator:
                 out.append(f"{quote_ident(name)}.*")
                 continue
             expression, alias = _split_alias(item)
+            if (
+                is_word(expression[0], "STRUCT")
+                or _code(self.type_of(expression, scope)) == v.STRUCT
+            ):
+                raise _invalid(
+                    "Unsupported query shape: A struct value cannot be returned as a column "
+                    "value. Rewrite the query to flatten the struct fields in the result."
+                )
             sql = self.expr(expression, scope)
             columns.append(
                 Column(alias or _implicit_name(expression), self.type_of(expression, scope))
@@ -886,6 +1077,8 @@ class _Translator:
             element_sql, element_type = self.element_sql(after.items, scope)
             array_sql = self.expr(after.items, scope)
             alias, k = self.alias(nodes, k + 2)
+            if _code(element_type) == v.STRUCT:
+                return self.unnest_structs(array_sql, element_type, alias, k, scope)
             offset = None
             if is_word(nodes[k] if k < len(nodes) else None, "WITH") and is_word(
                 nodes[k + 1] if k + 1 < len(nodes) else None, "OFFSET"
@@ -945,6 +1138,30 @@ class _Translator:
             raise _invalid(located(self.sql, node.pos, f"Table not found: {'.'.join(path)}"))
         scope.sources.append(Source(alias or path[-1], columns))
         return text + (f" AS {quote_ident(alias)}" if alias else ""), k
+
+    def unnest_structs(
+        self, array_sql: str, element: TypeMsg, alias: str | None, k: int, scope: Scope
+    ) -> tuple[str, int]:
+        """``UNNEST(array of structs) AS a``: one column per field (``a.field``); fields
+        without a name are ``_field_1``, ``_field_2``, ..."""
+        columns = []
+        selected = []
+        for slot, (name, type_) in enumerate(v.struct_fields(element)):
+            column = name or f"_field_{slot + 1}"
+            value = f"json_extract(value, '$[{slot}]')"
+            if _code(type_) in (v.BYTES, v.PROTO):
+                value = f"spanpool_unbase64({value})"
+            columns.append(Column(column, type_))
+            selected.append(f"{value} AS {quote_ident(column)}")
+        table_alias = alias or f"unnest_{k}"
+        source = Source(table_alias, columns)
+        source.struct = element
+        scope.sources.append(source)
+        text = (
+            f"(SELECT {', '.join(selected) or 'NULL'} FROM json_each({array_sql})) "
+            f"AS {quote_ident(table_alias)}"
+        )
+        return text, k
 
     def alias(self, nodes: Sequence[Node], k: int) -> tuple[str | None, int]:
         """An optional ``[AS] name`` at ``nodes[k]``."""
@@ -1276,6 +1493,16 @@ def _split_alias(item: list[Node]) -> tuple[list[Node], str | None]:
         ):
             return item[:-1], text_of(item[-1])
     return item, None
+
+
+def _json_element(sql: str, type_: TypeMsg | None) -> str:
+    """SQLite text putting a value into a JSON array as arrays of structs keep it."""
+    code = _code(type_)
+    if code in (v.ARRAY, v.STRUCT):
+        return f"json({sql})"
+    if code in (v.BYTES, v.PROTO):
+        return f"spanpool_base64({sql})"
+    return sql
 
 
 def _implicit_name(nodes: Sequence[Node]) -> str:

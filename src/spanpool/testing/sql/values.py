@@ -110,10 +110,25 @@ def _array(element_code: int) -> TypeMsg:
 
 
 def array_type(element: TypeMsg) -> TypeMsg:
-    """A shared ``ARRAY<element>`` type message (a new one for proto elements)."""
-    if element.proto_type_fqn:
+    """A shared ``ARRAY<element>`` type message (a new one for proto and struct elements)."""
+    if element.proto_type_fqn or int(element.code) == STRUCT:
         return TypePb(code=ARRAY, array_element_type=element)
     return _array(int(element.code))
+
+
+def struct_type(fields: Iterable[tuple[str, TypeMsg]]) -> TypeMsg:
+    """``STRUCT<name type, ...>``."""
+    pb = TypePb(code=STRUCT)
+    for name, type_ in fields:
+        pb.struct_type.fields.add(name=name).type_.CopyFrom(type_)
+    return pb
+
+
+def struct_fields(type_: TypeMsg | None) -> list[tuple[str, TypeMsg]]:
+    """The (name, type) of each field of a STRUCT type (none for other types)."""
+    if type_ is None or int(type_.code) != STRUCT:
+        return []
+    return [(field.name, field.type_) for field in type_.struct_type.fields]
 
 
 def proto_type(code: int, name: str) -> TypeMsg:
@@ -308,11 +323,35 @@ def dump_array(elements: Iterable[object]) -> str:
     return "[" + ",".join(parts) + "]"
 
 
+def _sqlite_infinities(text: str) -> str:
+    """SQLite's JSON functions write infinities as ``Inf``/``-Inf``: make them JSON numbers
+    that parse as infinities, leaving strings alone."""
+    out, i, n = [], 0, len(text)
+    while i < n:
+        char = text[i]
+        if char == '"':
+            end = i + 1
+            while end < n and text[end] != '"':
+                end += 2 if text[end] == "\\" else 1
+            out.append(text[i : end + 1])
+            i = end + 1
+        elif text.startswith("Inf", i):
+            out.append("9e999")
+            i += 3
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
 def load_array(stored: object) -> list[object]:
     """Elements of a stored array (see the module docstring for their forms)."""
     if isinstance(stored, bytes):
         stored = stored.decode("utf-8")
-    elements = json.loads(str(stored))
+    text = str(stored)
+    if "Inf" in text:
+        text = _sqlite_infinities(text)
+    elements = json.loads(text)
     if not isinstance(elements, list):
         raise ValueError("Stored array value is not a JSON array")
     return elements
@@ -368,9 +407,62 @@ def _to_array(value: ValueMsg, type_: TypeMsg) -> object:
     if value.WhichOneof("kind") != "list_value":
         raise _expect(type_)
     element_type = type_.array_element_type
-    if int(element_type.code) in (ARRAY, STRUCT):
+    if int(element_type.code) == STRUCT:
+        items = [_json_element(item, element_type) for item in value.list_value.values]
+        return json.dumps(items, ensure_ascii=False)
+    if int(element_type.code) == ARRAY:
         raise _unsupported(type_)
     return dump_array(to_storage(item, element_type) for item in value.list_value.values)
+
+
+def _to_struct(value: ValueMsg, type_: TypeMsg) -> object:
+    """A struct parameter by itself stands for whether it is NULL (its fields are bound one
+    by one, see ``field_value``)."""
+    if value.WhichOneof("kind") != "list_value":
+        raise _expect(type_)
+    return 1
+
+
+def _json_element(value: ValueMsg, type_: TypeMsg) -> object:
+    """A value inside a stored array of structs: structs and arrays as JSON lists, BYTES as
+    base64 text, other values in their storage forms."""
+    kind = value.WhichOneof("kind")
+    if kind == "null_value" or kind is None:
+        return None
+    code = int(type_.code)
+    if code in (STRUCT, ARRAY):
+        if kind != "list_value":
+            raise _expect(type_)
+        items = value.list_value.values
+        if code == ARRAY:
+            return [_json_element(item, type_.array_element_type) for item in items]
+        fields = type_.struct_type.fields
+        if len(items) != len(fields):
+            raise ValueError(f"Expected {len(fields)} struct fields, got {len(items)}.")
+        return [_json_element(item, f.type_) for item, f in zip(items, fields, strict=True)]
+    if code in (BYTES, PROTO):
+        decode_bytes(value.string_value)
+        return value.string_value
+    stored = to_storage(value, type_)
+    if isinstance(stored, float) and not math.isfinite(stored):
+        return "Infinity" if stored > 0 else "-Infinity"
+    return stored
+
+
+def field_value(value: ValueMsg, type_: TypeMsg, path: Iterable[int]) -> tuple[ValueMsg, TypeMsg]:
+    """The field of a struct value at ``path`` (field positions), and its type; a NULL value
+    when a struct on the way is NULL."""
+    for index in path:
+        fields = type_.struct_type.fields
+        if int(type_.code) != STRUCT or index >= len(fields):
+            raise ValueError("No such struct field.")
+        if value.WhichOneof("kind") != "list_value":
+            value, type_ = NULL_VALUE, fields[index].type_
+            continue
+        items = value.list_value.values
+        value = items[index] if index < len(items) else NULL_VALUE
+        type_ = fields[index].type_
+    return value, type_
 
 
 def _to_untyped(value: ValueMsg, type_: TypeMsg) -> object:
@@ -404,6 +496,7 @@ _TO_STORAGE: dict[int, Callable[[ValueMsg, TypeMsg], object]] = {
     TYPE_CODE_UNSPECIFIED: _to_untyped,
 }
 _TO_STORAGE[PROTO] = _TO_STORAGE[BYTES]
+_TO_STORAGE[STRUCT] = _to_struct
 _TO_STORAGE[ENUM] = _TO_STORAGE[INT64]
 
 
@@ -520,7 +613,45 @@ def _encoder(code: int, element: int) -> Encoder:
 
 def encoder(type_: TypeMsg) -> Encoder:
     """A function turning a stored value of this type into its wire ``Value``."""
-    return _encoder(*type_key(type_))
+    code, element = type_key(type_)
+    if code == ARRAY and element == STRUCT:
+        encode_element = _json_encoder(type_.array_element_type)
+
+        def encode_structs(stored: object) -> ValueMsg:
+            if stored is None:
+                return NULL_VALUE
+            items = [encode_element(item) for item in load_array(stored)]
+            return Value(list_value=ListValue(values=items))
+
+        return encode_structs
+    return _encoder(code, element)
+
+
+def _json_encoder(type_: TypeMsg) -> Encoder:
+    """An encoder of values that come out of JSON (elements of stored arrays of structs)."""
+    code = int(type_.code)
+    if code in (STRUCT, ARRAY):
+        if code == STRUCT:
+            parts = [_json_encoder(f.type_) for f in type_.struct_type.fields]
+        else:
+            element = _json_encoder(type_.array_element_type)
+
+        def encode_list(item: object) -> ValueMsg:
+            if item is None:
+                return NULL_VALUE
+            if isinstance(item, str):
+                item = load_array(item)
+            assert isinstance(item, list)
+            if code == STRUCT:
+                values = [part(x) for part, x in zip(parts, item, strict=False)]
+            else:
+                values = [element(x) for x in item]
+            return Value(list_value=ListValue(values=values))
+
+        return encode_list
+    if code in (BYTES, PROTO):
+        return _enc_base64_text
+    return _encoder(_STORED_AS.get(code, code), TYPE_CODE_UNSPECIFIED)
 
 
 def infer_type(values: Iterable[object]) -> TypeMsg:
