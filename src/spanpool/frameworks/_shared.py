@@ -20,7 +20,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud.spanner_v1.client import Client
 from google.cloud.spanner_v1.instance import Instance
 
-from ..pools import BurstyPool
+from ..pools import MultiplexedPool
 
 __all__ = [
     "SharedClient",
@@ -45,10 +45,9 @@ _databases: dict[tuple[Any, ...], _Shared] = {}
 
 
 def default_pool(store: Any = None) -> Any:
-    """The pool a shared ``Database`` gets when the caller gives none."""
-    if store is not None:
-        raise ValueError("store= needs spanpool's MultiplexedPool, which this version lacks")
-    return BurstyPool()
+    """The pool a shared ``Database`` gets when the caller gives none: a ``MultiplexedPool``,
+    sharing its session between processes through ``store`` when one is given."""
+    return MultiplexedPool(store=store)
 
 
 def _options_key(options: Any) -> Any:
