@@ -18,6 +18,10 @@ SESSION_METHODS = (
     "ListSessions",
 )
 
+QUIET_METRICS = {"SPANNER_DISABLE_BUILTIN_METRICS": "true"}
+"""The official client's built-in metrics would be exported to Cloud Monitoring (and a process
+would wait for that export at exit): no use against LocalSpanner."""
+
 PROJECT = "test-project"
 INSTANCE = "test-instance"
 

@@ -7,21 +7,17 @@ counts between workers.
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 from typing import Any
 
-from spanpool.testing import REGULAR_SESSIONS_ENV
-
 
 def session_source(store_path: str) -> dict[str, Any]:
-    """``connect`` arguments that share sessions through the SQLite store at ``store_path``."""
-    from spanpool import CacheSessionPool
+    """``connect`` arguments that share the multiplexed session through the SQLite store at
+    ``store_path``."""
     from spanpool.stores import SQLiteStore
 
-    os.environ.update(REGULAR_SESSIONS_ENV)
-    return {"pool": CacheSessionPool(SQLiteStore(store_path), max_sessions=10)}
+    return {"store": SQLiteStore(store_path)}
 
 
 def run_dbapi(endpoint: str, store_path: str) -> int:

@@ -13,12 +13,15 @@ from typing import Any
 
 import pytest
 
+from ._support import QUIET_METRICS
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_site(*args: str, timeout: float = 120) -> dict[str, Any]:
     """Run ``tests/frameworks/djangoapp/run.py`` with ``args``; its JSON report."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOOGLE_CLOUD_SPANNER_")}
+    env.update(QUIET_METRICS)
     env.pop("SPANNER_EMULATOR_HOST", None)
     done = subprocess.run(
         [sys.executable, "-m", "tests.frameworks.djangoapp.run", *args],

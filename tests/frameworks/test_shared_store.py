@@ -1,5 +1,5 @@
-"""Each framework with sessions shared through a store by two real processes, one after the
-other: the second process creates no session."""
+"""Each framework with the multiplexed session shared through a SQLite store (``store=``) by
+two real processes, one after the other: the second process creates no session."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from spanpool.testing import LocalSpanner
 
-from ._support import SESSION_METHODS
+from ._support import QUIET_METRICS, SESSION_METHODS
 from .test_django import ROOT, run_site
 
 CREATING = ("CreateSession", "BatchCreateSessions")
@@ -22,6 +22,7 @@ CREATING = ("CreateSession", "BatchCreateSessions")
 def _worker(kind: str) -> Callable[[str, str], None]:
     def run(endpoint: str, store: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("GOOGLE_CLOUD_SPANNER_")}
+        env.update(QUIET_METRICS)
         done = subprocess.run(
             [sys.executable, "-m", "tests.frameworks._workers", kind, endpoint, store],
             cwd=ROOT,
@@ -37,7 +38,7 @@ def _worker(kind: str) -> Callable[[str, str], None]:
 
 
 def _django(endpoint: str, store: str) -> None:
-    report = run_site("--endpoint", endpoint, "--store", store, "--regular", "--migrate")
+    report = run_site("--endpoint", endpoint, "--store", store, "--migrate")
     assert report["statuses"] == [201, 409, 200, 201, 409, 200, 201, 409, 200, 201]
 
 

@@ -62,11 +62,6 @@ def main() -> None:
             from spanpool.stores import SQLiteStore
 
             store = SQLiteStore(args.store)
-        if store is not None and pool is not None:
-            from spanpool import CacheSessionPool
-
-            pool = CacheSessionPool(store, max_sessions=10)
-            store = None
         database["OPTIONS"] = options(pool=pool, store=store)
     settings.configure(
         SECRET_KEY="tests",
