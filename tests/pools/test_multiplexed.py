@@ -144,6 +144,25 @@ def test_operations_routed_to_regular_sessions_go_to_the_fallback(
     assert server.session_count(database.name) == 1
 
 
+def test_the_fallback_is_bound_once_by_racing_requests(
+    server: LocalSpanner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(routing.ENV_MULTIPLEXED, "false")  # snapshots go to regular sessions
+    fallback = FixedSizePool(size=3)
+    pool = MultiplexedPool(fallback=fallback)
+    database = server.database(_db_id("race"), pool=pool)
+    server.inject_latency(100, method="BatchCreateSessions")
+    results: list[Any] = []
+    threads = [threading.Thread(target=lambda: results.append(_query(database))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [[[1]]] * 8
+    assert server.request_counts()["BatchCreateSessions"] == 1
+    assert fallback.get_stats()["pool_size"] == 3
+
+
 def test_routing_reads_the_variables_as_the_client_does(monkeypatch: pytest.MonkeyPatch) -> None:
     from google.cloud.spanner_v1.database_sessions_manager import (
         DatabaseSessionsManager,
@@ -319,8 +338,8 @@ def test_rotation_makes_a_successor_while_transactions_keep_their_session(
     old = pool.session_name
     with database.snapshot(multi_use=True) as snapshot:
         assert list(snapshot.execute_sql("SELECT 1")) == [[1]]
-        pool.maintain()
-        assert pool.session_name == old  # not due yet
+        assert 7 * DAY <= pool.maintain() <= 7.7 * DAY  # the next round is due at rotation
+        assert pool.session_name == old
         clock.advance(7.8 * DAY)
         pool.maintain()
         assert _eventually(lambda: pool.session_name != old)

@@ -206,6 +206,7 @@ class MultiplexedPool(AbstractSessionPool):
         self._store: MultiplexedStore | None = store
         self._fallback = fallback
         self._fallback_bound = False
+        self._fallback_binding: concurrent.futures.Future[None] | None = None
         self._clock: Callable[[], float] = clock or time.time
         self._name = name or type(self).__name__
         self._role: str | None = None
@@ -605,27 +606,45 @@ class MultiplexedPool(AbstractSessionPool):
                 self._start(entry, "rotate")
             else:
                 self._lost(record.name)  # the server is about to drop it: replace it now
-        due = [entry.rotate_at, entry.retry_at if entry.record is None else math.inf]
-        if self._store is not None:
-            due.append(entry.poll_at)
+        # While a creation or rotation is in flight nothing else is due: its end pokes the
+        # maintenance.
+        due = [entry.poll_at] if self._store is not None else []
+        if entry.attempt is None:
+            due.append(entry.retry_at if entry.record is None else entry.rotate_at)
+        if not due:
+            return _maintenance.IDLE_WAIT
         return max(min(due) - float(self._clock()), 0.0)
 
     # -- the regular sessions ------------------------------------------------------------------
 
     def _regular_pool(self) -> Any:
-        pool = self._fallback
-        if pool is None:
-            from .policies import BurstyPool
+        """The fallback, bound to the database by the first request routed to it; requests
+        arriving meanwhile wait for that binding rather than use an unbound pool."""
+        if self._fallback_bound:
+            return self._fallback
+        with self._served_lock:
+            binding = self._fallback_binding
+            mine = binding is None
+            if mine:
+                binding = self._fallback_binding = concurrent.futures.Future()
+                if self._fallback is None:
+                    from .policies import BurstyPool
 
-            pool = self._fallback = BurstyPool(database_role=self._database_role)
-        if not self._fallback_bound:
-            self._fallback_bound = True
-            try:
-                pool.bind(self._database)
-            except BaseException:
-                self._fallback_bound = False
-                raise
-        return pool
+                    self._fallback = BurstyPool(database_role=self._database_role)
+        assert binding is not None
+        if not mine:
+            _maintenance.wait(binding, self._create_timeout + 1.0)
+            return self._fallback
+        try:
+            self._fallback.bind(self._database)
+        except BaseException as exc:
+            with self._served_lock:
+                self._fallback_binding = None
+            binding.set_exception(exc)
+            raise
+        self._fallback_bound = True
+        binding.set_result(None)
+        return self._fallback
 
     def _regular_session(self) -> Any:
         self._check_open()
