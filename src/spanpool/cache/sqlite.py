@@ -399,8 +399,12 @@ class SQLiteStore:
             yield conn, conn.execute(f"{_MULTIPLEXED_ROW} WHERE key = ?", (key,)).fetchone()
 
     def multiplexed_get(self, key: str) -> MultiplexedRecord | None:
-        with self._multiplexed(key) as (_, row):
-            return _multiplexed_record(row)
+        try:
+            rows = self._read(f"{_MULTIPLEXED_ROW} WHERE key = ?", (key,))
+        except StoreError:  # a file without the table yet: make it
+            with self._multiplexed(key) as (_, row):
+                return _multiplexed_record(row)
+        return _multiplexed_record(rows[0] if rows else None)
 
     def multiplexed_claim(
         self, key: str, *, holder: Holder, now: float, lease: float, replacing: str | None

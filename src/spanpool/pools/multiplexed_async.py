@@ -446,6 +446,7 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
             else:
                 if published is not None:
                     entry.unpublished = False
+                    entry.poll_at = self._clock() + POLL_INTERVAL * random.uniform(0.8, 1.2)
                     return published
         entry.unpublished = store is not None
         return MultiplexedRecord(name, created_at, generation)
@@ -521,8 +522,10 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
         except Exception as exc:
             self._store_failed(entry, exc)
             return
-        if record is not None and self._usable(record):
-            with entry.lock:
+        with entry.lock:
+            # Just read: the maintenance need not read it again before its usual interval.
+            entry.poll_at = self._clock() + POLL_INTERVAL * random.uniform(0.8, 1.2)
+            if record is not None and self._usable(record):
                 self._adopt_locked(entry, record)
 
     async def _sync_store(self, entry: _Entry) -> None:
