@@ -1228,3 +1228,18 @@ def test_name_errors_point_at_the_statement(db: Db) -> None:
         "UPDATE NonExistent SET name = 'foo' WHERE id > 1\n"
         "       ^"
     )
+
+
+def test_untyped_parameters_compared_with_columns_take_their_types(db: Db) -> None:
+    db.ddl(
+        "CREATE TABLE Things (Id INT64 NOT NULL, B BYTES(MAX), T TIMESTAMP, D DATE) "
+        "PRIMARY KEY (Id)"
+    )
+    db.dml(
+        "INSERT INTO Things (Id, B, T, D) VALUES (1, b'abc', "
+        "TIMESTAMP '2024-05-06T07:08:09Z', DATE '2024-05-06')"
+    )
+    untyped = {"b": base64.b64encode(b"abc"), "t": "2024-05-06T07:08:09Z", "d": "2024-05-06"}
+    sql = "SELECT Id FROM Things WHERE B = @b AND @t = T AND Things.D = @d"
+    assert db.query(sql, untyped) == [[1]]
+    assert db.query(sql, {**untyped, "b": base64.b64encode(b"abd")}) == []

@@ -64,6 +64,7 @@ _CONTEXT_KEYWORDS = frozenset({"OFFSET", "FIRST", "LAST", "ROW", "KEY", "VALUES"
 _QUERY_CLAUSES = ("WHERE", "GROUP", "HAVING", "QUALIFY", "WINDOW", "ORDER", "LIMIT", "FOR")
 _JOIN_WORDS = ("JOIN", "INNER", "CROSS", "LEFT", "RIGHT", "FULL", "NATURAL")
 _COMPARISONS = frozenset({"=", "!=", "<>", "<", "<=", ">", ">="})
+_COERCED_FROM_TEXT = frozenset({v.BYTES, v.TIMESTAMP, v.DATE, v.NUMERIC, v.PROTO})
 _BOOLEAN_WORDS = frozenset({"AND", "OR", "NOT", "IS", "IN", "LIKE", "BETWEEN", "EXISTS"})
 _ARITHMETIC = frozenset({"+", "-", "*", "%"})
 _BITWISE = frozenset({"&", "|", "^", "~", "<<", ">>"})
@@ -520,7 +521,14 @@ class _Translator:
                     text, i = self.struct_param(nodes, i)
                     out.append(text)
                     continue
-                out.append(self.param(node.text))
+                compared = self.compared_type(nodes, i, scope) if type_ is None else None
+                if _code(compared) in _COERCED_FROM_TEXT:
+                    # An untyped parameter compared with a column takes the column's type, as
+                    # on Cloud Spanner (the client sends bytes and timestamps as text).
+                    code, element = v.type_key(compared)
+                    out.append(f"spanpool_store({self.param(node.text)}, {code}, {element})")
+                else:
+                    out.append(self.param(node.text))
             elif node.text == "/":
                 out.append("* 1.0 /")  # GoogleSQL divides INT64 values as FLOAT64
             elif node.text in ("{", "}", ":", "?", "!", "=>"):
@@ -566,6 +574,21 @@ class _Translator:
             "LocalSpanner casts only to INT64, FLOAT64, FLOAT32, BOOL, STRING, BYTES, DATE, "
             "TIMESTAMP, NUMERIC and JSON"
         )
+
+    def compared_type(self, nodes: Sequence[Node], i: int, scope: Scope) -> TypeMsg | None:
+        """The type of the column that ``nodes[i]`` (a parameter) is compared with, if any."""
+        if i >= 2 and is_op(nodes[i - 1], *_COMPARISONS):
+            start = i - 4 if i >= 4 and is_op(nodes[i - 3], ".") else i - 2
+            return self._column_type(nodes[start : i - 1], scope)
+        if i + 2 < len(nodes) and is_op(nodes[i + 1], *_COMPARISONS):
+            end = i + 5 if i + 4 < len(nodes) and is_op(nodes[i + 3], ".") else i + 3
+            return self._column_type(nodes[i + 2 : end], scope)
+        return None
+
+    def _column_type(self, nodes: Sequence[Node], scope: Scope) -> TypeMsg | None:
+        if not all(is_name(n) or _is_qident(n) or is_op(n, ".") for n in nodes):
+            return None
+        return self.type_of(nodes, scope)
 
     # -- structs ----------------------------------------------------------------------------
 
