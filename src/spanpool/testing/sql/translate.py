@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import grpc
 
+from . import information_schema, versions
 from . import values as v
-from . import versions
+from .information_schema import spanner_type
 from .schema import Catalog, ColumnInfo, TableInfo
 from .tokens import (
     BYTES,
@@ -614,7 +615,7 @@ class _Translator:
                         self.sql,
                         nodes[i + 1].pos,
                         f"Field name {text_of(nodes[i + 1])} does not exist in "
-                        f"{_spanner_type(type_) if type_ is not None else 'STRUCT'}",
+                        f"{spanner_type(type_) if type_ is not None else 'STRUCT'}",
                     )
                 )
             name += f".{found[0]}"
@@ -1199,7 +1200,8 @@ class _Translator:
         return None, k
 
     def information_schema(self, name: str) -> tuple[str, list[Column]]:
-        """INFORMATION_SCHEMA.TABLES, COLUMNS and INDEXES, built from the catalog."""
+        """INFORMATION_SCHEMA.TABLES, COLUMNS and INDEXES, built from the catalog; the views
+        of constraints and index columns come from :mod:`.information_schema`."""
         view = name.upper()
         tables = self.catalog.tables
         rows: list[tuple[object, ...]]
@@ -1225,7 +1227,7 @@ class _Translator:
             names += ["ORDINAL_POSITION", "IS_NULLABLE", "SPANNER_TYPE"]
             types = [STRING_T] * 4 + [INT64, STRING_T, STRING_T]
             rows = [
-                ("", "", t.name, c.name, n, "YES" if c.nullable else "NO", _spanner_type(c.type))
+                ("", "", t.name, c.name, n, "YES" if c.nullable else "NO", spanner_type(c.type))
                 for t in tables
                 for n, c in enumerate(t.columns, 1)
             ]
@@ -1249,6 +1251,8 @@ class _Translator:
                         "READ_WRITE",
                     )
                 )
+        elif (known := information_schema.view(self.catalog, view)) is not None:
+            names, types, rows = known
         else:
             raise _unimplemented(f"INFORMATION_SCHEMA.{name} is not supported by LocalSpanner")
         head = ", ".join(f"NULL AS {quote_ident(n)}" for n in names)
@@ -1536,10 +1540,3 @@ def _implicit_name(nodes: Sequence[Node]) -> str:
     if len(nodes) == 1 or (len(nodes) >= 3 and is_op(nodes[-2], ".")):
         return text_of(last)
     return ""
-
-
-def _spanner_type(type_: TypeMsg) -> str:
-    name = v.type_name(type_)
-    for sized in ("STRING", "BYTES"):
-        name = name.replace(sized, f"{sized}(MAX)")
-    return name
