@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import async_pools, cache, localspanner, multiplexed, pools
+from . import async_pools, cache, frameworks, localspanner, multiplexed, pools
 from .chart import Bar
 from .pools import Row
 
@@ -90,6 +90,10 @@ def _localspanner(args: argparse.Namespace) -> Outcome:
     return Outcome(text=_printed(main))
 
 
+def _frameworks(args: argparse.Namespace) -> Outcome:
+    return Outcome(rows=frameworks.measure(args))
+
+
 SUITES: tuple[Suite, ...] = (
     Suite(
         "localspanner",
@@ -130,6 +134,14 @@ SUITES: tuple[Suite, ...] = (
         False,
         _multiplexed,
         lambda args: 1,
+    ),
+    Suite(
+        "frameworks",
+        "a DB-API connection and a Django request: the official setup against spanpool's",
+        True,
+        False,
+        _frameworks,
+        lambda args: 4,
     ),
 )
 
