@@ -29,6 +29,7 @@ from spanpool import (
 )
 from spanpool.bridge import client as _bridge
 from spanpool.cache.maintain import SERVER_IDLE_EXPIRY, WINDOW
+from spanpool.cache.pool import POOL_LABEL
 from spanpool.stores import Holder, MemoryStore
 from spanpool.testing import LocalSpanner
 
@@ -662,9 +663,14 @@ def test_clear_removes_only_this_pools_state(setup: Setup, server: LocalSpanner)
 def test_clear_reports_a_failed_delete(setup: Setup, server: LocalSpanner) -> None:
     pool, database = setup.pool(max_sessions=4, min_sessions=3)
     server.inject_error("DeleteSession", "PERMISSION_DENIED", count=1)
-    assert pool.clear() is False
-    assert server.session_count(database.name) == 1
+    assert pool.clear() is True  # the server still listed the one that failed: deleted again
+    assert server.session_count(database.name) == 0
+    pool.warmup()
+    server.inject_error("DeleteSession", "PERMISSION_DENIED", count=100)
+    assert pool.clear() is False  # the server still lists them
+    assert server.session_count(database.name) == 3
     assert pool.get_stats()["pool_available"] == 0
+    server.clear_faults()
     pool.warmup()
     server.expire_sessions(database=database.name, fraction=1.0)
     assert pool.clear() is True  # NOT_FOUND counts as deleted
@@ -680,8 +686,10 @@ def test_labels_and_database_role_reach_the_server(setup: Setup, server: LocalSp
     assert server.request_counts().get("CreateSession") == 1
     sessions = server.backend.list_sessions(database.name)
     assert len(sessions) == 2
-    assert all(s.labels == labels and s.creator_role == "r" for s in sessions)
-    assert server.session_labels(database.name) == [labels, labels]
+    # The user's labels, and the one that names the pool on the server.
+    named = {**labels, POOL_LABEL: pool.labels[POOL_LABEL]}
+    assert all(s.labels == named and s.creator_role == "r" for s in sessions)
+    assert server.session_labels(database.name) == [named, named]
     assert pool.key.endswith(f"/{database.database_id}/r")
     for session in held:
         pool.release(session)

@@ -25,6 +25,7 @@ from spanpool.errors import StoreError
 from spanpool.stores import Checkout, Holder, MemoryStore, SessionRecord, TakeIdle
 
 from ..redis_server import redis_server
+from ._epochs import begin
 
 HOLDER = Holder("host-a", 101)
 FORK = multiprocessing.get_context("fork")
@@ -51,17 +52,20 @@ def client(redis_url: str) -> Iterator[Any]:
 
 
 def acquire(store: Any, key: str, now: float = 1000.0, max_sessions: int = 4) -> Any:
-    return store.acquire(
-        key,
-        Checkout(
-            holder=HOLDER,
-            now=now,
-            max_sessions=max_sessions,
-            reclaim_before=NEVER,
-            expired_before=NEVER,
-            retire_before=NEVER,
-        ),
+    """``store.acquire``; a pool without an epoch gets one first (see ``_epochs.begin``)."""
+    checkout = Checkout(
+        holder=HOLDER,
+        now=now,
+        max_sessions=max_sessions,
+        reclaim_before=NEVER,
+        expired_before=NEVER,
+        retire_before=NEVER,
     )
+    got = store.acquire(key, checkout)
+    if got.reset:
+        begin(store, key, now)
+        got = store.acquire(key, checkout)
+    return got
 
 
 def check_out(store: Any, key: str, name: str, now: float = 1000.0) -> str:
@@ -297,6 +301,7 @@ def test_a_server_that_stops_mid_use_is_a_store_error() -> None:
 
 def test_times_come_back_exactly(store: RedisStore) -> None:
     now = 1763800000.123456
+    begin(store, "k", now)
     got = store.acquire(
         "k",
         Checkout(
@@ -331,6 +336,7 @@ def _hammer(
     violations = 0
     try:
         raw = redis.Redis.from_url(url)
+        begin(store, "k")
         pid, made, done = os.getpid(), 0, 0
         holder = Holder.current()
         while done < rounds:
@@ -404,6 +410,8 @@ def _compare_with_memory(red: RedisStore, seed: int, steps: int) -> None:
     the stats must match (tokens differ, and are matched up as they are handed out)."""
     rnd = random.Random(seed)
     mem = MemoryStore()
+    begin(mem, "k")
+    begin(red, "k")
     holders = [Holder("h1", 1), Holder("h/2 \u00e9", 22)]
     names = [f"s{i}" for i in range(8)]
     tokens: dict[str, str] = {}  # MemoryStore's token -> RedisStore's
@@ -502,6 +510,8 @@ def _compare_with_memory(red: RedisStore, seed: int, steps: int) -> None:
             ), what
         elif op == "clear" and rnd.random() < 0.3:
             assert mem.clear("k") == red.clear("k"), what
+            begin(mem, "k")
+            begin(red, "k")
         mine_claims = [(tokens.get(c.token), c.holder, c.since, c.name) for c in mem.claims("k")]
         theirs_claims = [(c.token, c.holder, c.since, c.name) for c in red.claims("k")]
         assert mine_claims == theirs_claims, what

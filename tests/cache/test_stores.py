@@ -35,6 +35,8 @@ from spanpool.stores import (
     TakeIdle,
 )
 
+from ._epochs import begin
+
 A = Holder("host-a", 101)
 B = Holder("host-b", 202)
 NEVER = 0.0  # a reclaim/expiry/retirement threshold no time in these tests is below
@@ -65,8 +67,13 @@ def sqlite_store(tmp_path: Path) -> Iterator[SQLiteStore]:
 
 
 @pytest.fixture
-def key() -> str:
-    return f"test-pool-{uuid.uuid4().hex}"
+def key(request: pytest.FixtureRequest) -> str:
+    """A pool key of its own, with its epoch in the test's store."""
+    new = f"test-pool-{uuid.uuid4().hex}"
+    for name in ("store", "sqlite_store"):
+        if name in request.fixturenames:
+            begin(request.getfixturevalue(name), new)
+    return new
 
 
 def acquire(
@@ -80,17 +87,21 @@ def acquire(
     expired_before: float = NEVER,
     retire_before: float = NEVER,
 ) -> Acquired:
-    return store.acquire(
-        key,
-        Checkout(
-            holder=holder,
-            now=now,
-            max_sessions=max_sessions,
-            reclaim_before=reclaim_before,
-            expired_before=expired_before,
-            retire_before=retire_before,
-        ),
+    """``store.acquire``; a pool without an epoch (a store opened inside the test, or a
+    cleared pool) gets one first, as a pool's reconciliation gives it."""
+    checkout = Checkout(
+        holder=holder,
+        now=now,
+        max_sessions=max_sessions,
+        reclaim_before=reclaim_before,
+        expired_before=expired_before,
+        retire_before=retire_before,
     )
+    got = store.acquire(key, checkout)
+    if got.reset:
+        begin(store, key, now)
+        got = store.acquire(key, checkout)
+    return got
 
 
 def add(
@@ -107,6 +118,7 @@ def add(
     """Record a new session through a permit from ``reserve``; returns the permit's token."""
     stats = store.stats(key)
     total = stats.idle + stats.in_use + stats.creating
+    begin(store, key, now)
     [token] = store.reserve(key, holder=holder, now=now, target=total + 1, max_sessions=total + 1)
     record = SessionRecord(
         name, now if created_at is None else created_at, now if last_used is None else last_used
@@ -575,7 +587,11 @@ def test_clear_removes_only_its_own_pool(store: Store, key: str) -> None:
     assert not store.created(key, permit[0], SessionRecord("x", 1, 1), now=41.0, check_out=True)
     assert snapshot(store, other) == other_before
     assert store.release(other, "o2", other_token, now=42.0)
-    # The cleared pool starts afresh.
+    # The cleared pool lost its epoch too: it starts afresh after a reconciliation.
+    checkout = Checkout(A, 50.0, 4, NEVER, NEVER, NEVER)
+    assert store.acquire(key, checkout) == Acquired(reset=True)
+    assert store.reserve(key, holder=A, now=50.0, target=2, max_sessions=2) == []
+    assert not store.acquire(other, checkout).reset
     fresh = acquire(store, key, 50.0)
     assert fresh.record is None and fresh.token is not None
     assert store.stats(key) == StoreStats(0, 0, 1, 0, 50.0)
@@ -695,12 +711,15 @@ def test_sqlite_close_wakes_waiters(tmp_path: Path, key: str) -> None:
     check_out(store, key, "s1", 1.0)
     full = acquire(store, key, 2.0, max_sessions=1)
     result: list[bool] = []
-    thread = threading.Thread(target=lambda: result.append(store.wait_for_release(key, 10, 0)))
+    releases = full.releases  # the reconciliation that wrote the epoch counts as one
+    thread = threading.Thread(
+        target=lambda: result.append(store.wait_for_release(key, 10, releases))
+    )
     thread.start()
     time.sleep(0.05)
     store.close()
     thread.join(5.0)
-    assert result == [True] and full.releases == 0
+    assert result == [True]  # woken by close(), not by a release
 
 
 def test_sqlite_unusable_paths_raise_store_error(tmp_path: Path) -> None:
@@ -906,6 +925,7 @@ def _hammer(path: str, key: str, barrier: Any, results: Any, seconds: float) -> 
         pid = os.getpid()
         barrier.wait(30)
         store = SQLiteStore(path)  # every process opens the new file at once
+        begin(store, key)  # one of them writes the epoch
         holder = Holder.current()
         holds: list[tuple[str, float, float]] = []  # name, held from, held until
         births: list[tuple[str, float]] = []  # name (or a failed permit), permit granted

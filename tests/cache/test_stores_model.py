@@ -28,6 +28,8 @@ from hypothesis.stateful import (
 )
 
 from spanpool.stores import (
+    NOBODY,
+    Adoption,
     Checkout,
     Claim,
     Holder,
@@ -49,6 +51,7 @@ steps = st.integers(0, 4)
 ages = st.none() | st.integers(0, 40).map(float)
 # Hypothesis favours the first choice: a live claim, three times out of four at most.
 LIVE_MOSTLY = st.sampled_from([True, True, True, False])
+LEASE = 6.0  # a reconciliation lease: long enough to outlive a few steps, short enough to expire
 
 
 class StoreComparison(RuleBasedStateMachine):
@@ -74,6 +77,7 @@ class StoreComparison(RuleBasedStateMachine):
         self.to_store: dict[str, str] = {}
         self.pairs: list[tuple[str, str]] = [("no-such-token", "no-such-token")]
         self.all_names = ["no-such-session"]
+        self.lease: tuple[str, str] | None = None  # (reference, store) of an open lease
 
     def teardown(self) -> None:
         self.store.clear(self.key)
@@ -144,6 +148,9 @@ class StoreComparison(RuleBasedStateMachine):
     @initialize(max_sessions=st.sampled_from([3, 2, 4, 1]))
     def choose_max(self, max_sessions: int) -> None:
         self.max_sessions = max_sessions
+        # Both start with an epoch, as a pool's first reconciliation leaves them; the rules
+        # "reconcile" and "clear" take them through losing it and reconciling again.
+        self.reconcile(0, False, True, [])
 
     @rule(
         dt=steps,
@@ -201,6 +208,7 @@ class StoreComparison(RuleBasedStateMachine):
         }
         want = self.ref.acquire(self.key, Checkout(**kwargs))
         got = self.store.acquire(self.key, Checkout(**kwargs))
+        assert got.reset == want.reset
         assert got.record == want.record
         assert got.reclaimed == want.reclaimed
         self.same_records(list(got.dropped), list(want.dropped))
@@ -326,6 +334,59 @@ class StoreComparison(RuleBasedStateMachine):
         # Permits of one step are alike (same holder and time): pair them in any order.
         for ref_token, token in zip(want, got, strict=True):
             self.pair(ref_token, token)
+
+    @rule(
+        dt=steps,
+        force=st.booleans(),
+        finish=st.sampled_from([True, True, False]),
+        listed=st.lists(st.tuples(st.booleans(), st.integers(0, 120)), max_size=5),
+    )
+    def reconcile(self, dt: int, force: bool, finish: bool, listed: list[tuple[bool, int]]) -> None:
+        """Take a lease (or not), then adopt what a server lists: names the store knows (or
+        knew) and new ones, used on the server ``age`` seconds ago; or leave the lease open
+        (to expire, or to be finished later by ``finish_lease``)."""
+        self.tick(dt)
+        args: dict[str, Any] = {"now": self.now, "lease_seconds": LEASE, "force": force}
+        want = self.ref.start_reconcile(self.key, **args)
+        got = self.store.start_reconcile(self.key, **args)
+        assert (got is None) == (want is None)
+        if want is None or got is None:
+            return
+        self.lease = (want, got)
+        if finish:
+            self.adopt(listed)
+
+    @precondition(lambda self: self.lease is not None)
+    @rule(dt=steps, listed=st.lists(st.tuples(st.booleans(), st.integers(0, 120)), max_size=5))
+    def finish_lease(self, dt: int, listed: list[tuple[bool, int]]) -> None:
+        """Adopt under a lease taken earlier: still the key's, or lost (expired and taken by
+        another reconciliation, or cleared)."""
+        self.tick(dt)
+        self.adopt(listed)
+
+    def adopt(self, listed: list[tuple[bool, int]]) -> None:
+        assert self.lease is not None
+        (ref_lease, lease), self.lease = self.lease, None
+        records = []
+        for index, (known, age) in enumerate(listed):
+            name = self.all_names[(index * 7 + age) % len(self.all_names)] if known else None
+            if name is None or any(r.name == name for r in records):
+                name = self.new_record(0).name
+            records.append(SessionRecord(name, self.now - 200, self.now - age))
+        common: dict[str, Any] = {
+            "records": tuple(records),
+            "now": self.now,
+            "max_sessions": self.max_sessions,
+            "idle_before": self.now - 60,
+        }
+        want = self.ref.adopt(self.key, Adoption(lease=ref_lease, **common))
+        got = self.store.adopt(self.key, Adoption(lease=lease, **common))
+        assert got == want
+        # Sessions adopted as held by nobody: their tokens pair by name.
+        ref_claims = {c.name: c.token for c in self.ref.claims(self.key) if c.holder == NOBODY}
+        for claim in self.store.claims(self.key):
+            if claim.holder == NOBODY and claim.token not in self.to_ref:
+                self.pair(ref_claims[claim.name], claim.token)
 
     @rule(rarely=st.integers(0, 5))
     def clear(self, rarely: int) -> None:

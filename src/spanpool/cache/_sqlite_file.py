@@ -18,10 +18,20 @@ from typing import Any
 
 from ..errors import StoreError
 
-SCHEMA_VERSION = 2
+# Each pool's epoch, and the reconciliation lease while one is under way (see store.py).
+EPOCHS = """CREATE TABLE IF NOT EXISTS epochs (
+        key TEXT PRIMARY KEY,
+        epoch TEXT NOT NULL,
+        lease TEXT,
+        lease_until REAL
+    ) WITHOUT ROWID"""
+
+SCHEMA_VERSION = 3
 UPGRADES = {
     # Version 1 had no count of acquires that found the pool full.
     1: ("ALTER TABLE pools ADD COLUMN wants INTEGER NOT NULL DEFAULT 0",),
+    # Version 2 had no epochs: a pool's state that lost them is reconciled once.
+    2: (EPOCHS,),
 }
 APPLICATION_ID = 0x5350504C  # "SPPL" in the file header: this file is a spanpool store
 
@@ -57,6 +67,7 @@ SCHEMA = (
         since REAL NOT NULL,
         UNIQUE (key, token)
     )""",
+    EPOCHS,
 )
 
 # Connections inherited from a parent process: never used nor closed in the child (closing them
@@ -68,6 +79,15 @@ _INHERITED: list[sqlite3.Connection] = []
 class _Local(threading.local):
     conn: sqlite3.Connection | None = None
     pid: int = 0
+    file: tuple[int, int] | None = None  # (device, inode) of the path when it was opened
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 class SQLiteFile:
@@ -94,12 +114,17 @@ class SQLiteFile:
             raise StoreError(f"SQLite store {self.path!r} is closed")
         conn = local.conn
         if conn is not None and local.pid == os.getpid():
-            return conn
+            if local.file is not None and _identity(self.path) == local.file:
+                return conn
+            # The file was deleted or replaced under this connection, which would go on
+            # working on the old one unseen by anyone else: open what the path names now.
+            self.drop_connection()
+            conn = None
         if conn is not None:
             _INHERITED.append(conn)
             local.conn = None
         conn = self._open()
-        local.conn, local.pid = conn, os.getpid()
+        local.conn, local.pid, local.file = conn, os.getpid(), _identity(self.path)
         return conn
 
     def drop_connection(self) -> None:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from ..bridge import client
 from ..pools._flavour import run_all
 from ..stats import PINGS, PINGS_FAILED, SESSIONS_DELETED, SESSIONS_RECLAIMED
-from .store import SessionRecord, TakeIdle, pid_alive
+from ._reconcile import ORPHAN_GRACE
+from .store import NOBODY, SessionRecord, TakeIdle, pid_alive
 
 if TYPE_CHECKING:
     from .pool import CacheSessionPool
@@ -181,8 +182,10 @@ class Upkeep:
         return refreshed, lost, trimmed
 
     def reclaim_dead(self, key: str, *, rate_limited: bool, orphans: bool = False) -> int:
-        """Take back the claims of holders on this host that no longer run (and, with
-        ``orphans``, claims of this process that it lost track of)."""
+        """Take back the claims of holders on this host that no longer run, sessions that
+        reconciliation found in use on the server and that stayed unused for
+        ``ORPHAN_GRACE`` (held by ``NOBODY``), and, with ``orphans``, claims of this process
+        that it lost track of."""
         if rate_limited:
             tick = time.monotonic()
             if tick - self._last_dead_check < self._pool.sleep_interval_seconds:
@@ -192,18 +195,22 @@ class Upkeep:
         here = pool._holder
         claims = steps.run("claims", steps.store.claims, key)
         known = pool._holdings.tokens() | pool._leases.tokens() | steps.known_tokens()
-        orphan_before = pool._clock() - ORPHAN_AFTER
+        now = pool._clock()
+        orphan_before = now - ORPHAN_AFTER
         dead = [
             claim.token
             for claim in claims
-            if claim.holder.host == here.host
-            and (
-                (claim.holder.pid != here.pid and not pid_alive(claim.holder.pid))
-                or (
-                    orphans
-                    and claim.holder == here
-                    and claim.token not in known
-                    and claim.since < orphan_before
+            if (claim.holder == NOBODY and claim.since < now - ORPHAN_GRACE)
+            or (
+                claim.holder.host == here.host
+                and (
+                    (claim.holder.pid != here.pid and not pid_alive(claim.holder.pid))
+                    or (
+                        orphans
+                        and claim.holder == here
+                        and claim.token not in known
+                        and claim.since < orphan_before
+                    )
                 )
             )
         ]

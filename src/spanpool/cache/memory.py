@@ -7,7 +7,9 @@ import threading
 
 from ..errors import StoreError
 from .store import (
+    NOBODY,
     Acquired,
+    Adoption,
     Checkout,
     Claim,
     Holder,
@@ -29,6 +31,12 @@ class _PoolState:
     high_water: int = 0
     releases: int = 0
     wants: int = 0
+    epoch: str | None = None
+    lease: str | None = None  # the token of a reconciliation under way
+    lease_until: float = 0.0
+
+    def must_reconcile(self, now: float) -> bool:
+        return self.epoch is None or (self.lease is not None and now >= self.lease_until)
 
     def total(self) -> int:
         return len(self.idle) + len(self.in_use) + len(self.permits)
@@ -55,6 +63,12 @@ class MemoryStore:
         self._pools: dict[str, _PoolState] = {}
         self._multiplexed: dict[str, _Multiplexed] = {}
         self._closed = False
+        self._identity = f"memory:{new_token()}"
+
+    @property
+    def identity(self) -> str:
+        """This store object (a memory store is seen by one process only)."""
+        return self._identity
 
     def _state(self, key: str) -> _PoolState:
         if self._closed:
@@ -69,6 +83,8 @@ class MemoryStore:
         expired_before, retire_before = checkout.expired_before, checkout.retire_before
         with self._lock:
             state = self._state(key)
+            if state.must_reconcile(now):
+                return Acquired(releases=state.releases, reset=True)
             if state.window_start is None:
                 state.window_start = now
             dropped = tuple(
@@ -86,7 +102,7 @@ class MemoryStore:
             if state.idle:
                 record = max(state.idle.values(), key=lambda r: r.last_used)
                 del state.idle[record.name]
-            elif state.total() < checkout.max_sessions:
+            elif state.lease is None and state.total() < checkout.max_sessions:
                 state.permits[token] = Claim(token, holder, now)
             else:
                 stale = [(c.since, n) for n, (_, c) in state.in_use.items()]
@@ -100,8 +116,50 @@ class MemoryStore:
             if record is not None:
                 state.in_use[record.name] = (record, Claim(token, holder, now, record.name))
                 state.high_water = max(state.high_water, len(state.in_use))
-            spare = len(state.idle) + max(0, checkout.max_sessions - state.total())
+            free = 0 if state.lease is not None else checkout.max_sessions - state.total()
+            spare = len(state.idle) + max(0, free)
             return Acquired(record, token, dropped, reclaimed, state.releases, spare)
+
+    def start_reconcile(
+        self, key: str, *, now: float, lease_seconds: float, force: bool
+    ) -> str | None:
+        with self._lock:
+            state = self._state(key)
+            if state.epoch is None:
+                state.epoch = new_token()
+            elif (now < state.lease_until) if state.lease is not None else not force:
+                return None  # another process is reconciling, or nothing calls for it
+            state.lease, state.lease_until = new_token(), now + lease_seconds
+            return state.lease
+
+    def adopt(self, key: str, adoption: Adoption) -> list[str] | None:
+        with self._lock:
+            state = self._state(key)
+            if state.lease is None or state.lease != adoption.lease:
+                return None
+            refused: list[str] = []
+            for record in adoption.records:
+                old = state.in_use.get(record.name)
+                if record.name in state.idle or old is not None:
+                    if (
+                        old is not None
+                        and old[1].holder == NOBODY
+                        and record.last_used < adoption.idle_before
+                    ):
+                        del state.in_use[record.name]
+                        state.idle[record.name] = dataclasses.replace(
+                            old[0], last_used=record.last_used
+                        )
+                elif state.total() >= adoption.max_sessions:
+                    refused.append(record.name)
+                elif record.last_used < adoption.idle_before:
+                    state.idle[record.name] = record
+                else:
+                    claim = Claim(new_token(), NOBODY, record.last_used, record.name)
+                    state.in_use[record.name] = (record, claim)
+            state.lease = None
+            self._freed(state)
+            return refused
 
     def created(
         self, key: str, token: str, record: SessionRecord, *, now: float, check_out: bool
@@ -131,6 +189,8 @@ class MemoryStore:
     ) -> list[str]:
         with self._lock:
             state = self._state(key)
+            if state.epoch is None or state.lease is not None:
+                return []
             count = max(0, min(target, max_sessions) - state.total())
             tokens = [new_token() for _ in range(count)]
             for token in tokens:

@@ -27,9 +27,10 @@ from ..errors import NotCheckedOut, PoolTimeout, PoolUsageError, StoreError
 from ..metrics import track as _track_metrics
 from ..pools.abstract import AbstractSessionPool
 from ..stats import Counters, gauges
-from . import _creating, _held
+from . import _creating, _held, _reconcile
 from ._held import Held, Holdings
 from ._leases import Leases
+from ._reconcile import POOL_LABEL, ReconcileReport
 from ._steps import Steps, Unsettled
 from .maintain import (
     RETIRE_AGE,
@@ -41,7 +42,15 @@ from .maintain import (
 )
 from .store import Checkout, Holder, SessionRecord, Store, StoreStats
 
-__all__ = ["SERVER_IDLE_EXPIRY", "WINDOW", "CacheSessionPool", "MaintenanceReport"]
+__all__ = [
+    "POOL_LABEL",
+    "SERVER_IDLE_EXPIRY",
+    "WINDOW",
+    "CacheSessionPool",
+    "MaintenanceReport",
+    "ReconcileReport",
+]
+
 log = logging.getLogger("spanpool")
 
 
@@ -61,6 +70,13 @@ class CacheSessionPool(AbstractSessionPool):
 
     Call :meth:`maintain` regularly (every few minutes, from any one process or from all) to
     keep ``min_sessions`` sessions alive, replace old ones and downsize after bursts.
+
+    Every session the pool creates carries the label ``spanpool-pool`` (beside ``labels``)
+    naming the pool: ``pool_name``, or by default a digest of the store and the database. A
+    store that lost the pool's state (a Redis without persistence that restarted, a SQLite
+    file deleted) is noticed at the next step, and the pool reconciles from the server: the
+    sessions it lists with that label are adopted (or deleted beyond ``max_sessions``).
+    :meth:`reconcile` does the same on demand.
     """
 
     def __init__(
@@ -79,8 +95,13 @@ class CacheSessionPool(AbstractSessionPool):
         *,
         clock: Callable[[], float] = time.time,
         holder: Holder | None = None,
+        pool_name: str | None = None,
     ) -> None:
         super().__init__(labels=labels, database_role=database_role)
+        _reconcile.check_user_labels(self._labels)
+        self._user_labels = self._labels
+        self._pool_name = _reconcile.check_pool_name(pool_name)
+        self._pool_label = ""  # set when bound
         self._steps = Steps(store, lock)
         self.max_sessions = _validate.integer("max_sessions", max_sessions, minimum=1)
         self.min_sessions = _validate.integer("min_sessions", min_sessions, minimum=0)
@@ -159,6 +180,8 @@ class CacheSessionPool(AbstractSessionPool):
                 )
             self._database = database
             self._key = self._steps.key = key
+            self._pool_label = _reconcile.label_value(self._pool_name, self._store, key)
+            self._labels = {**self._user_labels, POOL_LABEL: self._pool_label}
 
     def bind(self, database: Any) -> None:
         """Associate the pool with ``database`` and create sessions up to ``min_sessions``
@@ -238,6 +261,12 @@ class CacheSessionPool(AbstractSessionPool):
             while True:
                 now = self._clock()
                 got = steps.run("acquire", store.acquire, key, self._checkout(now))
+                if got.reset:
+                    # The store lost the pool's state (or a reconciler died): settle it with
+                    # the server before anything is created. Another process may be on it.
+                    if _reconcile.reconcile(self, key, force=False) is None:
+                        self._wait_for_reconciler(key, started + wait, got.releases)
+                    continue
                 leases.spare = got.spare
                 if got.dropped:
                     # Expired ones are gone from the server already; retired ones are deleted.
@@ -289,6 +318,23 @@ class CacheSessionPool(AbstractSessionPool):
                 with leases.lock:
                     leases.waiting -= 1
                 self._count(stats.REQUESTS_WAIT_MS, round((time.monotonic() - started) * 1000))
+
+    def _wait_for_reconciler(self, key: str, deadline: float, releases: int) -> None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            self._count(stats.REQUESTS_TIMEOUTS)
+            raise PoolTimeout(
+                f"CacheSessionPool {key}: the pool's state is being reconciled with the server "
+                "by another process; gave up waiting"
+            )
+        self._steps.run(
+            "wait_for_release",
+            self._store.wait_for_release,
+            key,
+            min(remaining, self.sleep_interval_seconds),
+            releases,
+            locked=False,
+        )
 
     def _session(self, name: str, owner: Any = None) -> client.PooledSession:
         """A session object for the existing session ``name``."""
@@ -403,6 +449,8 @@ class CacheSessionPool(AbstractSessionPool):
         """Create sessions (BatchCreateSessions, at most 100 per call) until the pool has
         ``min_sessions``; returns how many were created."""
         key = self._ready()
+        # A store without the pool's epoch grants no permit before reconciling.
+        _reconcile.reconcile(self, key, force=False)
         tokens = self._steps.run(
             "reserve",
             self._store.reserve,
@@ -429,13 +477,24 @@ class CacheSessionPool(AbstractSessionPool):
 
     def clear(self) -> bool:  # type: ignore[override]
         """Remove this pool's state from the store (and nothing else) and delete all its
-        sessions, idle and checked out, on the server. True only when every delete
-        succeeded; a session already gone counts as deleted."""
+        sessions, idle and checked out, on the server, then any other session the server
+        lists with the pool's label (one the store did not know of), retrying deletes that
+        failed. True only when the server lists none of the pool's sessions afterwards."""
         key = self._ready()
         self._leases.spare = 0  # sessions held now go back to the store, which forgets them
         self._leases.take_all()  # deleted below with the rest
         records = self._steps.run("clear", self._store.clear, key)
-        return self._upkeep.delete_records(records)
+        self._upkeep.delete_records(records)
+        return _reconcile.delete_listed(self)
+
+    def reconcile(self) -> ReconcileReport | None:
+        """Settle the store with the server now: list the sessions that carry this pool's
+        label, adopt those the store does not know of (idle, or held by nobody for a minute
+        when the server saw them used within the last one), and delete those beyond
+        ``max_sessions``. The pool does it by itself when the store lost its state; call it
+        after restoring a store from a backup, or after a Redis failover that may have lost
+        the last writes. None when another process is reconciling at the moment."""
+        return _reconcile.reconcile(self, self._ready(), force=True)
 
     def maintain(self) -> MaintenanceReport:
         """One round of upkeep, for any process to call every few minutes:

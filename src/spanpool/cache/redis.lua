@@ -13,7 +13,8 @@
 --   KEYS[5] used:since    ZSET  name scored by since
 --   KEYS[6] permits       HASH  token -> JSON [seq, host, pid, since]
 --   KEYS[7] permits:since ZSET  token scored by since
---   KEYS[8] meta          HASH  window_start, high_water, releases, seq, wants
+--   KEYS[8] meta          HASH  window_start, high_water, releases, seq, wants, epoch, and
+--                               lease and lease_until while a reconciliation is under way
 --   KEYS[9] signal        LIST  release markers for wait_for_release (BLPOP)
 --
 -- Times come as repr(float) strings and are kept as those strings, so they come back exactly;
@@ -135,6 +136,12 @@ local function releases()
   return tonumber(redis.call('HGET', k_meta, 'releases') or '0')
 end
 
+-- The pool's epoch (false when the state was lost, or never made) and reconciliation lease
+-- (false when none is under way) with its end.
+local function epoch_state()
+  return unpack(redis.call('HMGET', k_meta, 'epoch', 'lease', 'lease_until'))
+end
+
 -- Appends name, created_at, last_used to a flat list of records.
 local function add_record(list, name, created, last_used)
   list[#list + 1] = name
@@ -156,11 +163,20 @@ end
 --   'reclaimed' a session taken from a holder that stopped keeping it alive;
 --   'full'      nothing (token is ''): wait for a release (releases is the count to wait past);
 --               the want count goes up, so that processes keeping sessions give them back.
+--   'reset'     nothing, and nothing changed: the pool has no epoch (its state was lost) or the
+--               lease of a reconciliation expired; the caller reconciles.
+-- While a reconciliation is under way no permit is granted.
 
 local host, pid, now = ARGV[1], ARGV[2], ARGV[3]
 local max_sessions = tonumber(ARGV[4])
 local reclaim_before, expired_before, retire_before = ARGV[5], ARGV[6], ARGV[7]
 local token = mint(ARGV[8], 0)
+
+local epoch, lease, lease_until = epoch_state()
+if not epoch or (lease and tonumber(now) >= tonumber(lease_until)) then
+  return {'outcome', 'reset', 'releases', releases(), 'name', '', 'created', '',
+    'last_used', '', 'token', '', 'dropped', {}, 'spare', 0}
+end
 
 local function start_window()
   if redis.call('HEXISTS', k_meta, 'window_start') == 0 then
@@ -236,7 +252,7 @@ local member = most_recent_idle()
 if member then
   outcome = 'idle'
   name, created, last_used = idle_take(member)
-elseif total() < max_sessions then
+elseif not lease and total() < max_sessions then
   outcome = 'permit'
   permit_put(token, host, pid, now)
 else
@@ -254,7 +270,12 @@ elseif outcome == 'full' then
   token = ''
   redis.call('HINCRBY', k_meta, 'wants', 1)
 end
-local spare = redis.call('ZCARD', k_idle) + math.max(0, max_sessions - total())
+-- No free place counts while a reconciliation is under way: none can be granted.
+local free = 0
+if not lease then
+  free = math.max(0, max_sessions - total())
+end
+local spare = redis.call('ZCARD', k_idle) + free
 return {'outcome', outcome, 'releases', releases(), 'name', name, 'created', created,
   'last_used', last_used, 'token', token, 'dropped', dropped, 'spare', spare}
 
@@ -293,10 +314,15 @@ return 'unknown_permit'
 
 --- reserve
 -- ARGV: host, pid, now, target, max_sessions, seed.
--- Grants permits until idle + checked out + permits reaches min(target, max_sessions).
+-- Grants permits until idle + checked out + permits reaches min(target, max_sessions); none
+-- while the pool has no epoch or a reconciliation is under way.
 -- Returns the list of their tokens (empty when already there).
 
 local host, pid, now, seed = ARGV[1], ARGV[2], ARGV[3], ARGV[6]
+local epoch, lease = epoch_state()
+if not epoch or lease then
+  return {}
+end
 local count = math.min(tonumber(ARGV[4]), tonumber(ARGV[5])) - total()
 local tokens = {}
 for i = 1, count do
@@ -305,6 +331,73 @@ for i = 1, count do
   tokens[i] = token
 end
 return tokens
+
+--- start_reconcile
+-- ARGV: now, lease_seconds, force ('1' or '0'), seed.
+-- Grants a reconciliation lease until now + lease_seconds when the pool has no epoch (a new
+-- epoch is written), when the current lease expired, or, with force, when none is held.
+-- Returns {'outcome', 'granted', 'lease', token}, or {'outcome', 'busy'} (another process
+-- holds a lease) or {'outcome', 'not_needed'}.
+
+local now, lease_seconds, force, seed = ARGV[1], ARGV[2], ARGV[3] == '1', ARGV[4]
+local epoch, lease, lease_until = epoch_state()
+if epoch and lease and tonumber(now) < tonumber(lease_until) then
+  return {'outcome', 'busy'}
+end
+if epoch and not lease and not force then
+  return {'outcome', 'not_needed'}
+end
+if not epoch then
+  redis.call('HSET', k_meta, 'epoch', mint(seed, 'epoch'))
+end
+local token = mint(seed, 'lease')
+redis.call('HSET', k_meta, 'lease', token, 'lease_until', tonumber(now) + tonumber(lease_seconds))
+return {'outcome', 'granted', 'lease', token}
+
+--- adopt
+-- ARGV: lease, now, max_sessions, idle_before, seed, then name, created_at, last_used of each
+-- session the server listed, in the order to keep them.
+-- Under the lease only: records each unknown session while idle + checked out + permits <
+-- max_sessions, idle when last used before idle_before, else checked out by nobody (host '',
+-- pid 0) since its last use; a session checked out by nobody and last used before idle_before
+-- becomes idle; other known sessions are left alone. Ends the lease and wakes a waiter.
+-- Returns {'outcome', 'adopted', 'refused', {names without room}}, or
+-- {'outcome', 'lost_lease'} (nothing changed: the lease is no longer this pool's).
+
+local token, max_sessions, idle_before, seed = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]),
+  ARGV[5]
+local epoch, lease = epoch_state()
+if not epoch or lease ~= token then
+  return {'outcome', 'lost_lease'}
+end
+local refused = {}
+local count = total()
+for i = 6, #ARGV, 3 do
+  local name, created, last_used = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local idle = tonumber(last_used) < idle_before
+  local raw = redis.call('HGET', k_used, name)
+  if raw then
+    local entry = cjson.decode(raw)
+    if entry[3] == '' and tonumber(entry[4]) == 0 and idle then
+      use_drop(name)
+      idle_put(name, entry[6], last_used)
+    end
+  elseif redis.call('HEXISTS', k_irec, name) == 1 then
+    -- Known and idle: left alone.
+  elseif count >= max_sessions then
+    refused[#refused + 1] = name
+  else
+    if idle then
+      idle_put(name, created, last_used)
+    else
+      use_put(name, next_seq(), mint(seed, i), '', 0, last_used, created, last_used)
+    end
+    count = count + 1
+  end
+end
+redis.call('HDEL', k_meta, 'lease', 'lease_until')
+released(1)
+return {'outcome', 'adopted', 'refused', refused}
 
 --- release
 -- ARGV: name, token, now.

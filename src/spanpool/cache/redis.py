@@ -36,13 +36,16 @@ from typing import Any
 
 try:
     import redis
+    import redis.cluster
     import redis.exceptions
+    import redis.sentinel
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("RedisStore needs the redis package: pip install 'spanpool[redis]'") from exc
 
 from ..errors import StoreError
 from .store import (
     Acquired,
+    Adoption,
     Checkout,
     Claim,
     Holder,
@@ -119,9 +122,18 @@ def _records(flat: Sequence[Any]) -> tuple[SessionRecord, ...]:
 class RedisStore:
     """Keeps pool state in a Redis server (see the module's documentation for the layout).
 
-    ``url_or_client`` is a ``redis://``, ``rediss://`` or ``unix://`` URL, for which the store
-    builds (and closes) its own client with ``socket_timeout``, or a ``redis.Redis`` client,
-    used as given. Every step is one round trip, counted in ``round_trips``.
+    ``url_or_client`` is one of:
+
+    - a ``redis://``, ``rediss://`` or ``unix://`` URL, for which the store builds (and
+      closes) its own client with ``socket_timeout``;
+    - a ``redis.Redis`` client, used as given (a ``Sentinel.master_for(...)`` client too);
+    - a ``redis.cluster.RedisCluster`` client: every key of one pool is in one hash slot, so
+      each step is still one atomic script, on the master of that slot;
+    - a ``redis.sentinel.Sentinel``, with ``service_name``: the store asks it for the current
+      master (and again after a failover) through a client it makes and closes.
+
+    Valkey speaks the same protocol and runs the same scripts. Every step is one round trip,
+    counted in ``round_trips``.
 
     Safe to share between threads. A forked child may keep using the store: redis-py's
     connection pool notices the new pid and opens the child's own connections, leaving the
@@ -130,36 +142,50 @@ class RedisStore:
 
     def __init__(
         self,
-        url_or_client: str | redis.Redis,
+        url_or_client: str | redis.Redis | redis.cluster.RedisCluster | redis.sentinel.Sentinel,
         *,
         prefix: str = "spanpool",
         socket_timeout: float = 5.0,
+        service_name: str | None = None,
     ) -> None:
         self._client: Any
+        timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout}
         if isinstance(url_or_client, str):
             # No retries: a resent script whose first reply was lost would run twice.
-            self._client = redis.Redis.from_url(
-                url_or_client,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_timeout,
-                retry=None,
+            self._client = redis.Redis.from_url(url_or_client, retry=None, **timeouts)
+            self._owned = True
+        elif isinstance(url_or_client, redis.sentinel.Sentinel):
+            if not isinstance(service_name, str) or not service_name:
+                raise ValueError(
+                    f"service_name must name the master the Sentinel watches, not {service_name!r}"
+                )
+            self._client = url_or_client.master_for(  # type: ignore[no-untyped-call]
+                service_name, retry=None, **timeouts
             )
             self._owned = True
-        else:
+        elif isinstance(url_or_client, (redis.Redis, redis.cluster.RedisCluster)):
             self._client = url_or_client
             self._owned = False
+        else:
+            raise TypeError(
+                "url_or_client must be a redis:// URL, a redis.Redis, a "
+                "redis.cluster.RedisCluster or a redis.sentinel.Sentinel, not "
+                f"{type(url_or_client).__name__}"
+            )
         self._prefix = prefix
         self._keys: dict[str, list[str]] = {}
         self._counter_lock = threading.Lock()
         self._round_trips = 0
         self._closed = False
-        kwargs: dict[str, Any] = getattr(
-            getattr(self._client, "connection_pool", None), "connection_kwargs", {}
-        )
-        self._address = _address(kwargs)
-        timeout = kwargs.get("socket_timeout")
+        self._address, timeout = _where(self._client)
         # A blocking pop must answer within the socket timeout: wait in slices of half of it.
         self._block_slice = math.inf if timeout is None else max(_MIN_BLOCK, timeout / 2)
+
+    @property
+    def identity(self) -> str:
+        """The server (or cluster, or Sentinel service) and prefix: what the pools of every
+        process using this Redis agree on, to name their sessions on the Spanner server."""
+        return f"redis:{self._address}:{self._prefix}"
 
     @property
     def round_trips(self) -> int:
@@ -220,6 +246,8 @@ class RedisStore:
         outcome = _text(reply["outcome"])
         dropped = _records(reply["dropped"])
         releases = int(reply["releases"])
+        if outcome == "reset":
+            return Acquired(releases=releases, reset=True)
         if outcome == "full":
             return Acquired(dropped=dropped, releases=releases)
         record = None
@@ -230,6 +258,37 @@ class RedisStore:
         token = _text(reply["token"])
         spare = int(reply["spare"])
         return Acquired(record, token, dropped, outcome == "reclaimed", releases, spare)
+
+    def start_reconcile(
+        self, key: str, *, now: float, lease_seconds: float, force: bool
+    ) -> str | None:
+        flag, seed = "1" if force else "0", secrets.token_hex(16)
+        reply = _fields(
+            self._run("start_reconcile", key, _time(now), _time(lease_seconds), flag, seed)
+        )
+        if _text(reply["outcome"]) != "granted":
+            return None
+        return _text(reply["lease"])
+
+    def adopt(self, key: str, adoption: Adoption) -> list[str] | None:
+        listed: list[str] = []
+        for record in adoption.records:
+            listed += [record.name, _time(record.created_at), _time(record.last_used)]
+        reply = _fields(
+            self._run(
+                "adopt",
+                key,
+                adoption.lease,
+                _time(adoption.now),
+                adoption.max_sessions,
+                _time(adoption.idle_before),
+                secrets.token_hex(16),
+                *listed,
+            )
+        )
+        if _text(reply["outcome"]) != "adopted":
+            return None
+        return [_text(name) for name in reply["refused"]]
 
     def created(
         self, key: str, token: str, record: SessionRecord, *, now: float, check_out: bool
@@ -429,10 +488,19 @@ def _multiplexed_record(reply: dict[str, Any]) -> MultiplexedRecord | None:
     )
 
 
-def _address(kwargs: dict[str, Any]) -> str:
-    """The server of a connection pool's settings, without credentials."""
+def _where(client: Any) -> tuple[str, float | None]:
+    """The server a client talks to, without credentials, and its socket timeout."""
+    if isinstance(client, redis.cluster.RedisCluster):
+        manager = client.nodes_manager
+        nodes = ",".join(sorted(manager.startup_nodes))
+        return f"cluster:{nodes}", manager.connection_kwargs.get("socket_timeout")
+    pool = getattr(client, "connection_pool", None)
+    kwargs: dict[str, Any] = getattr(pool, "connection_kwargs", {})
+    timeout = kwargs.get("socket_timeout")
+    if isinstance(pool, redis.sentinel.SentinelConnectionPool):
+        return f"sentinel:{pool.service_name}/{kwargs.get('db', 0)}", timeout
     if kwargs.get("path"):
-        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}"
+        return f"unix://{kwargs['path']}?db={kwargs.get('db', 0)}", timeout
     if "host" in kwargs:
-        return f"{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}"
-    return "an unknown address"
+        return f"{kwargs['host']}:{kwargs.get('port', 6379)}/{kwargs.get('db', 0)}", timeout
+    return "an unknown address", timeout

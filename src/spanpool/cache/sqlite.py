@@ -12,12 +12,16 @@ Tables, all keyed by the pool's key:
   idle or checked out (so that ties in times are broken as ``MemoryStore`` breaks them);
 - ``sessions``: one row per session; ``token``, ``host``, ``pid`` and ``since`` are NULL while
   it is idle;
-- ``permits``: one row per creation permit, in the order they were granted (``id``).
+- ``permits``: one row per creation permit, in the order they were granted (``id``);
+- ``epochs``: the pool's epoch, and the reconciliation lease (``lease``, ``lease_until``)
+  while one is under way. A file deleted or replaced under the processes using it is noticed
+  at their next step (the path names another file): they open the new one.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,7 +30,9 @@ from typing import Any
 from ..errors import StoreError
 from ._sqlite_file import SQLiteFile
 from .store import (
+    NOBODY,
     Acquired,
+    Adoption,
     Checkout,
     Claim,
     Holder,
@@ -62,6 +68,7 @@ _INSERT_SESSION = (
 )
 # A place was freed: waiters polling ``releases`` in ``wait_for_release`` wake up.
 _WAKE = "UPDATE pools SET releases = releases + 1 WHERE key = ?"
+_EPOCH = "SELECT epoch, lease, lease_until FROM epochs WHERE key = ?"
 _MAX_PARAMS = 500  # tokens per ``IN (...)``, well under SQLite's limit on parameters
 # MultiplexedPool's table, made by the first multiplexed step on a file (files made before it
 # existed keep working): one row per key, the session and the creation lease.
@@ -101,6 +108,12 @@ class SQLiteStore:
         return self._file.path
 
     @property
+    def identity(self) -> str:
+        """This host and the file's full path: what the pools of every process using the file
+        agree on, to name their sessions on the Spanner server."""
+        return f"sqlite:{socket.gethostname()}:{os.path.realpath(self._file.path)}"
+
+    @property
     def transactions(self) -> int:
         """Write transactions begun by this store object (in this process)."""
         return self._file.transactions
@@ -111,6 +124,10 @@ class SQLiteStore:
         holder, now, reclaim_before = checkout.holder, checkout.now, checkout.reclaim_before
         token = new_token()
         with self._write() as conn:
+            epoch = conn.execute(_EPOCH, (key,)).fetchone()
+            if epoch is None or (epoch[1] is not None and now >= epoch[2]):
+                row = conn.execute("SELECT releases FROM pools WHERE key = ?", (key,)).fetchone()
+                return Acquired(releases=row[0] if row else 0, reset=True)
             conn.execute(
                 "INSERT OR IGNORE INTO pools (key, window_start) VALUES (?, ?)", (key, now)
             )
@@ -144,7 +161,7 @@ class SQLiteStore:
             reclaimed = False
             if row is None:
                 total = conn.execute(_TOTAL, (key,)).fetchone()[0]
-                if total < checkout.max_sessions:
+                if epoch[1] is None and total < checkout.max_sessions:
                     conn.execute(_INSERT_PERMIT, (key, token, holder.host, holder.pid, now))
                     spare = checkout.max_sessions - total - 1
                     return Acquired(token=token, dropped=dropped, releases=releases, spare=spare)
@@ -161,8 +178,71 @@ class SQLiteStore:
             conn.execute(_CHECK_OUT, (token, holder.host, holder.pid, now, seq, key, record.name))
             conn.execute(_RAISE_HIGH_WATER, (key,))
             idle, total = conn.execute(_IDLE_AND_TOTAL, (key,)).fetchone()
-        spare = idle + max(0, checkout.max_sessions - total)
-        return Acquired(record, token, dropped, reclaimed, releases, spare)
+        free = 0 if epoch[1] is not None else checkout.max_sessions - total
+        return Acquired(record, token, dropped, reclaimed, releases, idle + max(0, free))
+
+    def start_reconcile(
+        self, key: str, *, now: float, lease_seconds: float, force: bool
+    ) -> str | None:
+        lease = new_token()
+        with self._write() as conn:
+            epoch = conn.execute(_EPOCH, (key,)).fetchone()
+            if epoch is None:
+                conn.execute(
+                    "INSERT INTO epochs (key, epoch, lease, lease_until) VALUES (?, ?, ?, ?)",
+                    (key, new_token(), lease, now + lease_seconds),
+                )
+                return lease
+            if (now < epoch[2]) if epoch[1] is not None else not force:
+                return None  # another process is reconciling, or nothing calls for it
+            conn.execute(
+                "UPDATE epochs SET lease = ?, lease_until = ? WHERE key = ?",
+                (lease, now + lease_seconds, key),
+            )
+        return lease
+
+    def adopt(self, key: str, adoption: Adoption) -> list[str] | None:
+        refused: list[str] = []
+        with self._write() as conn:
+            epoch = conn.execute(_EPOCH, (key,)).fetchone()
+            if epoch is None or epoch[1] != adoption.lease:
+                return None
+            conn.execute(_ENSURE_POOL, (key,))
+            total = int(conn.execute(_TOTAL, (key,)).fetchone()[0])
+            for record in adoption.records:
+                known = conn.execute(
+                    "SELECT token, host, pid FROM sessions WHERE key = ? AND name = ?",
+                    (key, record.name),
+                ).fetchone()
+                idle = record.last_used < adoption.idle_before
+                if known is not None:
+                    unclaimed = known[0] is not None and (known[1], known[2]) == (
+                        NOBODY.host,
+                        NOBODY.pid,
+                    )
+                    if unclaimed and idle:
+                        conn.execute(
+                            "UPDATE sessions SET token = NULL, host = NULL, pid = NULL,"
+                            f" since = NULL, last_used = ?2, seq = {_NEXT_SEQ}"
+                            " WHERE key = ?1 AND name = ?3",
+                            (key, record.last_used, record.name),
+                        )
+                        conn.execute("UPDATE pools SET seq = seq + 1 WHERE key = ?", (key,))
+                    continue
+                if total >= adoption.max_sessions:
+                    refused.append(record.name)
+                    continue
+                values = (key, record.name, record.created_at, record.last_used)
+                if idle:
+                    conn.execute(_INSERT_SESSION, (*values, None, None, None, None))
+                else:
+                    claim = (new_token(), NOBODY.host, NOBODY.pid, record.last_used)
+                    conn.execute(_INSERT_SESSION, (*values, *claim))
+                conn.execute("UPDATE pools SET seq = seq + 1 WHERE key = ?", (key,))
+                total += 1
+            conn.execute("UPDATE epochs SET lease = NULL, lease_until = NULL WHERE key = ?", (key,))
+            conn.execute(_WAKE, (key,))
+        return refused
 
     def created(
         self, key: str, token: str, record: SessionRecord, *, now: float, check_out: bool
@@ -198,6 +278,9 @@ class SQLiteStore:
         self, key: str, *, holder: Holder, now: float, target: int, max_sessions: int
     ) -> list[str]:
         with self._write() as conn:
+            epoch = conn.execute(_EPOCH, (key,)).fetchone()
+            if epoch is None or epoch[1] is not None:
+                return []
             total = int(conn.execute(_TOTAL, (key,)).fetchone()[0])
             tokens = [new_token() for _ in range(max(0, min(target, max_sessions) - total))]
             if tokens:
@@ -339,7 +422,7 @@ class SQLiteStore:
                     (key,),
                 )
             ]
-            for table in ("sessions", "permits", "pools"):
+            for table in ("sessions", "permits", "pools", "epochs"):
                 conn.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
         return records
 

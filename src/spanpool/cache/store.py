@@ -17,6 +17,16 @@ RPCs between steps. Times are seconds (floats) from the pool's clock, passed in 
 Tokens make every step after ``acquire`` safe against reclaiming: a holder whose session was
 reclaimed (dead process, or not kept alive for too long) finds its token unknown, and its later
 ``release``, ``keep_alive`` or ``discard`` changes nothing.
+
+**Epochs.** The state of a key carries an *epoch*, a random value written by the first
+``start_reconcile`` for it. A store that lost the state (a Redis without persistence that
+restarted, a SQLite file deleted or replaced, a pool cleared) lost the epoch with it; then
+``acquire`` hands out nothing and reports ``reset``, ``reserve`` grants nothing, and the pool
+reconciles from the server before anything is created: ``start_reconcile`` grants it a *lease*
+(other processes may check idle sessions out meanwhile, but get no creation permit), it lists
+the pool's sessions on the server (they carry its label), and ``adopt`` records the ones the
+store does not know of and ends the lease. A holder that died with its lease loses it after
+``lease_seconds``: the next ``acquire`` reports ``reset`` again and another process takes over.
 """
 
 from __future__ import annotations
@@ -70,6 +80,12 @@ class Holder:
     @classmethod
     def current(cls) -> Holder:
         return cls(host_id(), os.getpid())
+
+
+NOBODY = Holder("", 0)
+"""The holder of a session that reconciliation found on the server recently used, whose real
+holder (if any) the store no longer knows: it counts under ``max_sessions`` but is not handed
+out until its ``since`` (the server's last use) is old enough for the pool to take it back."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +158,20 @@ class Acquired:
     # Sessions another holder could get right after this step without waiting: idle ones plus
     # free places under max_sessions (0 when the store does not tell; then nothing is leased).
     spare: int = 0
+    reset: bool = False  # no epoch (the state was lost) or a dead reconciler's lease: reconcile
+
+
+@dataclasses.dataclass(frozen=True)
+class Adoption:
+    """What ``Store.adopt`` is asked, under the reconciliation ``lease``: the sessions the
+    server lists for the pool, in the order to keep them when there is no room for all (the
+    most recently used first), and the pool's limits."""
+
+    lease: str
+    records: tuple[SessionRecord, ...]
+    now: float
+    max_sessions: int
+    idle_before: float  # sessions last used on the server before this become idle at once
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,16 +188,40 @@ class Store(Protocol):
     ``RedisStore`` implement them."""
 
     def acquire(self, key: str, checkout: Checkout) -> Acquired:
-        """Check out the most recently used idle session; else, when idle + checked out +
-        permits < ``max_sessions``, grant a creation permit; else reclaim the checked-out
-        session with the oldest ``since`` when that is older than ``reclaim_before`` (it changes
-        holder and gets a new token, ``reclaimed=True``); else report the pool full.
+        """When the key has no epoch, or a reconciliation lease that expired: change nothing
+        and report ``reset``. Otherwise check out the most recently used idle session; else,
+        when idle + checked out + permits < ``max_sessions``, grant a creation permit; else
+        reclaim the checked-out session with the oldest ``since`` when that is older than
+        ``reclaim_before`` (it changes holder and gets a new token, ``reclaimed=True``); else
+        report the pool full.
 
         First drops idle sessions that expired or must retire (see ``Acquired.dropped``), and
         permits whose ``since`` is older than ``reclaim_before`` (a creator that died). Starts
         the window at ``now`` when there is none, and raises its high-water mark to the number
         of checked-out sessions after this step. When it reports the pool full, it counts a
-        *want* (see ``Wants``)."""
+        *want* (see ``Wants``). While a reconciliation lease is held, it grants no creation
+        permit (the server may hold sessions the store does not know of yet)."""
+        ...
+
+    def start_reconcile(
+        self, key: str, *, now: float, lease_seconds: float, force: bool
+    ) -> str | None:
+        """A reconciliation lease for the key, valid until ``now + lease_seconds``: granted
+        when the key has no epoch (a new epoch is written), when the current lease expired,
+        or, with ``force``, whenever no lease is held. Returns the lease's token, or None
+        (another process is reconciling, or nothing calls for it)."""
+        ...
+
+    def adopt(self, key: str, adoption: Adoption) -> list[str] | None:
+        """Record the listed sessions the store does not know of, in the order given, while
+        idle + checked out + permits < ``max_sessions``: idle when last used on the server
+        before ``idle_before``, else checked out by ``NOBODY`` with ``since`` = that last use
+        (a holder the store forgot may still be using it). A session checked out by
+        ``NOBODY`` that is listed as last used before ``idle_before`` becomes idle; any other
+        known session is left alone. Then ends the lease and wakes waiters.
+
+        Returns the names refused for want of room (the caller deletes them), or None,
+        changing nothing, when ``lease`` is no longer the key's lease."""
         ...
 
     def created(
@@ -187,7 +241,8 @@ class Store(Protocol):
         self, key: str, *, holder: Holder, now: float, target: int, max_sessions: int
     ) -> list[str]:
         """Creation permits for as many sessions as it takes to bring idle + checked out +
-        permits up to ``min(target, max_sessions)``; none when already there."""
+        permits up to ``min(target, max_sessions)``; none when already there, and none when
+        the key has no epoch or a reconciliation lease is held."""
         ...
 
     def release(self, key: str, name: str, token: str, *, now: float) -> bool:
@@ -235,8 +290,8 @@ class Store(Protocol):
         ...
 
     def clear(self, key: str) -> list[SessionRecord]:
-        """Remove every trace of the pool ``key`` (and nothing else) and return all its
-        sessions, idle and checked out, so that the caller deletes them."""
+        """Remove every trace of the pool ``key`` (and nothing else, its epoch included) and
+        return all its sessions, idle and checked out, so that the caller deletes them."""
         ...
 
     def stats(self, key: str) -> StoreStats: ...

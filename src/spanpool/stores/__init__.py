@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..cache.memory import MemoryStore
 from ..cache.store import (
+    NOBODY,
     Acquired,
+    Adoption,
     Checkout,
     Claim,
     Holder,
@@ -29,7 +31,9 @@ if TYPE_CHECKING:
     from ..cache.sqlite import SQLiteStore
 
 __all__ = [
+    "NOBODY",
     "Acquired",
+    "Adoption",
     "Checkout",
     "Claim",
     "Holder",
