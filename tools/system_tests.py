@@ -6,7 +6,8 @@ a created instance, no backup tests, the GoogleSQL dialect): first the sync suit
 (``tests/system`` without ``_async``), then the asyncio suite (``tests/system/_async``).
 
     ./dev systest                    # both suites, then the counts
-    ./dev systest --suite sync -k test_dbapi --show-failures
+    ./dev systest --regular-sessions # as the client's "with regular sessions" emulator CI
+    ./dev systest --suite sync --show-failures -- -k test_dbapi
 
 Everything lives in ``.systest/`` (the sdist, its tests, a virtual environment with the test
 dependencies of the ``systest`` extra); it is reused by later runs. The exit status is 1 when
@@ -120,11 +121,19 @@ def _outcomes(report: Path) -> dict[str, tuple[str, str]]:
     return found
 
 
+REGULAR_SESSIONS = {
+    "GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS": "false",
+    "GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS_PARTITIONED_OPS": "false",
+    "GOOGLE_CLOUD_SPANNER_MULTIPLEXED_SESSIONS_FOR_RW": "false",
+}
+
+
 def _suite(
-    python: Path, folder: Path, endpoint: str, name: str, extra: list[str]
+    python: Path, folder: Path, endpoint: str, name: str, extra: list[str], regular: bool
 ) -> dict[str, tuple[str, str]]:
     env = dict(
         os.environ,
+        **(REGULAR_SESSIONS if regular else {}),
         SPANNER_EMULATOR_HOST=endpoint,
         GOOGLE_CLOUD_PROJECT="emulator-test-project",
         GOOGLE_CLOUD_TESTS_CREATE_SPANNER_INSTANCE="true",
@@ -166,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-sync", type=int, default=0, metavar="N")
     parser.add_argument("--min-async", type=int, default=0, metavar="N")
     parser.add_argument("--show-failures", action="store_true")
+    parser.add_argument(
+        "--regular-sessions",
+        action="store_true",
+        help="turn the client's multiplexed sessions off, as its second emulator CI does",
+    )
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
     args = parser.parse_args(argv)
 
@@ -179,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
             if args.suite not in ("both", name):
                 continue
             started = time.monotonic()
-            outcomes = _suite(python, folder, server.endpoint, name, args.pytest_args)
+            outcomes = _suite(
+                python, folder, server.endpoint, name, args.pytest_args, args.regular_sessions
+            )
             passed = _summary(name, outcomes, time.monotonic() - started, args.show_failures)
             if passed < minimum:
                 print(f"{name}: fewer than {minimum} passed")
