@@ -127,3 +127,28 @@ def test_one_maintenance_task_per_loop_and_dropped_databases_collected(
         assert _creates(server) == 1
 
     asyncio.run(main())
+
+
+def test_a_store_shares_the_session_between_asyncio_pools(
+    server: LocalSpanner, tmp_path: Any
+) -> None:
+    from spanpool.stores import SQLiteStore
+
+    async def main() -> None:
+        name = _db_id("store")
+        # Two store objects on one file: as two processes would see it.
+        first_pool = AsyncMultiplexedPool(store=SQLiteStore(tmp_path / "store.db"))
+        first = await connect_async(server.endpoint, name, pool=first_pool)
+        assert await _query(first) == [[1]]
+        second_pool = AsyncMultiplexedPool(store=SQLiteStore(tmp_path / "store.db"))
+        second = await connect_async(server.endpoint, name, pool=second_pool)
+        assert await _query(second) == [[1]]
+        assert second_pool.session_name == first_pool.session_name
+        assert second_pool.get_stats()["sessions_created"] == 0
+        server.lose_multiplexed_sessions(first.name)
+        assert await _query(second) == [[1]]  # replaced, and published
+        assert await _query(first) == [[1]]  # the first finds the successor in the store
+        assert first_pool.session_name == second_pool.session_name
+        assert _creates(server) == 2
+
+    asyncio.run(main())
