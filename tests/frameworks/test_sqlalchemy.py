@@ -36,7 +36,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:The _ConnectionFairy.connection 
 URL = f"spanner+spanner:///projects/{PROJECT}/instances/{INSTANCE}/databases/shop"
 
 metadata = MetaData()
-# Explicit keys: sqlalchemy-spanner would make an autoincrement key an IDENTITY column.
 products = Table(
     "products",
     metadata,
@@ -48,6 +47,14 @@ products = Table(
 
 class Base(DeclarativeBase):
     pass
+
+
+class Order(Base):
+    """Its key is an identity column (sqlalchemy-spanner's default for an integer key)."""
+
+    __tablename__ = "orders"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item: Mapped[str] = mapped_column(String(50))
 
 
 class Customer(Base):
@@ -110,6 +117,20 @@ def test_orm_crud_and_rollback_by_exception(server: LocalSpanner) -> None:
     with Session(engine) as session:
         names = session.scalars(select(Customer.name).order_by(Customer.id)).all()
     assert names == ["Ada L."]
+    engine.dispose()
+
+
+def test_orm_keys_from_an_identity_column(server: LocalSpanner) -> None:
+    engine = _engine(server)
+    with Session(engine) as session, session.begin():
+        orders = [Order(item=f"item-{i}") for i in range(5)]
+        session.add_all(orders)
+        session.flush()  # INSERT ... THEN RETURN id
+        keys = [order.id for order in orders]
+    assert all(key > 0 for key in keys)
+    assert len(set(keys)) == 5
+    with Session(engine) as session:
+        assert session.get(Order, keys[3]).item == "item-3"  # type: ignore[union-attr]
     engine.dispose()
 
 
