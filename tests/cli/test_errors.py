@@ -30,17 +30,6 @@ def test_a_database_the_server_does_not_have(strict_server: LocalSpanner) -> Non
     assert_one_line_error(result, f"database {NAME.format('missing')} not found")
 
 
-def test_a_malformed_database_name(strict_server: LocalSpanner) -> None:
-    result = spanpool(
-        "sessions",
-        "list",
-        "projects/p/instances/test-instance/database/d",
-        "--endpoint",
-        strict_server.endpoint,
-    )
-    assert_one_line_error(result, "neither projects/P/instances/I/databases/D nor a database ID")
-
-
 def test_an_unreachable_endpoint() -> None:
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
@@ -61,11 +50,6 @@ def test_missing_credentials(tmp_path: Path) -> None:
     assert_one_line_error(result, "no Google credentials", "--endpoint")
 
 
-def test_bench_names_an_unknown_suite() -> None:
-    result = spanpool("bench", "--only", "nonsense")
-    assert_one_line_error(result, "no benchmark suite 'nonsense'")
-
-
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -77,6 +61,17 @@ def test_bench_names_an_unknown_suite() -> None:
         (["sessions", "list", NAME.format("Bad_Name"), "--endpoint", "h:1"], "database ID"),
         (["sessions", "list", NAME.format("db"), "--endpoint", "no-port"], "HOST:PORT"),
         (["bench", "--scenario", "9"], "--scenario must be between 1 and 5"),
+        (["bench", "--only", "nonsense"], "no benchmark suite 'nonsense'"),
+        (
+            [
+                "sessions",
+                "list",
+                "projects/p/instances/test-instance/database/d",
+                "--endpoint",
+                "h:1",
+            ],
+            "neither projects/P/instances/I/databases/D nor a database ID",
+        ),
     ],
 )
 def test_bad_arguments_in_process(
