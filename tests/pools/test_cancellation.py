@@ -434,3 +434,62 @@ async def test_cancelling_close_still_deletes_every_session(server: LocalSpanner
         await pool.get()
     assert await eventually(lambda: server.session_count(database.name) == 0)
     server.clear_faults()
+
+
+async def test_a_session_whose_request_was_cut_by_a_cancellation_goes_to_no_other_task(
+    server: LocalSpanner,
+) -> None:
+    async with Pools(server) as pools:
+        pool = AsyncFixedSizePool(size=1, default_timeout=30)
+        database = await pools.bind(pool, "in-flight")
+        first = live_names(server, database.name)
+        server.inject_latency(300, "ExecuteStreamingSql")  # the query is still on the server
+
+        async def query() -> None:
+            async with pool.session() as session:
+                await select_one(session)
+
+        holder = asyncio.create_task(query())
+        assert await eventually(lambda: rpcs(server, "ExecuteStreamingSql") == 1)
+        waiter = asyncio.create_task(pool.get())
+        assert await eventually(lambda: pool.get_stats()["requests_waiting"] == 1)
+
+        holder.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await holder
+
+        # The waiter gets a new session, not the one the cancelled query may still be using.
+        session = await asyncio.wait_for(waiter, 10)
+        assert session.name not in first
+        server.clear_faults()
+        assert await select_one(session) == [[1]]
+        await pool.put(session)
+        assert await eventually(lambda: live_names(server, database.name) == {session.name})
+        assert pool.get_stats()["sessions_replaced"] == 1
+        assert_all_idle(pool, 1)
+
+
+async def test_a_cancelled_holder_that_was_not_in_a_request_returns_its_session(
+    server: LocalSpanner,
+) -> None:
+    async with Pools(server) as pools:
+        pool = AsyncFixedSizePool(size=1, default_timeout=30)
+        database = await pools.bind(pool, "idle-holder")
+        first = live_names(server, database.name)
+        started = asyncio.Event()
+
+        async def hold() -> None:
+            async with pool.session() as session:
+                assert await select_one(session) == [[1]]
+                started.set()
+                await asyncio.sleep(60)
+
+        holder = asyncio.create_task(hold())
+        await asyncio.wait_for(started.wait(), 10)
+        holder.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await holder
+        session = await pool.get(timeout=0)
+        assert {session.name} == first  # nothing was in flight: no need to replace it
+        await pool.put(session)
+        assert pool.get_stats()["sessions_replaced"] == 0

@@ -30,6 +30,7 @@ from spanpool import (
     PoolForked,
     PoolUsageError,
     SessionLeakWarning,
+    TransactionPingingPool,
 )
 from spanpool.bridge import client as _bridge
 from spanpool.testing import LocalSpanner, connect
@@ -41,6 +42,7 @@ from ._support import (
     Pools,
     assert_all_idle,
     assert_books_match,
+    count_accounts,
     eventually,
     insert,
     live_names,
@@ -281,6 +283,65 @@ def test_database_snapshot_and_transaction_recover_from_a_lost_session(
         assert_books_match(pool, server, database.name)
 
 
+def test_database_run_in_transaction_and_batch_survive_a_lost_session(
+    server: LocalSpanner, regular_sessions: None
+) -> None:
+    with Pools(server) as pools:
+        pool = FixedSizePool(size=1, max_age_minutes=600)
+        database = pools.bind(pool, "db-retry")
+        lost = live_names(server, database.name)
+        server.expire_sessions(1.0, database.name)
+
+        # No NotFound reaches the caller: the transaction runs again on a fresh session.
+        assert database.run_in_transaction(insert, 1) == 1
+
+        server.expire_sessions(1.0, database.name)
+        # The batch's commit, refused for its lost session, is sent again on a fresh one.
+        with database.batch() as batch:
+            batch.insert("Accounts", ("Id", "Owner", "Balance"), [(2, "b", 5)])
+
+        assert count_accounts(database) == 2
+        assert pool.get_stats()["sessions_replaced"] == 2
+        assert not live_names(server, database.name) & lost
+        assert_all_idle(pool, 1)
+        assert_books_match(pool, server, database.name)
+
+
+def test_a_replacement_the_pool_cannot_keep_is_deleted_and_the_error_is_the_servers(
+    server: LocalSpanner, regular_sessions: None
+) -> None:
+    with Pools(server) as pools:
+        pool = FixedSizePool(size=1, default_timeout=30, max_age_minutes=600)
+        database = pools.bind(pool, "replacement")
+        server.expire_sessions(1.0, database.name)
+        waiter: Any = None
+
+        # The client finds the session gone, makes a replacement through the pool and puts it
+        # back; meanwhile the freed place went to a waiter. The caller must see the server's
+        # NotFound, not a pool error, and the replacement must not stay on the server.
+        with pytest.raises(exceptions.NotFound), database.snapshot() as snapshot:
+            waiter = Background(pool.get)
+            assert eventually(lambda: pool.get_stats()["requests_waiting"] == 1)
+            [row for row in snapshot.execute_sql("SELECT 1")]
+
+        session = waiter.result()
+        pool.put(session)
+        assert eventually(lambda: server.session_count(database.name) == 1)
+        assert_all_idle(pool, 1)
+        assert_books_match(pool, server, database.name)
+
+
+def test_a_replacement_put_into_a_closed_pool_is_deleted(server: LocalSpanner) -> None:
+    with Pools(server) as pools:
+        pool = FixedSizePool(size=1)
+        database = pools.bind(pool, "replacement-closed")
+        extra = pool._new_session()
+        extra.create()
+        pool.close()
+        pool.put(extra)  # nowhere to go: deleted, and nothing to tell
+        assert eventually(lambda: server.session_count(database.name) == 0)
+
+
 # -- pings beside checkouts ---------------------------------------------------------------------
 
 
@@ -502,6 +563,22 @@ def test_get_before_bind_refuses_and_leaves_the_pool_whole(server: LocalSpanner,
         pool.put(first)
         pool.put(second)
         assert_books_match(pool, server, database.name)
+
+
+def test_a_pre_begun_transaction_is_not_handed_out_after_other_work_on_its_session(
+    server: LocalSpanner, regular_sessions: None
+) -> None:
+    with Pools(server) as pools:
+        pool = TransactionPingingPool(size=1)
+        database = pools.bind(pool, "stale")
+        # batch() commits in a transaction of its own, on the session the pool began one for:
+        # on the server, that ends the pre-begun transaction.
+        with database.batch() as batch:
+            batch.insert("Accounts", ("Id", "Owner", "Balance"), [(1, "a", 5)])
+
+        assert database.run_in_transaction(insert, 2) == 1
+        assert count_accounts(database) == 2
+        assert pool.begin_pending_transactions() == 1  # the session gets a new one
 
 
 # -- built-in maintenance -----------------------------------------------------------------------

@@ -38,6 +38,7 @@ __all__ = [
     "MAX_BATCH",
     "ListedSession",
     "PooledSession",
+    "SessionRpcs",
     "batch_create",
     "begin_transaction",
     "create",
@@ -46,6 +47,7 @@ __all__ = [
     "detach",
     "exists",
     "has_fresh_transaction",
+    "install",
     "is_session_not_found",
     "list_sessions",
     "new_session",
@@ -70,6 +72,20 @@ class PooledSession(PoolMember, Session):
     """
 
     def run_in_transaction(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """The client's ``run_in_transaction``; when the server has lost this session, once
+        more on a fresh session of the pool (a transaction refused for that committed
+        nothing), so that a lost session costs no request of ``Database.run_in_transaction``."""
+        owner = self._spanpool_owner
+        try:
+            return self.run_in_transaction_here(func, *args, **kwargs)
+        except exceptions.NotFound as exc:
+            if owner is None or not is_session_not_found(exc):
+                raise
+            owner._session_gone(self)  # its place goes to the fresh session
+        return owner._run_in_fresh_transaction(func, args, kwargs)
+
+    def run_in_transaction_here(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """The client's ``run_in_transaction`` on this session only."""
         session: Any = super()
         try:
             return session.run_in_transaction(func, *args, **kwargs)
@@ -260,6 +276,59 @@ def list_sessions(database: Any, labels: dict[str, str]) -> list[ListedSession]:
             )
         )
     return found
+
+
+class SessionRpcs:
+    """The gRPC client of a ``Database`` whose sessions come from a pool, wrapped for it
+    (``install``): every other attribute is the wrapped client's.
+
+    - A ``batch()`` commit (mutations in a single-use transaction) refused because the server
+      lost the session did nothing: it is sent once more, on a fresh session of the pool, and
+      the pool forgets the lost one. So a lost session costs no request of
+      ``Database.batch()``.
+    """
+
+    def __init__(self, api: Any, pool: Any) -> None:
+        self._api = api
+        self._pool = pool
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._api, name)
+
+    def commit(self, request: Any = None, **kwargs: Any) -> Any:
+        try:
+            return self._api.commit(request=request, **kwargs)
+        except exceptions.NotFound as exc:
+            if not (is_session_not_found(exc) and _single_use_commit(request)):
+                raise
+        self._pool._session_lost(request.session)
+        fresh = self._pool.get()
+        again = type(request)(request)
+        again.session = fresh.name
+        try:
+            response = self._api.commit(request=again, **kwargs)
+        except BaseException as exc:
+            self._pool._check_in(fresh, exc)
+            raise
+        self._pool.put(fresh)
+        return response
+
+
+def _single_use_commit(request: Any) -> bool:
+    """A commit of mutations in a single-use transaction (``batch()``)."""
+    try:
+        return bool(type(request).pb(request).HasField("single_use_transaction"))
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def install(database: Any, pool: Any) -> None:
+    """Wrap the gRPC client of ``database`` for ``pool`` (see :class:`SessionRpcs`)."""
+    api = database.spanner_api
+    if isinstance(api, SessionRpcs):
+        api._pool = pool
+    elif database._spanner_api is api:
+        database._spanner_api = SessionRpcs(api, pool)
 
 
 def begin_transaction(session: Session) -> Any:

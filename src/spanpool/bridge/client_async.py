@@ -44,6 +44,7 @@ __all__ = [
     "MAX_BATCH",
     "ListedSession",
     "PooledSession",
+    "SessionRpcs",
     "batch_create",
     "begin_transaction",
     "create",
@@ -52,6 +53,7 @@ __all__ = [
     "detach",
     "exists",
     "has_fresh_transaction",
+    "install",
     "is_session_not_found",
     "list_sessions",
     "new_session",
@@ -76,6 +78,20 @@ class PooledSession(PoolMember, Session):
     """
 
     async def run_in_transaction(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """The client's ``run_in_transaction``; when the server has lost this session, once
+        more on a fresh session of the pool (a transaction refused for that committed
+        nothing), so that a lost session costs no request of ``Database.run_in_transaction``."""
+        owner = self._spanpool_owner
+        try:
+            return await self.run_in_transaction_here(func, *args, **kwargs)
+        except exceptions.NotFound as exc:
+            if owner is None or not is_session_not_found(exc):
+                raise
+            owner._session_gone(self)  # its place goes to the fresh session
+        return await owner._run_in_fresh_transaction(func, args, kwargs)
+
+    async def run_in_transaction_here(self, func: Any, *args: Any, **kwargs: Any) -> Any:
+        """The client's ``run_in_transaction`` on this session only."""
         session: Any = super()
         try:
             return await session.run_in_transaction(func, *args, **kwargs)
@@ -273,6 +289,117 @@ async def list_sessions(database: Any, labels: dict[str, str]) -> list[ListedSes
             )
         )
     return found
+
+
+class SessionRpcs:
+    """The gRPC client of a ``Database`` whose sessions come from a pool, wrapped for it
+    (``install``): every other attribute is the wrapped client's.
+
+    - A ``batch()`` commit (mutations in a single-use transaction) refused because the server
+      lost the session did nothing: it is sent once more, on a fresh session of the pool, and
+      the pool forgets the lost one. So a lost session costs no request of
+      ``Database.batch()``.
+    """
+
+    # begin async only
+    # - A request cut short by the cancellation of its task may still run on the server, and
+    #   end the transaction of whoever holds the session next: the pool is told, and deletes
+    #   that session when it comes back rather than hand it to another task.
+    # end async only
+
+    def __init__(self, api: Any, pool: Any) -> None:
+        self._api = api
+        self._pool = pool
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._api, name)
+
+    async def commit(self, request: Any = None, **kwargs: Any) -> Any:
+        try:
+            return await self._api.commit(request=request, **kwargs)
+        except exceptions.NotFound as exc:
+            if not (is_session_not_found(exc) and _single_use_commit(request)):
+                raise
+        except asyncio.CancelledError:  # async only
+            self._pool._interrupted(request.session)  # async only
+            raise  # async only
+        self._pool._session_lost(request.session)
+        fresh = await self._pool.get()
+        again = type(request)(request)
+        again.session = fresh.name
+        try:
+            response = await self._api.commit(request=again, **kwargs)
+        except BaseException as exc:
+            await self._pool._check_in(fresh, exc)
+            raise
+        await self._pool.put(fresh)
+        return response
+
+    # begin async only
+    async def _unary(self, name: str, request: Any, kwargs: dict[str, Any]) -> Any:
+        try:
+            return await getattr(self._api, name)(request=request, **kwargs)
+        except asyncio.CancelledError:
+            self._pool._interrupted(request.session)
+            raise
+
+    async def _streaming(self, name: str, request: Any, kwargs: dict[str, Any]) -> Any:
+        try:
+            stream = await getattr(self._api, name)(request=request, **kwargs)
+        except asyncio.CancelledError:
+            self._pool._interrupted(request.session)
+            raise
+        return _watched_stream(stream, self._pool, request.session)
+
+    async def execute_sql(self, request: Any = None, **kwargs: Any) -> Any:
+        return await self._unary("execute_sql", request, kwargs)
+
+    async def execute_batch_dml(self, request: Any = None, **kwargs: Any) -> Any:
+        return await self._unary("execute_batch_dml", request, kwargs)
+
+    async def begin_transaction(self, request: Any = None, **kwargs: Any) -> Any:
+        return await self._unary("begin_transaction", request, kwargs)
+
+    async def read(self, request: Any = None, **kwargs: Any) -> Any:
+        return await self._unary("read", request, kwargs)
+
+    async def execute_streaming_sql(self, request: Any = None, **kwargs: Any) -> Any:
+        return await self._streaming("execute_streaming_sql", request, kwargs)
+
+    async def streaming_read(self, request: Any = None, **kwargs: Any) -> Any:
+        return await self._streaming("streaming_read", request, kwargs)
+
+    # end async only
+
+
+# begin async only
+async def _watched_stream(stream: Any, pool: Any, session_name: str) -> Any:
+    try:
+        async for item in stream:
+            yield item
+    except asyncio.CancelledError:
+        pool._interrupted(session_name)
+        raise
+
+
+# end async only
+
+
+def _single_use_commit(request: Any) -> bool:
+    """A commit of mutations in a single-use transaction (``batch()``)."""
+    try:
+        return bool(type(request).pb(request).HasField("single_use_transaction"))
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def install(database: Any, pool: Any) -> None:
+    """Wrap the gRPC client of ``database`` for ``pool`` (see :class:`SessionRpcs`)."""
+    api = database.spanner_api
+    if isinstance(api, SessionRpcs):
+        api._pool = pool
+    elif database._spanner_api is api:
+        database._spanner_api = SessionRpcs(api, pool)
 
 
 async def begin_transaction(session: Session) -> Any:

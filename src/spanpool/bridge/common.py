@@ -50,6 +50,7 @@ class PoolMember:
     _spanpool_last_used: float = 0.0
     _spanpool_pooled: bool = False  # made by the pool itself, not by `pool._new_session()`
     _spanpool_gone: bool = False  # the server said it no longer has this session
+    _spanpool_interrupted: bool = False  # a request on it was cut short by a cancellation
     _spanpool_transaction: tuple[Any, float] | None = None
 
     def transaction(self, *args: Any, **kwargs: Any) -> Any:

@@ -383,6 +383,11 @@ class PoolCore(CoreState[T]):
                 taken.append(item)
         return taken
 
+    def in_use(self) -> list[T]:
+        """The items checked out now (a snapshot)."""
+        with self._lock:
+            return list(self._in_use)
+
     def oldest_last_used(self) -> float | None:
         """When the least recently used idle item was last used; None if nothing is idle.
 

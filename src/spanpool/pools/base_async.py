@@ -15,6 +15,7 @@ import functools
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -129,6 +130,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
                 f"{self._name} is already bound to {self._database.name}; use one pool per database"
             )
         self._database = database
+        client_async.install(database, self)
         if self._exit_hook is None:
             self._exit_hook = _lifecycle.ExitHook(self, _flavour_async.close_at_exit)
         if self._want_maintenance:
@@ -251,6 +253,12 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         if session._spanpool_gone:
             self._session_gone(session)
             return
+        if session._spanpool_interrupted:  # async only
+            await self._retire(session)  # async only
+            return  # async only
+        # A pre-begun transaction serves only the checkout it came with: whatever ran on the
+        # session since may have begun another transaction, which ends that one on the server.
+        session._spanpool_transaction = None
         session._spanpool_last_used = now = self._clock()
         if not self._core.release(session, self._max_idle, now):
             await self._delete(session)
@@ -258,6 +266,8 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
     def _adopt_or_refuse(self, session: Any) -> None:
         # The official Database replaces a session the server lost with one it creates from
         # `pool._new_session()` and puts that one back: take it in if there is room.
+        if getattr(session, "_spanpool_gone", False) and client_async.owner_of(session) is None:
+            return  # already forgotten: the server lost it
         if (
             session is not None
             and client_async.session_database(session) is self._database
@@ -266,13 +276,21 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
             and client_async.owner_of(session) in (None, self)
             and not session._spanpool_pooled
         ):
-            permits = self._core.reserve(1)
+            permits = [] if self._core.closed else self._core.reserve(1)
             if permits and self._core.created_idle(permits[0], session):
                 session._spanpool_owner = self
                 session._spanpool_pooled = True
                 session._spanpool_last_used = self._clock()
                 return
-            raise PoolFull(f"{self._name} is full: it cannot take {session.name} in")
+            # No room (a waiter took the place meanwhile) or closed: the session is deleted
+            # rather than left on the server, as any session returned to a closed pool. When
+            # this runs while an error is on its way up (the client puts its replacement back
+            # from a `with` block that failed), that error is the caller's news: it is not
+            # replaced by a pool error.
+            _flavour_async.spawn(self._delete, session)
+            if not self._core.closed and sys.exc_info()[1] is None:
+                raise PoolFull(f"{self._name} is full: it cannot take {session.name} in")
+            return
         where = getattr(client_async.session_database(session), "name", None)
         raise NotCheckedOut(
             f"{self._name}: {getattr(session, 'name', session)!r} was not checked out from this "
@@ -284,6 +302,52 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
             self._session_gone(session)
         else:
             await self.put(session)
+
+    def _session_lost(self, name: str) -> None:
+        """The server lost the checked-out session ``name`` (the bridge saw it fail)."""
+        for session in self._core.in_use():
+            if session.name == name:
+                session._spanpool_gone = True
+                self._session_gone(session)
+                return
+
+    # begin async only
+    def _interrupted(self, name: str) -> None:
+        """A request on the checked-out session ``name`` was cut short by the cancellation of
+        its task: the server may still run it, so the session is not handed to another task
+        when it comes back (see :meth:`_retire`)."""
+        for session in self._core.in_use():
+            if session.name == name:
+                session._spanpool_interrupted = True
+                return
+
+    async def _retire(self, session: Any) -> None:
+        """Delete a session returned with a request of its cancelled holder perhaps still
+        running on the server, and create its replacement (a fixed-size pool)."""
+        self._core.discard(session)
+        self._count_replaced()
+        await _flavour_async.run_to_end(self._replace(session))
+
+    async def _replace(self, session: Any) -> None:
+        await self._delete_now([session])
+        if self._fill_on_bind and not self._core.closed:
+            await self._create_batches(self._core.reserve(1))
+
+    # end async only
+
+    async def _run_in_fresh_transaction(
+        self, func: Callable[..., R], args: Any, kwargs: dict[str, Any]
+    ) -> R:
+        """``func`` in a transaction on a fresh session, once: the server lost the session of
+        the first attempt (see ``PooledSession.run_in_transaction``)."""
+        session = await self.get()
+        try:
+            result: R = await session.run_in_transaction_here(func, *args, **kwargs)
+        except BaseException as exc:
+            await self._check_in(session, exc)
+            raise
+        await self.put(session)
+        return result
 
     def _session_gone(self, session: Any) -> None:
         """A checked-out session was deleted or lost on the server: forget it."""
@@ -352,6 +416,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         doomed = []
         for session, outcome in zip(sessions, outcomes, strict=True):
             if outcome is True:
+                session._spanpool_transaction = None  # the ping ended it, if it had one
                 if not self._core.return_checked(session):
                     doomed.append(session)
             else:

@@ -137,9 +137,11 @@ class TransactionPingingPool(PingingPool):
 
     Cloud Spanner aborts a read-write transaction left idle for about 10 s, so a transaction
     begun more than 8 s before it is used is not handed out: ``session.transaction()`` then
-    returns a new transaction, which begins with its first statement. A user never gets a
-    dead transaction. Pending sessions are still handed out when no other is idle, rather
-    than making callers wait.
+    returns a new transaction, which begins with its first statement. Nor is one handed out
+    after anything else ran on its session (a ``batch()``, a snapshot, partitioned DML begin
+    transactions of their own, which end it on the server): a session comes back without its
+    pre-begun transaction unless that was used. A user never gets a dead transaction. Pending
+    sessions are still handed out when no other is idle, rather than making callers wait.
     """
 
     def bind(self, database: Any) -> None:
