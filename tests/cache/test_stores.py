@@ -49,10 +49,11 @@ def make_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Sto
         return SQLiteStore(tmp_path / "pool.db")
     from spanpool.stores import RedisStore
 
-    return RedisStore(request.getfixturevalue("redis_url"))
+    url = request.getfixturevalue("valkey_url" if kind == "valkey" else "redis_url")
+    return RedisStore(url)
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "valkey"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     s = make_store(request.param, request, tmp_path)
     yield s

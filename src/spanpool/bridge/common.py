@@ -144,6 +144,11 @@ def is_session_not_found(exc: BaseException) -> bool:
     return "Session not found" in str(exc)
 
 
+def is_permission_denied(exc: BaseException) -> bool:
+    """Whether ``exc`` says the caller lacks the permission for the request."""
+    return isinstance(exc, exceptions.PermissionDenied)
+
+
 def run_lanes(lane: Callable[[], R], count: int) -> list[R | BaseException]:
     """``lane()`` in ``count`` threads at once (the calling thread is one of them); each
     outcome is a result or the error raised."""

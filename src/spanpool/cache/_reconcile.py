@@ -21,6 +21,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..bridge import client
+from ..bridge.common import is_permission_denied
 from .store import Adoption, SessionRecord
 
 if TYPE_CHECKING:
@@ -108,7 +109,21 @@ def reconcile(pool: CacheSessionPool, key: str, *, force: bool) -> ReconcileRepo
     if lease is None:
         return None
     # An RPC between steps. Should it fail, the lease runs out and a later step reconciles.
-    listed = client.list_sessions(pool._database, {POOL_LABEL: pool._pool_label})
+    try:
+        listed = _list(pool)
+    except _CannotList as exc:
+        if force and exc.__cause__ is not None:
+            raise exc.__cause__ from None
+        # Without the permission to list sessions the pool cannot reconcile; it goes on with
+        # the store's state as it is rather than stop working.
+        log.error(
+            "CacheSessionPool %s: cannot list the pool's sessions, so the store's state is "
+            "taken as it is (grant spanner.sessions.list to reconcile a store that lost its "
+            "state): %s",
+            key,
+            exc.__cause__,
+        )
+        listed = []
     now = pool._clock()
     # Most recently used first: with no room for all, the least recently used are deleted.
     listed.sort(key=lambda found: found.last_used, reverse=True)
@@ -145,12 +160,34 @@ def reconcile(pool: CacheSessionPool, key: str, *, force: bool) -> ReconcileRepo
     return ReconcileReport(listed=len(listed), deleted=len(refused))
 
 
-def delete_listed(pool: CacheSessionPool, rounds: int = 3) -> bool:
+class _CannotList(Exception):
+    """The server refused to list sessions (no ``spanner.sessions.list`` permission)."""
+
+
+def _list(pool: CacheSessionPool) -> list[client.ListedSession]:
+    try:
+        return client.list_sessions(pool._database, {POOL_LABEL: pool._pool_label})
+    except Exception as exc:
+        if is_permission_denied(exc):
+            raise _CannotList() from exc
+        raise
+
+
+def delete_listed(pool: CacheSessionPool, deleted: bool, rounds: int = 3) -> bool:
     """After ``clear()``: delete what the server still lists for the pool (sessions the store
-    did not know of) until it lists none; True when it lists none."""
-    for _ in range(rounds):
-        listed = client.list_sessions(pool._database, {POOL_LABEL: pool._pool_label})
-        if not listed:
-            return True
-        pool._upkeep.delete_sessions([pool._session(found.name) for found in listed])
-    return not client.list_sessions(pool._database, {POOL_LABEL: pool._pool_label})
+    did not know of) until it lists none; True when it lists none. Without the permission to
+    list, ``deleted``: whether every session the store knew of was deleted."""
+    try:
+        for _ in range(rounds):
+            listed = _list(pool)
+            if not listed:
+                return True
+            pool._upkeep.delete_sessions([pool._session(found.name) for found in listed])
+        return not _list(pool)
+    except _CannotList as exc:
+        log.warning(
+            "CacheSessionPool %s: cannot list the pool's sessions to check that none is left: %s",
+            pool._key,
+            exc.__cause__,
+        )
+        return deleted

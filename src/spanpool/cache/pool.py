@@ -479,13 +479,13 @@ class CacheSessionPool(AbstractSessionPool):
         """Remove this pool's state from the store (and nothing else) and delete all its
         sessions, idle and checked out, on the server, then any other session the server
         lists with the pool's label (one the store did not know of), retrying deletes that
-        failed. True only when the server lists none of the pool's sessions afterwards."""
+        failed. True only when the server lists none of the pool's sessions afterwards (when
+        the server refuses to list them: when every delete succeeded)."""
         key = self._ready()
         self._leases.spare = 0  # sessions held now go back to the store, which forgets them
         self._leases.take_all()  # deleted below with the rest
         records = self._steps.run("clear", self._store.clear, key)
-        self._upkeep.delete_records(records)
-        return _reconcile.delete_listed(self)
+        return _reconcile.delete_listed(self, self._upkeep.delete_records(records))
 
     def reconcile(self) -> ReconcileReport | None:
         """Settle the store with the server now: list the sessions that carry this pool's

