@@ -463,7 +463,10 @@ class Backend:
                         self.abort(old, "Transaction was invalidated by a later transaction.")
                 session.transactions.clear()
             elif len(session.transactions) >= 1000:
-                for old_id, old in list(session.transactions.items())[:100]:
+                # Forget ended and read-only transactions, and abort abandoned ones.
+                for old_id, old in list(session.transactions.items())[:200]:
+                    if old.state == ACTIVE and old.read_write:
+                        self.txns.check_stale(old)
                     if old.state != ACTIVE or not old.read_write:
                         del session.transactions[old_id]
             session.transactions[txn.id] = txn

@@ -72,12 +72,13 @@ class LockManager:
         with self._changed:
             blockers = self._blockers(txn, requests)
             for other in [b for b in blockers if txn.priority < b.priority]:
-                other.wound(
-                    f"Transaction was aborted: it held a lock that an older transaction "
+                wounded = other.wound(
+                    "Transaction was aborted: it held a lock that an older transaction "
                     f"needed ({txn.id.decode(errors='replace')})."
                 )
-                self._release(other)
-                blockers.discard(other)
+                if wounded:  # (one that is writing its commit is waited for instead)
+                    self._release(other)
+                    blockers.discard(other)
             if blockers:
                 return blockers
             held = self._held.setdefault(txn, set())
@@ -104,9 +105,9 @@ class LockManager:
                 if not blockers:
                     return
                 for other in [b for b in blockers if stale(b)]:
-                    other.wound("Transaction was aborted because it was idle for too long.")
-                    self._release(other)
-                    blockers.discard(other)
+                    if other.wound("Transaction was aborted because it was idle for too long."):
+                        self._release(other)
+                        blockers.discard(other)
                 if not blockers:
                     continue
                 remaining = deadline - time.monotonic()

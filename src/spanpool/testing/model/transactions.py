@@ -77,15 +77,18 @@ class Transaction:
     # Multiplexed sessions: the sequence number of the last precommit token handed out.
     precommit_seq: int = 0
     mutation_key: Any = None
+    committing: bool = False  # writing its commit: no longer aborted by others
 
     @property
     def active(self) -> bool:
         return self.state == ACTIVE
 
-    def wound(self, reason: str) -> None:
-        """Abort the transaction (its locks are released by the caller)."""
-        if self.state == ACTIVE:
+    def wound(self, reason: str) -> bool:
+        """Abort the transaction unless it is committing; whether it was (its locks are then
+        released by the caller)."""
+        if self.state == ACTIVE and not self.committing:
             self.state, self.reason = ABORTED, reason
+        return self.state == ABORTED
 
 
 class Transactions:
@@ -141,6 +144,11 @@ class Transactions:
         if txn.state != ACTIVE:
             raise failed_precondition(f"Transaction has already been {txn.state}.")
 
+    def check_stale(self, txn: Transaction) -> None:
+        """Abort ``txn`` if it has been idle longer than the transaction idle timeout."""
+        if txn.active and self._stale(txn):
+            self.abort(txn, "Transaction was aborted because it was idle for too long.")
+
     def _stale(self, txn: Transaction) -> bool:
         return (
             txn.read_write
@@ -154,8 +162,7 @@ class Transactions:
     def abort(self, txn: Transaction, reason: str) -> None:
         """Abort ``txn`` and free its locks. Its writes, if the writer holds them, are dropped
         by the next user of the writer."""
-        txn.wound(reason)
-        if txn.read_write:
+        if txn.wound(reason) and txn.read_write:
             txn.session.database.locks.release(txn)
 
     def rollback(self, txn: Transaction) -> None:
@@ -274,12 +281,14 @@ class Transactions:
         with db.sql_mutex:
             if not txn.active:
                 self.check_usable(txn)
+            txn.committing = True
             db.commit_started()
             try:
                 commit_ts = self.timestamps.next()
                 if mutations or txn.writes:
                     self._write(db, txn, mutations, commit_ts)
             finally:
+                txn.committing = False
                 db.commit_finished()
             txn.state = COMMITTED
         db.locks.release(txn)
