@@ -3,10 +3,12 @@
 - ``server``: ``LocalSpanner`` (start, stop, what a test can do to it), ``connect``,
   ``connect_async`` and ``serve_in_process``;
 - ``control``: injected latency and errors, freezing, request counts and the request log;
-- ``model``: databases, sessions and transactions, and the rules they follow (idle expiry on
-  the injectable clock, session limits, locks and aborts);
+- ``model/``: instances, databases and sessions, and the rules they follow (idle expiry on
+  the injectable clock, session limits); transactions with row locks (wound-wait) and row
+  versions;
 - ``errors``: errors as Cloud Spanner sends them (status codes, resource and retry details);
-- ``services/``: the gRPC services, one module each, and what every RPC goes through;
+- ``services/``: the gRPC services (Spanner, DatabaseAdmin, InstanceAdmin), one module each,
+  and what every RPC goes through;
 - ``sql/``: the GoogleSQL engine on SQLite (tokens, values, schema, translation, execution).
 """
 
