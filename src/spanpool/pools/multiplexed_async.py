@@ -42,6 +42,7 @@ from typing import Any
 
 from google.api_core import exceptions
 
+from .. import _validate
 from .._lifecycle import after_fork_in_child
 from ..bridge import client_async, multiplexed_async
 from ..cache.store import Holder, MultiplexedRecord, MultiplexedStore
@@ -149,12 +150,6 @@ def _forget_fork() -> None:
 after_fork_in_child(_forget_fork)
 
 
-def _check_seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a number of seconds > 0, not {value!r}")
-    return float(value)
-
-
 class AsyncMultiplexedPool(AsyncAbstractSessionPool):
     """The multiplexed session of a ``Database``, for the client's objects of this flavour.
 
@@ -199,8 +194,8 @@ class AsyncMultiplexedPool(AsyncAbstractSessionPool):
             )
         if clock is not None and not callable(clock):
             raise TypeError(f"clock must be callable (wall-clock seconds), not {clock!r}")
-        self._create_timeout = _check_seconds("create_timeout", create_timeout)
-        self._rotate_after = _check_seconds("rotate_after", rotate_after)
+        self._create_timeout = _validate.number("create_timeout", create_timeout, above=True)
+        self._rotate_after = _validate.number("rotate_after", rotate_after, above=True)
         self._store: MultiplexedStore | None = store
         self._fallback = fallback
         self._fallback_bound = False
