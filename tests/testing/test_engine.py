@@ -1243,3 +1243,32 @@ def test_untyped_parameters_compared_with_columns_take_their_types(db: Db) -> No
     sql = "SELECT Id FROM Things WHERE B = @b AND @t = T AND Things.D = @d"
     assert db.query(sql, untyped) == [[1]]
     assert db.query(sql, {**untyped, "b": base64.b64encode(b"abd")}) == []
+
+
+def test_foreign_keys_and_check_constraints(db: Db) -> None:
+    db.ddl(
+        "CREATE TABLE Customers (CustomerId INT64 NOT NULL, Name STRING(62) NOT NULL, "
+        "Age INT64, CONSTRAINT AgeIsPositive CHECK (Age > 0),) PRIMARY KEY (CustomerId)",
+        "CREATE TABLE Carts (CartId INT64 NOT NULL, CustomerId INT64 NOT NULL, "
+        "CONSTRAINT FKCartsCustomer FOREIGN KEY (CustomerId) REFERENCES Customers (CustomerId) "
+        "ON DELETE CASCADE) PRIMARY KEY (CartId)",
+        "CREATE TABLE Notes (NoteId INT64 NOT NULL, CustomerId INT64, "
+        "CONSTRAINT FKNotesCustomer FOREIGN KEY (CustomerId) REFERENCES Customers (CustomerId)) "
+        "PRIMARY KEY (NoteId)",
+    )
+    db.mutate(write("insert", "Customers", ["CustomerId", "Name", "Age"], [[1, "Ada", 36]]))
+    db.mutate(write("insert", "Carts", ["CartId", "CustomerId"], [[10, 1], [11, 1]]))
+    with expect_error(grpc.StatusCode.FAILED_PRECONDITION, "FKCartsCustomer"):
+        db.mutate(write("insert", "Carts", ["CartId", "CustomerId"], [[12, 2]]))
+    with expect_error(grpc.StatusCode.FAILED_PRECONDITION, "FKCartsCustomer"):
+        db.dml("INSERT INTO Carts (CartId, CustomerId) VALUES (12, 2)")
+    with expect_error(grpc.StatusCode.OUT_OF_RANGE, "AgeIsPositive"):
+        db.dml("UPDATE Customers SET Age = -1 WHERE CustomerId = 1")
+    db.dml("INSERT INTO Notes (NoteId, CustomerId) VALUES (1, 1)")
+    with expect_error(grpc.StatusCode.FAILED_PRECONDITION, "FKNotesCustomer"):
+        db.dml("DELETE FROM Customers WHERE CustomerId = 1")
+    db.dml("DELETE FROM Notes WHERE NoteId = 1")
+    db.dml("DELETE FROM Customers WHERE CustomerId = 1")  # ON DELETE CASCADE
+    assert db.query("SELECT COUNT(*) FROM Carts") == [[0]]
+    with expect_error(grpc.StatusCode.FAILED_PRECONDITION, "foreign keys refer to it"):
+        db.ddl("DROP TABLE Customers")

@@ -424,3 +424,33 @@ def test_partitioned_queries_and_reads_and_batch_writes(server: LocalSpanner) ->
         rows += [r[0] for r in snapshot.process_read_batch(batch)]
     snapshot.close()
     assert sorted(rows) == [0, 0, 1, 1, 2, 2]
+
+
+def test_interleaved_transactions_replay_their_writes_in_foreign_key_order() -> None:
+    """Two read-write transactions take turns on the writer: each one's writes are set aside
+    and applied again, parents before the rows that refer to them."""
+    ddl = [
+        "CREATE TABLE Customers (Id INT64 NOT NULL, Name STRING(MAX)) PRIMARY KEY (Id)",
+        "CREATE TABLE Carts (Id INT64 NOT NULL, CustomerId INT64 NOT NULL, CONSTRAINT FK "
+        "FOREIGN KEY (CustomerId) REFERENCES Customers (Id)) PRIMARY KEY (Id)",
+    ]
+    with LocalSpanner(ddl=ddl) as server:
+        database = server.database("replay")
+        first = database.session()
+        first.create()
+        second = database.session()
+        second.create()
+        one = first.transaction()
+        one.begin()
+        two = second.transaction()
+        two.begin()
+        one.execute_update("INSERT INTO Customers (Id, Name) VALUES (1, 'a')")
+        two.execute_update("INSERT INTO Customers (Id, Name) VALUES (2, 'b')")
+        one.execute_update("INSERT INTO Carts (Id, CustomerId) VALUES (10, 1)")
+        two.execute_update("INSERT INTO Carts (Id, CustomerId) VALUES (20, 2)")
+        assert list(one.execute_sql("SELECT CustomerId FROM Carts WHERE Id = 10")) == [[1]]
+        two.commit()
+        one.commit()
+        with database.snapshot() as snapshot:
+            rows = snapshot.execute_sql("SELECT Id, CustomerId FROM Carts ORDER BY Id")
+            assert [list(r) for r in rows] == [[10, 1], [20, 2]]

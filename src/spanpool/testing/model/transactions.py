@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import grpc
+
 from ..errors import SpannerError, aborted, failed_precondition, invalid
 from ..sql import engine
 from . import locks
@@ -321,7 +323,17 @@ class Transactions:
             db.commits_since_prune = 0
             engine.prune_history(conn, db.catalog, commit_ts - db.retention_ns)
         db.last_commit_ts = commit_ts  # before the data is visible: see DatabaseState
-        conn.commit()
+        try:
+            conn.commit()
+        except sqlite3.IntegrityError as exc:  # a foreign key checked at commit
+            db.reset_writer()
+            txn.state = ROLLED_BACK
+            db.locks.release(txn)
+            raise SpannerError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"Foreign key constraint violated at commit: {exc}. The rows this transaction "
+                "refers to were changed by another transaction.",
+            ) from None
         db.applied = None
 
 

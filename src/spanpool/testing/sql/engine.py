@@ -388,7 +388,7 @@ def execute(
         cursor = conn.execute(translation.sql, args)
         rows = cursor.fetchall()
     except sqlite3.Error as exc:
-        raise _sql_error(exc, translation) from None
+        raise _sql_error(exc, translation, catalog) from None
     if translation.dml is None:
         result = prepared.result(rows, None)
     elif not translation.returning:
@@ -433,8 +433,8 @@ def _scanned_tables(
         if match is None:
             continue
         table = catalog.find_table(match.group(1))
-        if table is None:
-            continue
+        if table is None or table.name not in translation.tables:
+            continue  # SQLite's own foreign key checks are not reads of the statement
         index, terms = match.group(2) or "", match.group(3) or ""
         equal = {t.split("=")[0].strip().lower() for t in terms.split(" AND ") if "=" in t}
         by_key = index.startswith("sqlite_autoindex_") and all(
@@ -453,7 +453,47 @@ def _constraint_parts(message: str) -> tuple[str, list[str]]:
     return table, [name.split(".", 1)[-1] for name in names]
 
 
-def _sql_error(exc: sqlite3.Error, translation: Translation | None) -> EngineError:
+def _foreign_key_error(
+    catalog: Catalog | None, table_name: str | None, *, deleting: bool
+) -> EngineError | None:
+    """Cloud Spanner's error for a foreign key (not interleaving) that a change violates."""
+    if catalog is None or table_name is None:
+        return None
+    table = catalog.find_table(table_name)
+    if table is None:
+        return None
+    if deleting:
+        for other in catalog.tables:
+            for foreign in other.foreign_keys:
+                if foreign.table.lower() == table.name.lower() and not foreign.on_delete_cascade:
+                    return EngineError(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"Foreign key constraint `{foreign.name}` is violated on table "
+                        f"`{other.name}`. Cannot delete referenced values in "
+                        f"{table.name}({', '.join(foreign.referenced)}).",
+                    )
+        return None
+    if table.foreign_keys:
+        foreign = table.foreign_keys[0]
+        return EngineError(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"Foreign key constraint `{foreign.name}` is violated on table `{table.name}`. "
+            f"Cannot find referenced values in {foreign.table}({', '.join(foreign.referenced)}).",
+        )
+    return None
+
+
+def _check_error(catalog: Catalog | None, table_name: str | None, message: str) -> EngineError:
+    name = message.partition(": ")[2].strip() or "?"
+    return EngineError(
+        grpc.StatusCode.OUT_OF_RANGE,
+        f"Check constraint `{table_name or '?'}`.`{name}` is violated.",
+    )
+
+
+def _sql_error(
+    exc: sqlite3.Error, translation: Translation | None, catalog: Catalog | None = None
+) -> EngineError:
     message = str(exc)
     dml = translation.dml if translation is not None else None
     if isinstance(exc, sqlite3.IntegrityError):
@@ -470,6 +510,10 @@ def _sql_error(exc: sqlite3.Error, translation: Translation | None) -> EngineErr
                 f"in table {table}",
             )
         if message.startswith("FOREIGN KEY"):
+            target = translation.table if translation is not None else None
+            found = _foreign_key_error(catalog, target, deleting=dml == "DELETE")
+            if found is not None:
+                return found
             if dml == "DELETE":
                 return EngineError(
                     grpc.StatusCode.FAILED_PRECONDITION,
@@ -481,6 +525,8 @@ def _sql_error(exc: sqlite3.Error, translation: Translation | None) -> EngineErr
                 f"Parent row is missing: a row of table {translation.table if translation else ''}"
                 " cannot be written without its parent row",
             )
+        if message.startswith("CHECK"):
+            return _check_error(catalog, translation.table if translation else None, message)
         return EngineError(grpc.StatusCode.FAILED_PRECONDITION, message)
     if "user-defined function raised exception" in message:
         detail = getattr(_function_errors, "message", "") or message
@@ -785,13 +831,17 @@ def key_positions(table: TableInfo) -> list[int]:
     return [index[k] for k in table.primary_key]
 
 
-def _depth(catalog: Catalog, table: TableInfo) -> int:
+def _depth(catalog: Catalog, table: TableInfo, seen: frozenset[str] = frozenset()) -> int:
+    """How many tables (interleaving parents, tables referenced by foreign keys) must have
+    their rows before this one's."""
+    parents = [table.parent] if table.parent else []
+    parents += [f.table for f in table.foreign_keys]
     depth = 0
-    while table.parent is not None and depth < 64:
-        parent = catalog.find_table(table.parent)
-        if parent is None:
-            break
-        table, depth = parent, depth + 1
+    for name in parents:
+        parent = catalog.find_table(name)
+        if parent is None or parent.name in seen or parent is table:
+            continue
+        depth = max(depth, 1 + _depth(catalog, parent, seen | {table.name}))
     return depth
 
 
@@ -804,6 +854,7 @@ def write_rows(
     children before parents, then writes, parents before children."""
     tables = {name: catalog.table(name) for name, _, _ in rows}
     depth = {name: _depth(catalog, table) for name, table in tables.items()}
+    conn.execute("PRAGMA defer_foreign_keys = ON")  # checked when the transaction commits
     deletes = sorted((r for r in rows if r[2] is None), key=lambda r: -depth[r[0]])
     writes = sorted((r for r in rows if r[2] is not None), key=lambda r: depth[r[0]])
     for name, key, _ in deletes:
@@ -902,7 +953,14 @@ def _apply_mutation(
             table.key_descending,
             exact_keys=True,
         )
-        _run(conn, f"DELETE FROM {quote_ident(table.name)} WHERE {condition}", args, table, "")
+        _run(
+            conn,
+            f"DELETE FROM {quote_ident(table.name)} WHERE {condition}",
+            args,
+            table,
+            "",
+            catalog,
+        )
         return
     if kind not in ("insert", "update", "insert_or_update", "replace"):
         raise EngineError(
@@ -957,13 +1015,15 @@ def _apply_mutation(
             [values[position[k]] if k in position else None for k in table.primary_key]
         )
         if kind == "insert":
-            _run(conn, insert, values, table, key_text)
+            _run(conn, insert, values, table, key_text, catalog)
         elif kind == "replace":
-            _run(conn, f"DELETE FROM {quoted} WHERE {key_where}", key, table, key_text)
-            _run(conn, insert, values, table, key_text)
+            _run(conn, f"DELETE FROM {quoted} WHERE {key_where}", key, table, key_text, catalog)
+            _run(conn, insert, values, table, key_text, catalog)
         else:
             if updated:
-                changed = _run(conn, update, [values[i] for i in updated] + key, table, key_text)
+                changed = _run(
+                    conn, update, [values[i] for i in updated] + key, table, key_text, catalog
+                )
             else:
                 changed = len(conn.execute(exists, key).fetchall())
             if changed == 0:
@@ -973,7 +1033,7 @@ def _apply_mutation(
                         f"Row {key_text} in table {table.name} is missing. Row cannot be updated.",
                     )
                 _check_required(table, names)
-                _run(conn, insert, values, table, key_text)
+                _run(conn, insert, values, table, key_text, catalog)
 
 
 def _check_required(table: TableInfo, names: set[str]) -> None:
@@ -1019,7 +1079,12 @@ def _stored(table: TableInfo, column: ColumnInfo, value: Any, commit_timestamp: 
 
 
 def _run(
-    conn: sqlite3.Connection, sql: str, args: Sequence[object], table: TableInfo, key: str
+    conn: sqlite3.Connection,
+    sql: str,
+    args: Sequence[object],
+    table: TableInfo,
+    key: str,
+    catalog: Catalog | None = None,
 ) -> int:
     """Execute one mutation statement; returns the number of rows it changed."""
     try:
@@ -1034,6 +1099,9 @@ def _run(
                 text = f"Unique index violation in table {table.name} on {', '.join(columns)}"
             raise EngineError(grpc.StatusCode.ALREADY_EXISTS, text) from None
         if message.startswith("FOREIGN KEY"):
+            found = _foreign_key_error(catalog, table.name, deleting=sql.startswith("DELETE"))
+            if found is not None:
+                raise found from None
             if sql.startswith("DELETE"):
                 raise EngineError(
                     grpc.StatusCode.FAILED_PRECONDITION,
@@ -1045,6 +1113,8 @@ def _run(
                 f"Parent row for row {key} in table {table.name} is missing. "
                 "Row cannot be written.",
             ) from None
-        raise _sql_error(exc, None) from None
+        if message.startswith("CHECK"):
+            raise _check_error(catalog, table.name, message) from None
+        raise _sql_error(exc, None, catalog) from None
     except sqlite3.Error as exc:
-        raise _sql_error(exc, None) from None
+        raise _sql_error(exc, None, catalog) from None

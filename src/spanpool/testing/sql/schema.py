@@ -94,8 +94,20 @@ class ColumnInfo:
 
 
 @dataclass(frozen=True)
+class ForeignKeyInfo:
+    """``CONSTRAINT name FOREIGN KEY (columns) REFERENCES table (referenced)``."""
+
+    name: str
+    columns: list[str]
+    table: str
+    referenced: list[str]
+    on_delete_cascade: bool = False
+
+
+@dataclass(frozen=True)
 class TableInfo:
-    """A table: columns in order, primary key, and the parent it is interleaved in."""
+    """A table: columns in order, primary key, the parent it is interleaved in, and its
+    foreign keys and check constraints (name, SQLite expression)."""
 
     name: str
     columns: list[ColumnInfo]
@@ -103,6 +115,8 @@ class TableInfo:
     key_descending: list[bool] = field(default_factory=list)
     parent: str | None = None
     on_delete_cascade: bool = False
+    foreign_keys: list[ForeignKeyInfo] = field(default_factory=list)
+    checks: list[tuple[str, str]] = field(default_factory=list)
     _by_name: dict[str, ColumnInfo] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -723,11 +737,11 @@ class _Schema:
         definitions = split(cur.group().items)
         if len(definitions) > 1 and not definitions[-1]:
             definitions.pop()  # GoogleSQL allows a comma after the last column
+        constraints: list[list[Node]] = []
         for part in definitions:
             if is_word(part[0] if part else None, "CONSTRAINT", "FOREIGN", "CHECK"):
-                raise _unimplemented(
-                    "Table constraints (FOREIGN KEY, CHECK) are not supported by LocalSpanner"
-                )
+                constraints.append(part)
+                continue
             column, primary, generated = _parse_column(Cursor(cur.sql, part), name, self.objects)
             if column.name.lower() in {c.name.lower() for c in columns}:
                 raise _invalid(f"Duplicate column name {name}.{column.name}")
@@ -779,6 +793,7 @@ class _Schema:
             raise _invalid(f"Duplicate column in the primary key of {name}")
         key = [by_name[k.lower()].name for k in key]
         table = TableInfo(name, columns, key, descending, None, cascade)
+        foreign_keys, checks, before = self._constraints(cur.sql, table, constraints)
         clauses = [_column_sql(c) for c in columns]
         if key:
             parts = [
@@ -805,12 +820,75 @@ class _Schema:
                 f"{quote_ident(parent_table.name)} ({_names(parent_table.primary_key)}) "
                 f"ON DELETE {action}"
             )
+        for foreign in foreign_keys:
+            action = "CASCADE" if foreign.on_delete_cascade else "NO ACTION"
+            clauses.append(
+                f"CONSTRAINT {quote_ident(foreign.name)} FOREIGN KEY ({_names(foreign.columns)}) "
+                f"REFERENCES {quote_ident(foreign.table)} ({_names(foreign.referenced)}) "
+                f"ON DELETE {action}"
+            )
+        for check_name, check_sql in checks:
+            clauses.append(f"CONSTRAINT {quote_ident(check_name)} CHECK ({check_sql})")
+        table = dataclasses.replace(table, foreign_keys=foreign_keys, checks=checks)
         self.tables[name.lower()] = table
         return [
+            *before,
             f"CREATE TABLE {quote_ident(name)} ({', '.join(clauses)})",
             *_null_key_guard(table),
             *versions.create_sql(table),
         ]
+
+    def _constraints(
+        self, sql: str, table: TableInfo, parts: list[list[Node]]
+    ) -> tuple[list[ForeignKeyInfo], list[tuple[str, str]], list[str]]:
+        """The foreign keys and check constraints of a new table, and the SQLite statements
+        they need first (a unique index on referenced columns other than a primary key)."""
+        from .translate import column_expression  # the translator needs this module's catalog
+
+        foreign_keys: list[ForeignKeyInfo] = []
+        checks: list[tuple[str, str]] = []
+        before: list[str] = []
+        for part in parts:
+            cur = Cursor(sql, part)
+            name = cur.name("a constraint name") if cur.accept("CONSTRAINT") else ""
+            if cur.accept("CHECK"):
+                expression = column_expression(sql, cur.group().items, table.columns)
+                checks.append((name or f"CK_{table.name}_{len(checks) + 1}", expression))
+            elif cur.accept("FOREIGN", "KEY"):
+                columns = [table.column(c).name for c in _parse_key(cur.group())[0]]
+                cur.expect("REFERENCES")
+                target_name = cur.name("the referenced table")
+                target = (
+                    table if target_name.lower() == table.name.lower() else self._table(target_name)
+                )
+                referenced = [target.column(c).name for c in _parse_key(cur.group())[0]]
+                cascade = False
+                if cur.accept("ON", "DELETE"):
+                    cascade = cur.accept("CASCADE")
+                    if not cascade:
+                        cur.expect("NO", "ACTION")
+                enforced = not cur.accept("NOT", "ENFORCED")
+                cur.accept("ENFORCED")
+                if len(columns) != len(referenced):
+                    raise _invalid(
+                        f"Foreign key {name or ''} of {table.name} has {len(columns)} columns "
+                        f"but references {len(referenced)}"
+                    )
+                if not enforced:
+                    continue  # an informational foreign key: nothing to check
+                name = name or f"FK_{table.name}_{target.name}_{len(foreign_keys) + 1}"
+                if [r.lower() for r in referenced] != [k.lower() for k in target.primary_key]:
+                    index = quote_ident(f"_spanpool_fk_{name}")
+                    before.append(
+                        f"CREATE UNIQUE INDEX IF NOT EXISTS {index} ON "
+                        f"{quote_ident(target.name)} ({_names(referenced)})"
+                    )
+                foreign_keys.append(ForeignKeyInfo(name, columns, target.name, referenced, cascade))
+            else:
+                raise cur.error("Expected CHECK or FOREIGN KEY")
+            if not cur.at_end():
+                raise cur.error("Unexpected text after the constraint")
+        return foreign_keys, checks, before
 
     def _create_index(self, cur: Cursor) -> list[str]:
         cur.expect("CREATE")
@@ -881,6 +959,18 @@ class _Schema:
         if children:
             raise _precondition(
                 f"Cannot drop table {table.name} with interleaved tables: {', '.join(children)}."
+            )
+        referencing = [
+            f.name
+            for t in self.tables.values()
+            if t is not table
+            for f in t.foreign_keys
+            if f.table.lower() == name.lower()
+        ]
+        if referencing:
+            raise _precondition(
+                f"Cannot drop table {table.name}: foreign keys refer to it: "
+                f"{', '.join(referencing)}."
             )
         del self.tables[name.lower()]
         return [f"DROP TABLE {quote_ident(table.name)}", *versions.drop_sql(table)]
@@ -983,14 +1073,7 @@ class _Schema:
         return []
 
     def _replace_table(self, table: TableInfo, *, columns: list[ColumnInfo]) -> TableInfo:
-        changed = TableInfo(
-            table.name,
-            columns,
-            table.primary_key,
-            table.key_descending,
-            table.parent,
-            table.on_delete_cascade,
-        )
+        changed = dataclasses.replace(table, columns=columns, _by_name={})
         self.tables[table.name.lower()] = changed
         return changed
 
