@@ -37,6 +37,7 @@ SOURCES = [
     PACKAGE / "pools" / "abstract_async.py",
     PACKAGE / "pools" / "base_async.py",
     PACKAGE / "pools" / "policies_async.py",
+    PACKAGE / "pools" / "upkeep_async.py",
     PACKAGE / "pools" / "multiplexed_async.py",
     TESTS / "pools" / "_support_async.py",
     TESTS / "pools" / "test_pools_async.py",

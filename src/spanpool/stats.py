@@ -233,3 +233,25 @@ class CheckoutTracker(Generic[T]):
 def where(checkout: Checkout[Any]) -> str:
     """Where a session was checked out, as a traceback."""
     return "".join(checkout.site.format()) if checkout.site else "(unknown)\n"
+
+
+def warn_checked_out(pool_name: str, count: int, tracker: CheckoutTracker[Any] | None) -> None:
+    """Log that a pool closed with ``count`` sessions still checked out, and where each was
+    checked out when ``tracker`` knows."""
+    if not count:
+        return
+    if tracker is not None:
+        sites = "".join(
+            f"checked out {checkout.held_for:.1f}s ago at:\n{where(checkout)}"
+            for checkout in tracker.outstanding()
+        )
+    else:
+        sites = "(pass leak_threshold=seconds to record where sessions are checked out)\n"
+    log.warning(
+        "%s closed with %d session%s still checked out: each is deleted when returned "
+        "(one never returned stays on the server until it expires)\n%s",
+        pool_name,
+        count,
+        "" if count == 1 else "s",
+        sites,
+    )

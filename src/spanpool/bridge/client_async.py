@@ -291,6 +291,34 @@ async def list_sessions(database: Any, labels: dict[str, str]) -> list[ListedSes
     return found
 
 
+# begin async only
+def _watched(name: str, *, streaming: bool = False) -> Callable[..., Any]:
+    """A method of :class:`SessionRpcs` sending ``name``, which tells the pool when the
+    cancellation of its task cuts the request short (for a stream: while it is read)."""
+
+    async def method(self: SessionRpcs, request: Any = None, **kwargs: Any) -> Any:
+        try:
+            answer = await getattr(self._api, name)(request=request, **kwargs)
+        except asyncio.CancelledError:
+            self._pool._interrupted(request.session)
+            raise
+        return _watched_stream(answer, self._pool, request.session) if streaming else answer
+
+    return method
+
+
+async def _watched_stream(stream: Any, pool: Any, session_name: str) -> Any:
+    try:
+        async for item in stream:
+            yield item
+    except asyncio.CancelledError:
+        pool._interrupted(session_name)
+        raise
+
+
+# end async only
+
+
 class SessionRpcs:
     """The gRPC client of a ``Database`` whose sessions come from a pool, wrapped for it
     (``install``): every other attribute is the wrapped client's.
@@ -336,53 +364,13 @@ class SessionRpcs:
         return response
 
     # begin async only
-    async def _unary(self, name: str, request: Any, kwargs: dict[str, Any]) -> Any:
-        try:
-            return await getattr(self._api, name)(request=request, **kwargs)
-        except asyncio.CancelledError:
-            self._pool._interrupted(request.session)
-            raise
-
-    async def _streaming(self, name: str, request: Any, kwargs: dict[str, Any]) -> Any:
-        try:
-            stream = await getattr(self._api, name)(request=request, **kwargs)
-        except asyncio.CancelledError:
-            self._pool._interrupted(request.session)
-            raise
-        return _watched_stream(stream, self._pool, request.session)
-
-    async def execute_sql(self, request: Any = None, **kwargs: Any) -> Any:
-        return await self._unary("execute_sql", request, kwargs)
-
-    async def execute_batch_dml(self, request: Any = None, **kwargs: Any) -> Any:
-        return await self._unary("execute_batch_dml", request, kwargs)
-
-    async def begin_transaction(self, request: Any = None, **kwargs: Any) -> Any:
-        return await self._unary("begin_transaction", request, kwargs)
-
-    async def read(self, request: Any = None, **kwargs: Any) -> Any:
-        return await self._unary("read", request, kwargs)
-
-    async def execute_streaming_sql(self, request: Any = None, **kwargs: Any) -> Any:
-        return await self._streaming("execute_streaming_sql", request, kwargs)
-
-    async def streaming_read(self, request: Any = None, **kwargs: Any) -> Any:
-        return await self._streaming("streaming_read", request, kwargs)
-
+    execute_sql = _watched("execute_sql")
+    execute_batch_dml = _watched("execute_batch_dml")
+    begin_transaction = _watched("begin_transaction")
+    read = _watched("read")
+    execute_streaming_sql = _watched("execute_streaming_sql", streaming=True)
+    streaming_read = _watched("streaming_read", streaming=True)
     # end async only
-
-
-# begin async only
-async def _watched_stream(stream: Any, pool: Any, session_name: str) -> Any:
-    try:
-        async for item in stream:
-            yield item
-    except asyncio.CancelledError:
-        pool._interrupted(session_name)
-        raise
-
-
-# end async only
 
 
 def _single_use_commit(request: Any) -> bool:

@@ -17,7 +17,6 @@ import functools
 import logging
 import math
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +29,6 @@ from ..errors import (
     NotCheckedOut,
     PoolClosed,
     PoolForked,
-    PoolFull,
     PoolUsageError,
 )
 from ..metrics import track as _track_metrics
@@ -38,17 +36,16 @@ from ..stats import (
     PINGS,
     PINGS_FAILED,
     POOL_AVAILABLE,
-    POOL_CREATING,
     POOL_IN_USE,
-    POOL_SIZE,
     SESSIONS_DELETED,
     SESSIONS_REPLACED,
     CheckoutTracker,
     Counters,
-    where,
+    warn_checked_out,
 )
 from . import _flavour
 from .abstract import AbstractSessionPool
+from .upkeep import Upkeep
 
 log = logging.getLogger("spanpool")
 
@@ -102,6 +99,7 @@ class ManagedPool(AbstractSessionPool):
             clock=self._clock,
             on_orphan=functools.partial(_flavour.spawn, self._delete),
         )
+        self._upkeep = Upkeep(self)
         self._counters = Counters((SESSIONS_DELETED, SESSIONS_REPLACED, PINGS, PINGS_FAILED))
         # Where sessions were checked out, for leak warnings: only when asked for (a stack walk
         # per checkout).
@@ -238,7 +236,7 @@ class ManagedPool(AbstractSessionPool):
         if self._forked:
             self._refuse_if_forked()
         if getattr(session, "_spanpool_owner", None) is not self or not session._spanpool_pooled:
-            self._adopt_or_refuse(session)
+            self._upkeep.adopt_or_refuse(session)
             return
         if self._checkouts is not None:
             self._checkouts.returned(session)
@@ -252,40 +250,6 @@ class ManagedPool(AbstractSessionPool):
         if not self._core.release(session, self._max_idle, now):
             self._delete(session)
 
-    def _adopt_or_refuse(self, session: Any) -> None:
-        # The official Database replaces a session the server lost with one it creates from
-        # `pool._new_session()` and puts that one back: take it in if there is room.
-        if getattr(session, "_spanpool_gone", False) and client.owner_of(session) is None:
-            return  # already forgotten: the server lost it
-        if (
-            session is not None
-            and client.session_database(session) is self._database
-            and getattr(session, "session_id", None) is not None
-            and isinstance(session, client.PooledSession)
-            and client.owner_of(session) in (None, self)
-            and not session._spanpool_pooled
-        ):
-            permits = [] if self._core.closed else self._core.reserve(1)
-            if permits and self._core.created_idle(permits[0], session):
-                session._spanpool_owner = self
-                session._spanpool_pooled = True
-                session._spanpool_last_used = self._clock()
-                return
-            # No room (a waiter took the place meanwhile) or closed: the session is deleted
-            # rather than left on the server, as any session returned to a closed pool. When
-            # this runs while an error is on its way up (the client puts its replacement back
-            # from a `with` block that failed), that error is the caller's news: it is not
-            # replaced by a pool error.
-            _flavour.spawn(self._delete, session)
-            if not self._core.closed and sys.exc_info()[1] is None:
-                raise PoolFull(f"{self._name} is full: it cannot take {session.name} in")
-            return
-        where = getattr(client.session_database(session), "name", None)
-        raise NotCheckedOut(
-            f"{self._name}: {getattr(session, 'name', session)!r} was not checked out from this "
-            f"pool (it belongs to {where or 'another pool'})"
-        )
-
     def _check_in(self, session: Any, error: BaseException | None) -> None:
         if error is not None and client.is_session_not_found(error):
             self._session_gone(session)
@@ -298,7 +262,6 @@ class ManagedPool(AbstractSessionPool):
             if session.name == name:
                 session._spanpool_gone = True
                 self._session_gone(session)
-                return
 
     def _run_in_fresh_transaction(
         self, func: Callable[..., R], args: Any, kwargs: dict[str, Any]
@@ -362,56 +325,20 @@ class ManagedPool(AbstractSessionPool):
         quarter of the idle sessions stays available to callers throughout.
         """
         self._check_usable()
-        interval = self._keepalive_interval
-        if interval is None:
-            return
-        size = self.size or 8
-        per_round, keep = max(1, size // 2), max(1, size // 4)
-        for _ in range(4 * size):  # bounded: each round refreshes at least one session
-            due = self._core.take_idle_older_than(interval, per_round, keep=keep)
-            if not due:
-                return
-            self._refresh(due)
+        self._upkeep.ping()
 
-    def _refresh(self, sessions: list[Any]) -> None:
-        if not sessions:
-            return
-        outcomes = self._run_on_taken(client.ping, sessions)
-        lost = 0
-        doomed = []
-        for session, outcome in zip(sessions, outcomes, strict=True):
-            if outcome is True:
-                session._spanpool_transaction = None  # the ping ended it, if it had one
-                if not self._core.return_checked(session):
-                    doomed.append(session)
-            else:
-                self._core.discard(session)
-                if isinstance(outcome, BaseException):
-                    # Unknown state: delete it rather than hand out a session in doubt.
-                    doomed.append(session)
-                lost += 1
-        counters = self._counters
-        counters.add(PINGS, len(sessions))
-        if lost:
-            counters.add(PINGS_FAILED, lost)
-            counters.add(SESSIONS_REPLACED, lost)
-        self._delete_all(doomed)
-        if lost and self._fill_on_bind and not self._core.closed:
-            self._create_idle(self._core.reserve(lost))
+    def maintenance_interval(self) -> float:
+        """How long the maintenance worker sleeps between rounds."""
+        return self._upkeep.interval()
 
-    def _run_on_taken(self, rpc: Callable[[Any], Any], sessions: list[Any]) -> list[Any]:
-        """``rpc(session)`` for sessions taken into maintenance, concurrently: the outcomes
-        (results or errors). The caller then settles every session before it awaits anything
-        else, so that a cancellation meanwhile leaves none in maintenance."""
-        try:
-            return _flavour.run_all(rpc, sessions)
-        except BaseException:
-            # Cancelled (or interrupted) while the sessions were out for the RPC: they go back
-            # as they were, so that none stays checked out for ever.
-            for session in sessions:
-                if not self._core.return_checked(session, refreshed=False):
-                    _flavour.spawn(self._delete, session)
-            raise
+    def maintain(self) -> None:
+        """One round of maintenance: ping the sessions that are due, a few at a time so that
+        pings spread over the interval; replace lost ones; report leaks."""
+        self._refuse_if_forked()
+        if self._core.closed:
+            return
+        self._upkeep.round()
+        self.check_leaks()
 
     def _count_replaced(self) -> None:
         self._counters.add(SESSIONS_REPLACED)
@@ -446,23 +373,8 @@ class ManagedPool(AbstractSessionPool):
         still checked out (deleted when returned, or left to the server if never returned)."""
         closing = not self._core.closed
         idle = self._core.close()
-        in_use = self._core.get_stats()[POOL_IN_USE] if closing else 0
-        if in_use:
-            if self._checkouts is not None:
-                sites = "".join(
-                    f"checked out {checkout.held_for:.1f}s ago at:\n{where(checkout)}"
-                    for checkout in self._checkouts.outstanding()
-                )
-            else:
-                sites = "(pass leak_threshold=seconds to record where sessions are checked out)\n"
-            log.warning(
-                "%s closed with %d session%s still checked out: each is deleted when returned "
-                "(one never returned stays on the server until it expires)\n%s",
-                self._name,
-                in_use,
-                "" if in_use == 1 else "s",
-                sites,
-            )
+        if closing:
+            warn_checked_out(self._name, self._core.get_stats()[POOL_IN_USE], self._checkouts)
         return idle
 
     def __enter__(self) -> ManagedPool:
@@ -501,35 +413,6 @@ class ManagedPool(AbstractSessionPool):
             worker = MaintenanceWorker(self)
             worker.start()  # kept only once started (it may need a running loop)
             self._worker = worker
-
-    def maintenance_interval(self) -> float:
-        """How long the worker sleeps between rounds: a share of the ping interval, so the
-        pings of a full pool are spread over it rather than sent all at once."""
-        interval = self._keepalive_interval or 600.0
-        share = interval / max(self.size or 10, 1)
-        return min(max(share, 0.05), 60.0)
-
-    def maintain(self) -> None:
-        """One round of maintenance: ping the sessions that are due, a few at a time so that
-        pings spread over the interval; replace lost ones; report leaks."""
-        self._refuse_if_forked()
-        if self._core.closed:
-            return
-        interval = self._keepalive_interval
-        if interval is not None:
-            per_round = max(
-                1, math.ceil((self.size or 10) * self.maintenance_interval() / interval)
-            )
-            self._refresh(self._core.take_idle_older_than(interval, per_round, keep=1))
-        self._top_up()
-        self.check_leaks()
-
-    def _top_up(self) -> None:
-        if self._fill_on_bind and self.size is not None and self._database is not None:
-            stats = self._core.get_stats()
-            missing = self.size - stats[POOL_SIZE] - stats[POOL_CREATING]
-            if missing > 0:
-                self._create_idle(self._core.reserve(missing))
 
     def check_leaks(self) -> int:
         """Warn about sessions held longer than ``leak_threshold``, naming where each was

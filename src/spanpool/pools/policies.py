@@ -158,7 +158,7 @@ class TransactionPingingPool(PingingPool):
         )
         if not pending:
             return 0
-        outcomes = self._run_on_taken(client.begin_transaction, pending)
+        outcomes = self._upkeep.run_on_taken(client.begin_transaction, pending)
         begun = 0
         doomed = []
         for session, outcome in zip(pending, outcomes, strict=True):

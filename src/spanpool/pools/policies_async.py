@@ -156,7 +156,7 @@ class AsyncTransactionPingingPool(AsyncPingingPool):
         )
         if not pending:
             return 0
-        outcomes = await self._run_on_taken(client_async.begin_transaction, pending)
+        outcomes = await self._upkeep.run_on_taken(client_async.begin_transaction, pending)
         begun = 0
         doomed = []
         for session, outcome in zip(pending, outcomes, strict=True):
