@@ -42,7 +42,7 @@ def _cycle(connection: Any, i: int) -> None:
 
 
 def _hundred_cycles(server: LocalSpanner, **connect_kwargs: Any) -> tuple[dict[str, int], int]:
-    """100 connect/work/close cycles; the session RPCs and thread growth after the first."""
+    """100 cycles of connect, work and close; the session RPCs and thread growth after the first."""
     kwargs = {**client_kwargs(server.endpoint), **connect_kwargs}
     threads_after_first = 0
     for i in range(100):
