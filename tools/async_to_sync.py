@@ -39,6 +39,8 @@ SOURCES = [
     PACKAGE / "pools" / "policies_async.py",
     PACKAGE / "pools" / "upkeep_async.py",
     PACKAGE / "pools" / "multiplexed_async.py",
+    PACKAGE / "pools" / "_multiplexed_creation_async.py",
+    PACKAGE / "pools" / "_multiplexed_store_async.py",
     TESTS / "pools" / "_support_async.py",
     TESTS / "pools" / "test_pools_async.py",
     TESTS / "pools" / "test_pool_faults_async.py",
