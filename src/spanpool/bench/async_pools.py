@@ -22,7 +22,6 @@ Run with ``./dev run python -m spanpool.bench.async_pools [--quick] [--seconds S
 from __future__ import annotations
 
 import asyncio
-import datetime
 import gc
 import math
 import os
@@ -36,6 +35,7 @@ from typing import Any
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import spanner_v1
 
+from spanpool.bridge.common import give_aware_last_use
 from spanpool.testing import REGULAR_SESSIONS_ENV, serve_in_process
 
 from . import pools as common
@@ -67,15 +67,6 @@ def make_pool(side: str, kind: str, size: int = SIZE) -> Any:
         return cls(size=size, default_timeout=10, ping_interval=3000)
 
 
-def patch_official(pool: Any) -> None:
-    """Give the official pool's idle sessions an aware last-use time (see the module doc)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    queue = getattr(pool, "_sessions", None)
-    for entry in list(getattr(queue, "_queue", ())):
-        session = entry[1] if isinstance(entry, tuple) else entry
-        session._last_use_time = now
-
-
 @dataclass
 class Opened:
     pools: dict[tuple[str, str], Any]
@@ -104,7 +95,7 @@ async def open_pools(
                 database = await database_for(f"b{side[0]}{kind.lower()}")
                 await pool.bind(database)
                 if side == "official":
-                    patch_official(pool)
+                    give_aware_last_use(pool)
                 session = await pool.get()
                 await pool.put(session)
                 opened[(side, kind)] = pool

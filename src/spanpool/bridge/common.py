@@ -8,6 +8,7 @@ to, request metadata, and whether an error means "this session is gone".
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -80,10 +81,22 @@ def detach(session: Any) -> None:
         session._spanpool_owner = None
 
 
+def client_of(instance: Any) -> Any:
+    """The ``Client`` an ``Instance`` of either flavour belongs to."""
+    return instance._client
+
+
+def emulator_host(client: Any) -> str | None:
+    """The emulator host ``client`` talks to (``SPANNER_EMULATOR_HOST`` when it was made, or
+    its anonymous credentials with an endpoint), None for Cloud Spanner."""
+    host = getattr(client, "_emulator_host", None)
+    return str(host) if host else None
+
+
 def database_ids(database: Any) -> tuple[str, str, str]:
     """The project, instance and database ids of a ``Database`` of either flavour."""
     instance = database._instance
-    return instance._client.project, instance.instance_id, database.database_id
+    return client_of(instance).project, instance.instance_id, database.database_id
 
 
 def resource_info(database: Any) -> dict[str, Any] | None:
@@ -142,6 +155,19 @@ def is_session_not_found(exc: BaseException) -> bool:
         if getattr(detail, "resource_type", None) == _SESSION_RESOURCE:
             return True
     return "Session not found" in str(exc)
+
+
+def give_aware_last_use(pool: Any) -> None:
+    """Give the idle sessions of an official asyncio pool an aware last-use time.
+
+    The official 3.71 asyncio pools compare an aware datetime with the naive last-use time of
+    their sessions, so their first checkout raises ``TypeError``; the benchmark does this after
+    ``bind`` to measure them at all."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    queue = getattr(pool, "_sessions", None)
+    for entry in list(getattr(queue, "_queue", ())):
+        session = entry[1] if isinstance(entry, tuple) else entry
+        session._last_use_time = now
 
 
 def is_permission_denied(exc: BaseException) -> bool:

@@ -28,6 +28,7 @@ from google.api_core import exceptions
 from google.cloud.spanner_v1.types import spanner as spanner_types
 
 from .client import _metadata
+from .common import client_of, emulator_host
 from .routing import forces_multiplexed, uses_multiplexed
 
 # isort: off
@@ -72,8 +73,8 @@ def multiplexed_key(database: Any, role: str | None) -> str:
     """What identifies one multiplexed session: the server (the emulator host or API endpoint
     the client talks to; empty for Cloud Spanner's default), the database and the role."""
     instance = database._instance
-    client = instance._client
-    endpoint = getattr(instance, "emulator_host", None) or getattr(client, "_emulator_host", None)
+    client = client_of(instance)
+    endpoint = getattr(instance, "emulator_host", None) or emulator_host(client)
     if not endpoint:
         options = getattr(client, "_client_options", None)
         endpoint = getattr(options, "api_endpoint", None)

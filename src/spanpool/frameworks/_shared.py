@@ -20,6 +20,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud.spanner_v1.client import Client
 from google.cloud.spanner_v1.instance import Instance
 
+from ..bridge.common import client_of, emulator_host
 from ..pools import MultiplexedPool
 
 __all__ = [
@@ -158,7 +159,7 @@ class SharedInstance(Instance):
         sharable = {"pool", "logger", "database_role"}
         if args or not sharable.issuperset(kwargs):
             return super().database(database_id, *args, **kwargs)  # type: ignore[no-untyped-call]
-        return shared_database(self._client, self.instance_id, database_id, **kwargs)
+        return shared_database(client_of(self), self.instance_id, database_id, **kwargs)
 
 
 class SharedClient(Client):
@@ -174,4 +175,4 @@ class SharedClient(Client):
             return super().instance(instance_id, *args, **kwargs)  # type: ignore[no-untyped-call]
         # As the official instance(): the client's emulator host goes to the instance.
         instance: Any = SharedInstance  # its __init__ is the official one, untyped
-        return instance(instance_id, self, emulator_host=self._emulator_host)
+        return instance(instance_id, self, emulator_host=emulator_host(self))

@@ -1,7 +1,8 @@
 """The Cloud Spanner DB-API (PEP 249) with one ``Client`` and ``Database`` per process.
 
 ``spanpool.dbapi.connect`` takes the arguments of ``google.cloud.spanner_dbapi.connect`` and
-returns its ``Connection`` class (a subclass), but:
+returns its ``Connection`` class (a subclass, :class:`spanpool.bridge.dbapi.Connection`: it
+changes what the official class does with its private state), but:
 
 - connections to the same (project, credentials, endpoint, instance, database, role, pool)
   share one ``Client`` and one ``Database``, made on the first ``connect``: a later
@@ -18,7 +19,6 @@ Everything else (exceptions, type constructors, ``paramstyle``) is the official 
 
 from __future__ import annotations
 
-from types import TracebackType
 from typing import Any
 
 from google.cloud import spanner_dbapi as _official
@@ -51,6 +51,8 @@ from google.cloud.spanner_dbapi import (
     get_param_types,
 )
 
+from ..bridge.common import client_of
+from ..bridge.dbapi import Connection
 from ._shared import close_all, shared_client, shared_database
 
 __all__ = [
@@ -93,72 +95,6 @@ paramstyle = _official.paramstyle
 threadsafety = _official.threadsafety
 
 
-class Connection(_official.Connection):  # type: ignore[misc]
-    """The official DB-API connection on a shared ``Database``: it owns no pool, and closing
-    it returns its session whatever state it is in."""
-
-    # Set by the official __init__, which has no annotations.
-    is_closed: bool
-    _transaction: Any
-    _spanner_transaction_started: bool
-
-    @property
-    def _own_pool(self) -> bool:
-        return False
-
-    @_own_pool.setter
-    def _own_pool(self, value: bool) -> None:
-        # The official __init__ (which django-spanner calls again on a live connection)
-        # claims the pool; a connection on a shared Database never owns it.
-        pass
-
-    @property
-    def inside_transaction(self) -> bool:
-        """Whether a read-write transaction is open (the official property, without its
-        deprecation warning: sqlalchemy-spanner asks on every return to its pool)."""
-        transaction = self._transaction
-        return bool(
-            transaction is not None and not transaction.committed and not transaction.rolled_back
-        )
-
-    def close(self) -> None:
-        """Close the connection: roll back an open read-write transaction, return the
-        session to the pool, never touch the pool itself. Closing twice does nothing."""
-        if self.is_closed:
-            return
-        try:
-            transaction = self._transaction
-            if (
-                self._spanner_transaction_started
-                and not self._read_only
-                and transaction is not None
-                and not transaction.committed
-                and not transaction.rolled_back
-            ):
-                transaction.rollback()
-        finally:
-            self.is_closed = True
-            self._transaction = None
-            self._snapshot = None
-            self._spanner_transaction_started = False
-            self._transaction_begin_marked = False
-            self._release_session()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        try:
-            if exc_type is None:
-                self.commit()
-            elif self._client_transaction_started:
-                self.rollback()
-        finally:
-            self.close()
-
-
 def _check_id(name: str, value: Any, *, optional: bool = False) -> None:
     if value is None and optional:
         return
@@ -174,7 +110,7 @@ def _make_client(**settings: Any) -> Any:
     # sends nothing; only that Client is kept.
     options = settings.pop("client_options", None)
     extra = {} if options is None else {"client_options": options}
-    return _official.connect("unused", None, **settings, **extra).instance._client
+    return client_of(_official.connect("unused", None, **settings, **extra).instance)
 
 
 def connect(
