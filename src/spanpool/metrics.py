@@ -49,7 +49,9 @@ __all__ = ["instrument", "pool_name"]
 
 _pools: weakref.WeakSet[Any] = weakref.WeakSet()
 _lock = threading.Lock()
-_instrumented: set[int] = set()  # ids of the meter providers already instrumented
+# The meter providers already instrumented, held weakly: an id() would be reused by a provider
+# made after an instrumented one was freed, which then would never be instrumented.
+_instrumented: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def track(pool: Any) -> None:
@@ -120,9 +122,9 @@ def instrument(meter_provider: metrics.MeterProvider | None = None) -> None:
     None). Calling it again for the same provider does nothing."""
     provider = meter_provider or metrics.get_meter_provider()
     with _lock:
-        if id(provider) in _instrumented:
+        if provider in _instrumented:
             return
-        _instrumented.add(id(provider))
+        _instrumented.add(provider)
     from . import __version__
 
     meter = provider.get_meter("spanpool", __version__)

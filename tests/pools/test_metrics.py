@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -137,3 +138,21 @@ def test_every_kind_of_pool_speaks_the_common_vocabulary_and_appears_in_the_gaug
         closing = getattr(pool, "close", None) or pool.clear
         closing()
     provider.shutdown()
+
+
+def test_a_provider_made_after_another_was_freed_is_instrumented() -> None:
+    # A new provider often lands where a freed one was (the same id()); each must still get
+    # the instruments. Many rounds, so that such a reuse happens with any allocator.
+    pool = FixedSizePool(size=2)
+    for _ in range(100):
+        reader = InMemoryMetricReader()
+        provider = MeterProvider(metric_readers=[reader])
+        spanpool.metrics.instrument(meter_provider=provider)
+        data = reader.get_metrics_data()
+        assert data is not None
+        names = {m.name for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics}
+        assert "db.client.connection.max" in names
+        provider.shutdown()
+        del provider, reader, data
+        gc.collect(0)  # the provider is freed now (it sits in young reference cycles)
+    del pool
