@@ -246,7 +246,7 @@ def test_permits_count_toward_max_sessions(store: Store, key: str) -> None:
     second = acquire(store, key, 101.0, max_sessions=3)
     assert first.token is not None and second.token is not None and first.record is None
     full = acquire(store, key, 102.0, max_sessions=3)
-    assert full == Acquired(releases=full.releases)
+    assert full == Acquired(releases=full.releases, wants=1)
     assert store.stats(key) == StoreStats(0, 1, 2, 1, 100.0)
 
 
@@ -394,9 +394,10 @@ def test_acquire_tells_what_others_could_get_and_counts_wants(store: Store, key:
     wants = store.wait_for_want  # type: ignore[attr-defined]
     assert wants(key, 0.0, -1) == 0
     first = acquire(store, key, 100.0, max_sessions=2)
-    assert (first.token is not None, first.spare) == (True, 1)  # one free place
+    assert (first.token is not None, first.spare, first.wants) == (True, 1, 0)  # a free place
     assert acquire(store, key, 101.0, max_sessions=2).spare == 0
-    assert acquire(store, key, 102.0, max_sessions=2).token is None  # full: a want
+    full = acquire(store, key, 102.0, max_sessions=2)
+    assert (full.token, full.wants) == (None, 1)  # full: a want
     assert wants(key, 0.0, -1) == 1
     assert acquire(store, key, 103.0, max_sessions=2).token is None
     assert wants(key, 0.01, 1) == 2  # differs already: at once
@@ -404,7 +405,7 @@ def test_acquire_tells_what_others_could_get_and_counts_wants(store: Store, key:
     assert first.token is not None
     store.create_failed(key, first.token)
     again = acquire(store, key, 104.0, max_sessions=3)
-    assert again.spare == 1  # two permits, one free place
+    assert (again.spare, again.wants) == (1, 2)  # two permits, one free place
 
 
 # -- take_idle ------------------------------------------------------------------------------

@@ -25,69 +25,77 @@ if TYPE_CHECKING:
 log = logging.getLogger("spanpool")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True, eq=False)
 class Held:
     """A session checked out to this process: its claim token, when it was created, when the
-    store last confirmed the claim (checkout, keep-alive), and when it was last parked (see
-    ``_leases.py``)."""
+    store last confirmed the claim (checkout, keep-alive), and, while it is parked here (see
+    ``_leases.py``), when it was parked and until when it may be handed out again without a
+    store step (the pool's clock)."""
 
     token: str
     session: client.PooledSession
     created_at: float
     confirmed_at: float
-    parked_at: float = 0.0  # the pool's clock
-    parked_tick: float = 0.0  # time.monotonic()
+    parked_at: float = 0.0
+    fresh_until: float = 0.0
 
 
 class Holdings:
     """The sessions this process holds, by the identity of the session object handed out
-    (reading a session's name is not cheap in the official client)."""
+    (reading a session's name is not cheap in the official client). ``lock`` is the pool's
+    one lock, shared with the parked sessions (``_leases.py``) so that a warm checkout or
+    return takes one lock."""
 
-    def __init__(self) -> None:
-        self._mutex = threading.Lock()
-        self._held: dict[int, Held] = {}
+    def __init__(self, lock: threading.Lock) -> None:
+        self.lock = lock
+        self.held: dict[int, Held] = {}
 
     def __len__(self) -> int:
-        return len(self._held)
+        return len(self.held)
 
     def add(self, held: Held) -> None:
-        with self._mutex:
-            self._held[id(held.session)] = held
+        with self.lock:
+            self.held[id(held.session)] = held
 
     def get(self, session: Any) -> Held | None:
         """What this process holds as ``session`` (that very object); None when nothing."""
-        held = self._held.get(id(session))
+        held = self.held.get(id(session))
         return held if held is not None and held.session is session else None
 
     def take(self, session: Any) -> Held | None:
         """Forget that this process holds ``session``; None when it does not."""
-        with self._mutex:
-            held = self._held.pop(id(session), None)
-            if held is not None and held.session is not session:
-                self._held[id(session)] = held  # another object that had this id once
-                return None
-            return held
+        with self.lock:
+            return self.take_locked(session)
+
+    def take_locked(self, session: Any) -> Held | None:
+        """``take``, with ``lock`` held by the caller."""
+        held = self.held.pop(id(session), None)
+        if held is not None and held.session is not session:
+            self.held[id(session)] = held  # another object that had this id once
+            return None
+        return held
 
     def tokens(self) -> set[str]:
-        with self._mutex:
-            return {held.token for held in self._held.values()}
+        with self.lock:
+            return {held.token for held in self.held.values()}
 
     def drain(self) -> list[Held]:
         """Forget everything held, and return it."""
-        with self._mutex:
-            held, self._held = list(self._held.values()), {}
+        with self.lock:
+            held = list(self.held.values())
+            self.held.clear()
         return held
 
-    def after_fork(self) -> None:
-        self._mutex = threading.Lock()
-        self._held = {}
+    def after_fork(self, lock: threading.Lock) -> None:
+        self.lock = lock
+        self.held.clear()  # this process's copy: the parent's dict is its own
 
 
 def forget_parent(pool: CacheSessionPool) -> None:
     """In a forked child: the parent's checkouts, journal and tokens are the parent's."""
     pool._mutex = threading.Lock()
-    pool._holdings.after_fork()
-    pool._leases.after_fork()
+    pool._holdings.after_fork(pool._mutex)
+    pool._leases.after_fork(pool._mutex)
     pool._steps.after_fork()
     if pool._own_holder:
         pool._holder = Holder.current()
@@ -113,22 +121,37 @@ def return_everything(pool: CacheSessionPool) -> None:
     if key is None:
         return
     steps = pool._steps
-    for held in pool._holdings.drain() + pool._leases.take_all():
-        kind: Literal["release", "discard"] = (
-            "discard" if held.session._spanpool_gone else "release"
-        )
-        steps.unsettle(Unsettled(kind, held.session.name, held.token))
+    held = pool._holdings.drain() + pool._leases.take_all()
+    if not held and not steps.journal:
+        return  # nothing to return (or returned already: this runs at exit, and as a finalizer)
+    for one in held:
+        kind: Literal["release", "discard"] = "discard" if one.session._spanpool_gone else "release"
+        steps.unsettle(Unsettled(kind, one.session.name, one.token))
     try:
         steps.settle(key, pool._clock, pool._upkeep.delete_records)
     except Exception as exc:  # never fail interpreter exit
         log.warning("CacheSessionPool %s: returning sessions at exit failed: %s", key, exc)
-    if steps.unsettled:
+    if steps.unsettled and held:
         log.warning(
             "CacheSessionPool %s: %d sessions could not be returned at exit; they are "
             "reclaimed when the pool needs them",
             key,
             steps.unsettled,
         )
+
+
+def before_store_closes(pool: CacheSessionPool) -> None:
+    """Give back what is leased and retry failed steps, and lease nothing more: the store
+    closes next (what callers still hold is theirs to return)."""
+    key = pool._key
+    pool._leases.stop()
+    if key is None:
+        return
+    try:
+        pool._leases.give_back_all(pool)
+        pool._steps.settle(key, pool._clock, pool._upkeep.delete_records)
+    except StoreError as exc:
+        log.warning("CacheSessionPool %s: returning sessions before the store closes: %s", key, exc)
 
 
 def session_gone(pool: CacheSessionPool, session: Any) -> None:

@@ -12,7 +12,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -99,9 +99,8 @@ class SQLiteFile:
         self._timeout = timeout
         self._local = _Local()
         self.closed = False
-        # Incremented only while holding SQLite's write lock, which serialises every writer of
-        # the file (threads included), so it needs no lock of its own.
         self.transactions = 0
+        self._counting = threading.Lock()
         self.connection()  # fail now on an unusable path, and create the schema
 
     def error(self, what: str, exc: BaseException) -> StoreError:
@@ -237,7 +236,8 @@ class SQLiteFile:
         except sqlite3.Error as exc:
             self._rollback(conn)
             raise self.error("cannot begin a transaction", exc) from exc
-        self.transactions += 1
+        with self._counting:
+            self.transactions += 1
         try:
             yield conn
             conn.execute("COMMIT")
@@ -255,7 +255,21 @@ class SQLiteFile:
             # The connection is in an unknown state: use a new one next time.
             self.drop_connection()
 
-    def read(self, sql: str, params: Sequence[Any]) -> list[Any]:
+    def write_one(self, sql: str, params: Mapping[str, Any]) -> int:
+        """One statement that writes, as a transaction of its own (SQLite takes the write lock
+        when the statement starts, waiting for it as ``BEGIN IMMEDIATE`` does). Returns its
+        row count."""
+        conn = self.connection()
+        try:
+            changed = conn.execute(sql, params).rowcount
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            raise self.error("transaction failed, nothing was changed", exc) from exc
+        with self._counting:
+            self.transactions += 1
+        return changed
+
+    def read(self, sql: str, params: Sequence[Any] | Mapping[str, Any]) -> list[Any]:
         """One statement in its own read transaction (a consistent snapshot)."""
         conn = self.connection()
         try:

@@ -88,13 +88,13 @@ class Steps:
         self.key: str | None = None  # set when the pool is bound, for messages
         self._lock = None if lock is None else LockAdapter(lock)
         self._mutex = threading.Lock()
-        self._unsettled: list[Unsettled] = []
+        self.journal: list[Unsettled] = []
         self._in_flight: set[str] = set()
 
     def after_fork(self) -> None:
         """In a forked child: the parent's journal and tokens are the parent's."""
         self._mutex = threading.Lock()
-        self._unsettled = []
+        self.journal = []
         self._in_flight = set()
 
     def run(
@@ -145,23 +145,23 @@ class Steps:
         """Tokens in flight or in the journal: claims this process has not lost track of."""
         with self._mutex:
             known = set(self._in_flight)
-            known.update(entry.token for entry in self._unsettled)
+            known.update(entry.token for entry in self.journal)
         return known
 
     # -- the journal ------------------------------------------------------------------------------
 
     @property
     def unsettled(self) -> int:
-        return len(self._unsettled)
+        return len(self.journal)
 
     @property
     def pending(self) -> bool:
         """Whether any step waits to be retried."""
-        return bool(self._unsettled)
+        return bool(self.journal)
 
     def unsettle(self, entry: Unsettled) -> None:
         with self._mutex:
-            self._unsettled.append(entry)
+            self.journal.append(entry)
 
     def settle(
         self,
@@ -172,16 +172,16 @@ class Steps:
         """Retry the steps that failed, in order, until one fails again (it stays in the
         journal with those after it). ``orphaned`` deletes a new session that can no longer be
         recorded."""
-        if not self._unsettled:
+        if not self.journal:
             return
         with self._mutex:
-            entries, self._unsettled = self._unsettled, []
+            entries, self.journal = self.journal, []
         for index, entry in enumerate(entries):
             try:
                 self._settle_one(key, clock(), entry, orphaned)
             except StoreError:
                 with self._mutex:
-                    self._unsettled[:0] = entries[index:]
+                    self.journal[:0] = entries[index:]
                 return
 
     def _settle_one(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable
 
 from ..errors import StoreError
 from .store import (
@@ -12,6 +13,7 @@ from .store import (
     Adoption,
     Checkout,
     Claim,
+    ClosingHooks,
     Holder,
     MultiplexedClaim,
     MultiplexedRecord,
@@ -64,6 +66,11 @@ class MemoryStore:
         self._multiplexed: dict[str, _Multiplexed] = {}
         self._closed = False
         self._identity = f"memory:{new_token()}"
+        self._closing = ClosingHooks()
+
+    def before_close(self, callback: Callable[[], None]) -> None:
+        """Have ``close()`` call ``callback`` first (held weakly: a bound method)."""
+        self._closing.add(callback)
 
     @property
     def identity(self) -> str:
@@ -110,7 +117,7 @@ class MemoryStore:
                 if not stale:
                     state.wants += 1
                     self._released.notify_all()
-                    return Acquired(dropped=dropped, releases=state.releases)
+                    return Acquired(dropped=dropped, releases=state.releases, wants=state.wants)
                 record = state.in_use.pop(min(stale)[1])[0]
                 reclaimed = True
             if record is not None:
@@ -118,7 +125,9 @@ class MemoryStore:
                 state.high_water = max(state.high_water, len(state.in_use))
             free = 0 if state.lease is not None else checkout.max_sessions - state.total()
             spare = len(state.idle) + max(0, free)
-            return Acquired(record, token, dropped, reclaimed, state.releases, spare)
+            return Acquired(
+                record, token, dropped, reclaimed, state.releases, spare, wants=state.wants
+            )
 
     def start_reconcile(
         self, key: str, *, now: float, lease_seconds: float, force: bool
@@ -318,6 +327,7 @@ class MemoryStore:
             return self._state(key).wants
 
     def close(self) -> None:
+        self._closing.run()
         with self._lock:
             self._closed = True
             self._released.notify_all()

@@ -8,13 +8,13 @@ Spanner RPCs between them, never during one: a store step hands out an idle sess
 
 This process keeps only what it holds (``_held.py``), each with the claim token that proves it,
 and the sessions it leased (``_leases.py``: released here, handed out again without a store
-step). ``_steps.py`` runs store steps and retries failed ones; ``_creating.py`` makes sessions
-under creation permits; ``maintain.py`` is the upkeep.
+step; ``_wants.py`` gives them back when another holder wants one). ``_checkout.py`` is the
+store's road of acquire and release; ``_steps.py`` runs store steps and retries failed ones;
+``_creating.py`` makes sessions under creation permits; ``maintain.py`` is the upkeep.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -23,24 +23,17 @@ from typing import Any
 
 from .. import _validate, stats
 from ..bridge import client
-from ..errors import NotCheckedOut, PoolTimeout, PoolUsageError, StoreError
+from ..errors import NotCheckedOut, PoolUsageError
 from ..metrics import track as _track_metrics
 from ..pools.abstract import AbstractSessionPool
 from ..stats import Counters, gauges
-from . import _creating, _held, _reconcile
-from ._held import Held, Holdings
+from . import _checkout, _creating, _held, _reconcile
+from ._held import Holdings
 from ._leases import Leases
 from ._reconcile import POOL_LABEL, ReconcileReport
-from ._steps import Steps, Unsettled
-from .maintain import (
-    RETIRE_AGE,
-    SERVER_IDLE_EXPIRY,
-    VERIFY_AFTER,
-    WINDOW,
-    MaintenanceReport,
-    Upkeep,
-)
-from .store import Checkout, Holder, SessionRecord, Store, StoreStats
+from ._steps import Steps
+from .maintain import SERVER_IDLE_EXPIRY, WINDOW, MaintenanceReport, Upkeep
+from .store import Holder, Store, StoreStats
 
 __all__ = [
     "POOL_LABEL",
@@ -50,8 +43,6 @@ __all__ = [
     "MaintenanceReport",
     "ReconcileReport",
 ]
-
-log = logging.getLogger("spanpool")
 
 
 class CacheSessionPool(AbstractSessionPool):
@@ -116,7 +107,7 @@ class CacheSessionPool(AbstractSessionPool):
         self.sleep_interval_seconds = _validate.number(
             "sleep_interval_seconds", sleep_interval_seconds, above=True
         )
-        self.reclaim_after_seconds = _validate.number(
+        self._reclaim_after = _validate.number(
             "reclaim_after_seconds", reclaim_after_seconds, above=True
         )
         if holder is not None and not isinstance(holder, Holder):
@@ -128,10 +119,11 @@ class CacheSessionPool(AbstractSessionPool):
         self._own_holder = holder is None
         self._holder = Holder.current() if holder is None else holder
         self._key: str | None = None
-        self._mutex = threading.Lock()
-        self._holdings = Holdings()
+        self._mutex = threading.Lock()  # the one lock of the warm road (see _leases.py)
+        self._holdings = Holdings(self._mutex)
         self._upkeep = Upkeep(self)
-        self._leases = Leases(self)
+        self._leases = Leases(self, self._holdings)
+        self._leases.fresh_for = self._reclaim_after / 20
         self._counters = Counters(
             (
                 stats.SESSIONS_CREATED,
@@ -148,8 +140,22 @@ class CacheSessionPool(AbstractSessionPool):
             )
         )
         self._count = self._counters.add
+        before_close = getattr(store, "before_close", None)
+        if callable(before_close):
+            before_close(self._store_closing)
         _held.track(self)
         _track_metrics(self)
+
+    @property
+    def reclaim_after_seconds(self) -> float:
+        """How long a checked-out session may go unreleased and not kept alive before another
+        process may take it when the pool is full."""
+        return self._reclaim_after
+
+    @reclaim_after_seconds.setter
+    def reclaim_after_seconds(self, value: float) -> None:
+        self._reclaim_after = _validate.number("reclaim_after_seconds", value, above=True)
+        self._leases.fresh_for = self._reclaim_after / 20
 
     # -- binding ----------------------------------------------------------------------------
 
@@ -209,132 +215,26 @@ class CacheSessionPool(AbstractSessionPool):
         Raises :class:`~spanpool.errors.PoolTimeout` (a ``queue.Empty``) when the pool stays
         at ``max_sessions``, and :class:`~spanpool.errors.StoreError` when the store fails.
         """
-        if context not in ("r", "rw"):
+        if context != "r" and context != "rw":
             raise PoolUsageError(f'context must be "r" or "rw", not {context!r}')
+        session = self._leases.check_out()  # a warm checkout: no store step
+        if session is not None:
+            return session
         if not self.should_wait_for_session:
-            return self._acquire(0.0, None)
-        return self._acquire(
-            self.max_cycles_to_wait_for_session * self.sleep_interval_seconds, None
-        )
+            return _checkout.acquire(self, 0.0, None)
+        wait = self.max_cycles_to_wait_for_session * self.sleep_interval_seconds
+        return _checkout.acquire(self, wait, None)
 
     def get(self, timeout: float | None = None, **_: Any) -> client.PooledSession:
         """``acquire()`` for the official ``Database``; ``timeout`` (seconds, 0: don't wait)
         replaces the pool's waiting time when given."""
+        if timeout is None:
+            return self.acquire()
         wait = _validate.timeout("timeout", timeout)
         if wait is None:
             return self.acquire()
-        return self._acquire(wait, wait)
-
-    def _checkout(self, now: float) -> Checkout:
-        return Checkout(
-            holder=self._holder,
-            now=now,
-            max_sessions=self.max_sessions,
-            reclaim_before=now - self.reclaim_after_seconds,
-            expired_before=now - SERVER_IDLE_EXPIRY,
-            retire_before=now - RETIRE_AGE,
-        )
-
-    def _why(self, timeout: float | None) -> str:
-        """What set the waiting time, for the PoolTimeout message."""
-        if timeout is not None:
-            return f"timeout={timeout:g}"
-        if not self.should_wait_for_session:
-            return "should_wait_for_session is False"
-        return (
-            f"max_cycles_to_wait_for_session={self.max_cycles_to_wait_for_session} x "
-            f"sleep_interval_seconds={self.sleep_interval_seconds:g}"
-        )
-
-    def _acquire(self, wait: float, timeout: float | None) -> client.PooledSession:
-        """Check a session out, waiting up to ``wait`` seconds for a release when full
-        (``timeout``: the caller's, when it gave one)."""
-        key = self._ready()
-        steps, store = self._steps, self._store
-        self._count(stats.REQUESTS_NUM)
-        leases = self._leases
-        if leases.parked and (session := self._take_leased()) is not None:
-            return session
-        started = time.monotonic()
-        waited = False
-        try:
-            while True:
-                now = self._clock()
-                got = steps.run("acquire", store.acquire, key, self._checkout(now))
-                if got.reset:
-                    # The store lost the pool's state (or a reconciler died): settle it with
-                    # the server before anything is created. Another process may be on it.
-                    if _reconcile.reconcile(self, key, force=False) is None:
-                        self._wait_for_reconciler(key, started + wait, got.releases)
-                    continue
-                leases.spare = got.spare
-                if got.dropped:
-                    # Expired ones are gone from the server already; retired ones are deleted.
-                    self._upkeep.delete_records(
-                        [r for r in got.dropped if r.created_at < now - RETIRE_AGE]
-                    )
-                if got.record is not None and got.token is not None:
-                    if got.reclaimed:
-                        self._count(stats.SESSIONS_RECLAIMED)
-                    session = self._hold(got.record, got.token, now)
-                    if got.record.last_used < now - VERIFY_AFTER and not self._still_exists(
-                        session
-                    ):
-                        continue
-                    return session
-                if got.token is not None:
-                    created = _creating.create_checked_out(self, key, got.token)
-                    if created is not None:
-                        return created
-                    continue
-                # The pool is full.
-                if self._upkeep.reclaim_dead(key, rate_limited=True):
-                    continue
-                remaining = started + wait - time.monotonic()
-                if remaining <= 0:
-                    self._count(stats.REQUESTS_TIMEOUTS)
-                    raise PoolTimeout(
-                        f"CacheSessionPool {key}: all {self.max_sessions} sessions (max_sessions) "
-                        f"are in use or being created; gave up after waiting "
-                        f"{time.monotonic() - started:.2f}s ({self._why(timeout)})"
-                    )
-                if not waited:
-                    waited = True
-                    self._count(stats.REQUESTS_WAITING_TOTAL)
-                    with leases.lock:
-                        leases.waiting += 1  # from now on, releases here go to the store
-                if leases.parked and (session := self._take_leased()) is not None:
-                    return session
-                steps.run(
-                    "wait_for_release",
-                    store.wait_for_release,
-                    key,
-                    min(remaining, self.sleep_interval_seconds),
-                    got.releases,
-                    locked=False,
-                )
-        finally:
-            if waited:
-                with leases.lock:
-                    leases.waiting -= 1
-                self._count(stats.REQUESTS_WAIT_MS, round((time.monotonic() - started) * 1000))
-
-    def _wait_for_reconciler(self, key: str, deadline: float, releases: int) -> None:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            self._count(stats.REQUESTS_TIMEOUTS)
-            raise PoolTimeout(
-                f"CacheSessionPool {key}: the pool's state is being reconciled with the server "
-                "by another process; gave up waiting"
-            )
-        self._steps.run(
-            "wait_for_release",
-            self._store.wait_for_release,
-            key,
-            min(remaining, self.sleep_interval_seconds),
-            releases,
-            locked=False,
-        )
+        session = self._leases.check_out()
+        return session if session is not None else _checkout.acquire(self, wait, wait)
 
     def _session(self, name: str, owner: Any = None) -> client.PooledSession:
         """A session object for the existing session ``name``."""
@@ -342,76 +242,23 @@ class CacheSessionPool(AbstractSessionPool):
             self._database, name, self._labels, self._database_role, owner
         )
 
-    def _hold(self, record: SessionRecord, token: str, now: float) -> client.PooledSession:
-        session = self._session(record.name, self)
-        session._spanpool_pooled = True
-        self._holdings.add(Held(token, session, record.created_at, now))
-        return session
-
-    def _take_leased(self) -> client.PooledSession | None:
-        """A session parked in this process (no store step), if there is one to hand out."""
-        held = self._leases.take(self, self._clock())
-        if held is None:
-            return None
-        self._holdings.add(held)
-        return held.session
-
-    def _still_exists(self, session: client.PooledSession) -> bool:
-        """Check a session idle long enough to be in doubt; drop it when the server lost it."""
-        try:
-            found = client.exists(session)
-        except BaseException:
-            self.release(session)
-            raise
-        if not found:
-            self._count(stats.SESSIONS_REPLACED)
-            session._spanpool_gone = True
-            _held.drop(self, session)
-        return found
-
     # -- checking in ------------------------------------------------------------------------
 
     def release(self, session: Any) -> None:
-        """Return a checked-out session to the pool (one store step).
+        """Return a checked-out session to the pool: parked in this process while nobody
+        waits for one (no store step), else one store step.
 
         A session not checked out from this pool by this process, or returned twice, raises
         :class:`~spanpool.errors.NotCheckedOut`. When the store fails the session is kept
         aside and returned at the next call, and :class:`~spanpool.errors.StoreError` raises.
         """
-        key = self._ready()
-        held = self._holdings.take(session)
-        if held is None:
-            if isinstance(session, client.PooledSession) and session._spanpool_gone:
-                return  # dropped from the pool when the server said it was gone
-            _creating.adopt_or_refuse(self, session)
-            return
-        if session._spanpool_gone:
-            _held.discard(self, key, session.name, held.token)
-            return
-        now = self._clock()
-        if self._leases.park(held, now):
-            return
-        name = session.name
-        try:
-            released = self._steps.run(
-                "release", self._store.release, key, name, held.token, now=now
-            )
-        except StoreError:
-            self._steps.unsettle(Unsettled("release", name, held.token))
-            raise
-        if not released:
-            self._count(stats.CLAIMS_LOST)
-            log.warning(
-                "CacheSessionPool %s: %s was reclaimed while checked out (not kept alive for "
-                "%ss); call keep_alive() during long work",
-                key,
-                name,
-                self.reclaim_after_seconds,
-            )
+        if not self._leases.check_in(session):
+            _checkout.release(self, session)
 
     def put(self, session: Any) -> None:
         """``release()`` for the official ``Database``."""
-        self.release(session)
+        if not self._leases.check_in(session):
+            _checkout.release(self, session)
 
     def keep_alive(self, session: Any) -> bool:
         """Mark a checked-out session as still in use, so that it is not reclaimed (no RPC).
@@ -428,7 +275,7 @@ class CacheSessionPool(AbstractSessionPool):
             "keep_alive", self._store.keep_alive, key, session.name, held.token, now=now
         )
         if alive:
-            held.confirmed_at = now
+            held.confirmed_at = now  # under the caller's use: not parked meanwhile
         else:
             self._count(stats.CLAIMS_LOST)
         return alive
@@ -482,7 +329,7 @@ class CacheSessionPool(AbstractSessionPool):
         failed. True only when the server lists none of the pool's sessions afterwards (when
         the server refuses to list them: when every delete succeeded)."""
         key = self._ready()
-        self._leases.spare = 0  # sessions held now go back to the store, which forgets them
+        self._leases.acquired(spare=0, wants=-1)  # what is held now goes back to the store
         self._leases.take_all()  # deleted below with the rest
         records = self._steps.run("clear", self._store.clear, key)
         return _reconcile.delete_listed(self, self._upkeep.delete_records(records))
@@ -512,6 +359,11 @@ class CacheSessionPool(AbstractSessionPool):
         key = self._ready()
         self._leases.give_back_all(self)
         return self._upkeep.maintain(key)
+
+    def _store_closing(self) -> None:
+        """The store is being closed: give back the leased sessions (and retry the steps that
+        failed) while it can take them, and lease nothing more."""
+        _held.before_store_closes(self)
 
     def _after_fork(self) -> None:
         _held.forget_parent(self)
@@ -546,11 +398,18 @@ class CacheSessionPool(AbstractSessionPool):
         ``pool_in_use``, ``pool_max``; ``requests_waiting`` in this process), the shared
         pool's own (``pool_min``, ``pool_creating``, ``high_water`` of the current window,
         ``held_here``, ``unsettled``), and this process's counters."""
-        return {**self._gauges(), **self._counters.snapshot()}
+        return {**self._gauges(), **self._counts(reset=False)}
 
     def pop_stats(self) -> dict[str, int]:
         """:meth:`get_stats`, then reset the counters."""
-        return {**self._gauges(), **self._counters.pop()}
+        return {**self._gauges(), **self._counts(reset=True)}
+
+    def _counts(self, *, reset: bool) -> dict[str, int]:
+        # Warm checkouts are counted by the leases under the pool's lock, not one by one here.
+        served = self._leases.pop_served(reset)
+        counts = self._counters.pop() if reset else self._counters.snapshot()
+        counts[stats.REQUESTS_NUM] += served
+        return counts
 
     def __repr__(self) -> str:
         return (

@@ -16,6 +16,8 @@
 --   KEYS[8] meta          HASH  window_start, high_water, releases, seq, wants, epoch, and
 --                               lease and lease_until while a reconciliation is under way
 --   KEYS[9] signal        LIST  release markers for wait_for_release (BLPOP)
+--   KEYS[10] wants        STREAM the want count, one entry "<count>-1" (the last one), which
+--                               processes keeping leased sessions read with a blocking XREAD
 --
 -- Times come as repr(float) strings and are kept as those strings, so they come back exactly;
 -- they are compared as doubles. Tokens derive from a random seed the caller passes in, so the
@@ -25,7 +27,7 @@
 local k_idle, k_born, k_irec = KEYS[1], KEYS[2], KEYS[3]
 local k_used, k_usince = KEYS[4], KEYS[5]
 local k_permits, k_psince = KEYS[6], KEYS[7]
-local k_meta, k_signal = KEYS[8], KEYS[9]
+local k_meta, k_signal, k_wants = KEYS[8], KEYS[9], KEYS[10]
 local SIGNAL_LENGTH = 16 -- release markers kept in the signal list
 
 -- Fixed width, so that comparing members compares the order sessions became idle in.
@@ -136,6 +138,18 @@ local function releases()
   return tonumber(redis.call('HGET', k_meta, 'releases') or '0')
 end
 
+-- An acquire found the pool full: counts a want and appends the count to the wants stream,
+-- waking every process that waits for it (wait_for_want). A stream whose last entry is not
+-- older (the count started over while the stream stayed) is started over too.
+local function wanted()
+  local n = redis.call('HINCRBY', k_meta, 'wants', 1)
+  local added = redis.pcall('XADD', k_wants, 'MAXLEN', '1', n .. '-1', 'wants', n)
+  if type(added) == 'table' and added.err then
+    redis.call('DEL', k_wants)
+    redis.call('XADD', k_wants, 'MAXLEN', '1', n .. '-1', 'wants', n)
+  end
+end
+
 -- The pool's epoch (false when the state was lost, or never made) and reconciliation lease
 -- (false when none is under way) with its end.
 local function epoch_state()
@@ -156,13 +170,15 @@ end
 -- preference: the most recently used idle session, a creation permit when the pool is below
 -- max_sessions, or the claim with the oldest since when that is older than reclaim_before.
 -- Returns {'outcome', o, 'releases', n, 'name', ..., 'created', ..., 'last_used', ...,
--- 'token', ..., 'dropped', {name, created, last_used, ...}, 'spare', n} where spare counts the
--- idle sessions and free places left after this step, and o is
+-- 'token', ..., 'dropped', {name, created, last_used, ...}, 'spare', n, 'wants', n} where spare
+-- counts the idle sessions and free places left after this step, wants is the want count, and
+-- o is
 --   'idle'      an idle session, now checked out under token;
 --   'permit'    a creation permit, token (name, created, last_used are '');
 --   'reclaimed' a session taken from a holder that stopped keeping it alive;
 --   'full'      nothing (token is ''): wait for a release (releases is the count to wait past);
---               the want count goes up, so that processes keeping sessions give them back.
+--               the want count goes up (and onto the wants stream), so that processes keeping
+--               sessions give them back.
 --   'reset'     nothing, and nothing changed: the pool has no epoch (its state was lost) or the
 --               lease of a reconciliation expired; the caller reconciles.
 -- While a reconciliation is under way no permit is granted.
@@ -175,7 +191,7 @@ local token = mint(ARGV[8], 0)
 local epoch, lease, lease_until = epoch_state()
 if not epoch or (lease and tonumber(now) >= tonumber(lease_until)) then
   return {'outcome', 'reset', 'releases', releases(), 'name', '', 'created', '',
-    'last_used', '', 'token', '', 'dropped', {}, 'spare', 0}
+    'last_used', '', 'token', '', 'dropped', {}, 'spare', 0, 'wants', -1}
 end
 
 local function start_window()
@@ -268,7 +284,7 @@ if outcome == 'idle' or outcome == 'reclaimed' then
   raise_high_water()
 elseif outcome == 'full' then
   token = ''
-  redis.call('HINCRBY', k_meta, 'wants', 1)
+  wanted()
 end
 -- No free place counts while a reconciliation is under way: none can be granted.
 local free = 0
@@ -277,7 +293,8 @@ if not lease then
 end
 local spare = redis.call('ZCARD', k_idle) + free
 return {'outcome', outcome, 'releases', releases(), 'name', name, 'created', created,
-  'last_used', last_used, 'token', token, 'dropped', dropped, 'spare', spare}
+  'last_used', last_used, 'token', token, 'dropped', dropped, 'spare', spare,
+  'wants', tonumber(redis.call('HGET', k_meta, 'wants') or '0')}
 
 --- created
 -- ARGV: token, name, created_at, last_used, now, check_out ('1' or '0').

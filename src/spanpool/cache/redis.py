@@ -6,8 +6,9 @@ The scripts are in ``redis.lua`` beside this module, each headed with what it re
 returns. A pool's keys share the hash tag ``{<key>}``, so a pool lives on one slot of a
 cluster: ``<prefix>:{<key>}:idle`` (a ZSET of idle sessions by ``last_used``), ``...:idle:born``,
 ``...:idle:rec``, ``...:used``, ``...:used:since``, ``...:permits``, ``...:permits:since``,
-``...:meta`` and ``...:signal`` (release markers popped with ``BLPOP`` by
-``wait_for_release``); ``redis.lua`` describes each.
+``...:meta``, ``...:signal`` (release markers popped with ``BLPOP`` by ``wait_for_release``)
+and ``...:wants`` (a stream read with a blocking ``XREAD`` by ``wait_for_want``);
+``redis.lua`` describes each.
 
 A failed step raises :class:`~spanpool.errors.StoreError`. Redis runs a script whole, without
 other clients in between, and refuses one that cannot write (out of memory) before its first
@@ -30,7 +31,7 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -48,6 +49,7 @@ from .store import (
     Adoption,
     Checkout,
     Claim,
+    ClosingHooks,
     Holder,
     MultiplexedClaim,
     MultiplexedRecord,
@@ -67,6 +69,7 @@ _SUFFIXES = (
     "permits:since",
     "meta",
     "signal",
+    "wants",
 )
 # What a failing server or connection raises from the client.
 _FAILURES = (redis.exceptions.RedisError, OSError)
@@ -177,9 +180,14 @@ class RedisStore:
         self._counter_lock = threading.Lock()
         self._round_trips = 0
         self._closed = False
+        self._closing = ClosingHooks()
         self._address, timeout = _where(self._client)
         # A blocking pop must answer within the socket timeout: wait in slices of half of it.
         self._block_slice = math.inf if timeout is None else max(_MIN_BLOCK, timeout / 2)
+
+    def before_close(self, callback: Callable[[], None]) -> None:
+        """Have ``close()`` call ``callback`` first (held weakly: a bound method)."""
+        self._closing.add(callback)
 
     @property
     def identity(self) -> str:
@@ -245,11 +253,11 @@ class RedisStore:
         )
         outcome = _text(reply["outcome"])
         dropped = _records(reply["dropped"])
-        releases = int(reply["releases"])
+        releases, wants = int(reply["releases"]), int(reply["wants"])
         if outcome == "reset":
             return Acquired(releases=releases, reset=True)
         if outcome == "full":
-            return Acquired(dropped=dropped, releases=releases)
+            return Acquired(dropped=dropped, releases=releases, wants=wants)
         record = None
         if outcome != "permit":
             record = SessionRecord(
@@ -257,7 +265,8 @@ class RedisStore:
             )
         token = _text(reply["token"])
         spare = int(reply["spare"])
-        return Acquired(record, token, dropped, outcome == "reclaimed", releases, spare)
+        reclaimed = outcome == "reclaimed"
+        return Acquired(record, token, dropped, reclaimed, releases, spare, wants=wants)
 
     def start_reconcile(
         self, key: str, *, now: float, lease_seconds: float, force: bool
@@ -424,19 +433,28 @@ class RedisStore:
             raise
 
     def wait_for_want(self, key: str, timeout: float, wants: int) -> int:
-        """Polls the key's want count every 5 ms."""
+        """Blocks on the pool's wants stream (``XREAD``), to which an acquire that finds the
+        pool full appends the new count: one blocking read (in slices shorter than the socket
+        timeout), then one read of the count when nothing came. Background reads, not steps:
+        not in ``round_trips``."""
         self._check_open()
+        keys = self._pool_keys(key)
         deadline = time.monotonic() + max(0.0, timeout)
-        meta = self._pool_keys(key)[7]
-        while True:
-            try:  # a background poll, not a step: not in round_trips
-                seen = int(self._client.hget(meta, "wants") or 0)
-            except _FAILURES as exc:
-                raise self._fail("wait_for_want", exc) from exc
-            remaining = deadline - time.monotonic()
-            if seen != wants or remaining <= 0 or self._closed:
-                return seen
-            time.sleep(min(0.005, remaining))
+        try:
+            while wants >= 0 and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                block = max(1, int(min(remaining, self._block_slice) * 1000))
+                found = self._client.xread({keys[9]: f"{wants}-1"}, count=1, block=block)
+                if found:
+                    entries = next(iter(found.values())) if isinstance(found, dict) else found[0][1]
+                    return int(_text(entries[-1][0]).partition("-")[0])
+            return int(self._client.hget(keys[7], "wants") or 0)
+        except _FAILURES as exc:
+            if self._closed:
+                return wants  # close() cut the connection under the blocking read
+            raise self._fail("wait_for_want", exc) from exc
 
     # -- multiplexed sessions (MultiplexedStore) -------------------------------------------
 
@@ -472,6 +490,7 @@ class RedisStore:
 
     def close(self) -> None:
         """Closes the client when the store made it; a client passed in stays open."""
+        self._closing.run()
         self._closed = True
         if self._owned:
             self._client.close()

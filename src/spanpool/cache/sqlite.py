@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from ..errors import StoreError
+from . import _sqlite_sql as sql
 from ._sqlite_file import SQLiteFile
 from .store import (
     NOBODY,
@@ -35,6 +37,7 @@ from .store import (
     Adoption,
     Checkout,
     Claim,
+    ClosingHooks,
     Holder,
     MultiplexedClaim,
     MultiplexedRecord,
@@ -44,31 +47,10 @@ from .store import (
     new_token,
 )
 
-_ENSURE_POOL = "INSERT OR IGNORE INTO pools (key) VALUES (?)"
-_TOTAL = (
-    "SELECT (SELECT count(*) FROM sessions WHERE key = ?1)"
-    " + (SELECT count(*) FROM permits WHERE key = ?1)"
-)
-_IDLE_AND_TOTAL = (
-    "SELECT (SELECT count(*) FROM sessions WHERE key = ?1 AND token IS NULL),"
-    " (SELECT count(*) FROM sessions WHERE key = ?1)"
-    " + (SELECT count(*) FROM permits WHERE key = ?1)"
-)
-_IN_USE = "(SELECT count(*) FROM sessions WHERE key = ?1 AND token IS NOT NULL)"
-_RAISE_HIGH_WATER = f"UPDATE pools SET high_water = max(high_water, {_IN_USE}) WHERE key = ?1"
-_NEXT_SEQ = "(SELECT seq + 1 FROM pools WHERE key = ?1)"
-_CHECK_OUT = (
-    "UPDATE sessions SET token = ?, host = ?, pid = ?, since = ?, seq = ?"
-    " WHERE key = ? AND name = ?"
-)
-_INSERT_PERMIT = "INSERT INTO permits (key, token, host, pid, since) VALUES (?, ?, ?, ?, ?)"
-_INSERT_SESSION = (
-    "INSERT OR REPLACE INTO sessions (key, name, created_at, last_used, seq, token, host, pid,"
-    f" since) VALUES (?1, ?2, ?3, ?4, {_NEXT_SEQ}, ?5, ?6, ?7, ?8)"
-)
-# A place was freed: waiters polling ``releases`` in ``wait_for_release`` wake up.
-_WAKE = "UPDATE pools SET releases = releases + 1 WHERE key = ?"
-_EPOCH = "SELECT epoch, lease, lease_until FROM epochs WHERE key = ?"
+WANT_POLL_FIRST = 0.005
+"""How soon ``wait_for_want`` reads the want count again at first (seconds)..."""
+WANT_POLL_LAST = 0.05
+"""...and at the longest, while it stays the same."""
 _MAX_PARAMS = 500  # tokens per ``IN (...)``, well under SQLite's limit on parameters
 # MultiplexedPool's table, made by the first multiplexed step on a file (files made before it
 # existed keep working): one row per key, the session and the creation lease.
@@ -83,6 +65,25 @@ _MULTIPLEXED_TABLE = """CREATE TABLE IF NOT EXISTS multiplexed (
     lease_until REAL
 ) WITHOUT ROWID"""
 _MULTIPLEXED_ROW = "SELECT name, created_at, generation, lease_token, lease_until FROM multiplexed"
+
+
+_NO_CLAIM = {"token": None, "host": None, "pid": None, "since": None}
+NOBODY_ROW = (NOBODY.host, NOBODY.pid)
+
+
+def _session_args(key: str, record: SessionRecord) -> dict[str, Any]:
+    return {
+        "key": key,
+        "name": record.name,
+        "created_at": record.created_at,
+        "last_used": record.last_used,
+    }
+
+
+def _drop(conn: sqlite3.Connection, args: dict[str, Any]) -> tuple[SessionRecord, ...]:
+    """Drop the idle sessions that expired or must retire, in the order they became idle."""
+    rows = sorted(conn.execute(sql.DROP_DOOMED, args).fetchall())
+    return tuple(SessionRecord(*row[1:]) for row in rows)
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -102,6 +103,11 @@ class SQLiteStore:
         self._file = SQLiteFile(os.fspath(path), timeout)
         self._write = self._file.write
         self._read = self._file.read
+        self._closing = ClosingHooks()
+
+    def before_close(self, callback: Callable[[], None]) -> None:
+        """Have ``close()`` call ``callback`` first (held weakly: a bound method)."""
+        self._closing.add(callback)
 
     @property
     def path(self) -> str:
@@ -121,265 +127,215 @@ class SQLiteStore:
     # -- the Store protocol ------------------------------------------------------------------
 
     def acquire(self, key: str, checkout: Checkout) -> Acquired:
-        holder, now, reclaim_before = checkout.holder, checkout.now, checkout.reclaim_before
-        token = new_token()
+        holder, token = checkout.holder, new_token()
+        args = {
+            "key": key,
+            "token": token,
+            "host": holder.host,
+            "pid": holder.pid,
+            "now": checkout.now,
+            "expired": checkout.expired_before,
+            "retire": checkout.retire_before,
+            "reclaim": checkout.reclaim_before,
+        }
         with self._write() as conn:
-            epoch = conn.execute(_EPOCH, (key,)).fetchone()
-            if epoch is None or (epoch[1] is not None and now >= epoch[2]):
-                row = conn.execute("SELECT releases FROM pools WHERE key = ?", (key,)).fetchone()
-                return Acquired(releases=row[0] if row else 0, reset=True)
-            conn.execute(
-                "INSERT OR IGNORE INTO pools (key, window_start) VALUES (?, ?)", (key, now)
-            )
-            conn.execute(
-                "UPDATE pools SET window_start = coalesce(window_start, ?), seq = seq + 1"
-                " WHERE key = ?",
-                (now, key),
-            )
-            releases, seq = conn.execute(
-                "SELECT releases, seq FROM pools WHERE key = ?", (key,)
-            ).fetchone()
-            dropped = tuple(
-                SessionRecord(*row)
-                for row in conn.execute(
-                    "SELECT name, created_at, last_used FROM sessions WHERE key = ?"
-                    " AND token IS NULL AND (last_used < ? OR created_at < ?) ORDER BY seq",
-                    (key, checkout.expired_before, checkout.retire_before),
-                )
-            )
-            if dropped:
-                conn.executemany(
-                    "DELETE FROM sessions WHERE key = ? AND name = ?",
-                    [(key, record.name) for record in dropped],
-                )
-            conn.execute("DELETE FROM permits WHERE key = ? AND since < ?", (key, reclaim_before))
-            row = conn.execute(
-                "SELECT name, created_at, last_used FROM sessions WHERE key = ? AND token IS NULL"
-                " ORDER BY last_used DESC, seq LIMIT 1",
-                (key,),
-            ).fetchone()
-            reclaimed = False
+            row = conn.execute(sql.CHECK_OUT_IDLE, args).fetchone()
             if row is None:
-                total = conn.execute(_TOTAL, (key,)).fetchone()[0]
-                if epoch[1] is None and total < checkout.max_sessions:
-                    conn.execute(_INSERT_PERMIT, (key, token, holder.host, holder.pid, now))
-                    spare = checkout.max_sessions - total - 1
-                    return Acquired(token=token, dropped=dropped, releases=releases, spare=spare)
-                row = conn.execute(
-                    "SELECT name, created_at, last_used FROM sessions WHERE key = ?"
-                    " AND token IS NOT NULL AND since < ? ORDER BY since, name LIMIT 1",
-                    (key, reclaim_before),
-                ).fetchone()
-                if row is None:
-                    conn.execute("UPDATE pools SET wants = wants + 1 WHERE key = ?", (key,))
-                    return Acquired(dropped=dropped, releases=releases)
-                reclaimed = True
-            record = SessionRecord(*row)
-            conn.execute(_CHECK_OUT, (token, holder.host, holder.pid, now, seq, key, record.name))
-            conn.execute(_RAISE_HIGH_WATER, (key,))
-            idle, total = conn.execute(_IDLE_AND_TOTAL, (key,)).fetchone()
+                return self._acquire_otherwise(conn, checkout, args)
+            releases, wants, idle, total, doomed, stale, leased = conn.execute(
+                sql.CHECKED_OUT, args
+            ).fetchone()
+            dropped = _drop(conn, args) if doomed else ()
+            if stale:
+                total -= conn.execute(sql.DROP_STALE_PERMITS, args).rowcount
+        idle -= len(dropped)
+        free = 0 if leased else checkout.max_sessions - total + len(dropped)
+        spare = idle + max(0, free)
+        record = SessionRecord(*row)
+        return Acquired(record, token, dropped, False, releases, spare, wants=wants)
+
+    def _acquire_otherwise(
+        self, conn: sqlite3.Connection, checkout: Checkout, args: dict[str, Any]
+    ) -> Acquired:
+        """The rest of ``acquire``, in its transaction: the pool's state is lost or its row
+        missing, or it has no idle session to hand out (a permit, a reclaim, or full)."""
+        epoch = conn.execute(sql.EPOCH, args).fetchone()
+        if epoch is None or (epoch[1] is not None and checkout.now >= epoch[2]):
+            return Acquired(releases=conn.execute(sql.RELEASES, args).fetchone()[0], reset=True)
+        releases, _, wants = conn.execute(sql.ACQUIRE_BEGIN, args).fetchone()
+        dropped = _drop(conn, args)
+        conn.execute(sql.DROP_STALE_PERMITS, args)
+        token: str = args["token"]
+        row = conn.execute(sql.MOST_RECENT_IDLE, args).fetchone()
+        reclaimed = False
+        if row is None:
+            total = conn.execute(sql.COUNT_TOTAL, args).fetchone()[0]
+            if epoch[1] is None and total < checkout.max_sessions:
+                conn.execute(sql.INSERT_PERMIT, args)
+                spare = checkout.max_sessions - total - 1
+                return Acquired(None, token, dropped, False, releases, spare, wants=wants)
+            row = conn.execute(sql.OLDEST_CLAIM, args).fetchone()
+            if row is None:
+                wants = conn.execute(sql.WANT, args).fetchone()[0]
+                return Acquired(dropped=dropped, releases=releases, wants=wants)
+            reclaimed = True
+        record = SessionRecord(*row)
+        conn.execute(sql.CHECK_OUT, {**args, "name": record.name})
+        idle, total = conn.execute(sql.RAISE_HIGH_WATER, args).fetchone()
         free = 0 if epoch[1] is not None else checkout.max_sessions - total
-        return Acquired(record, token, dropped, reclaimed, releases, idle + max(0, free))
+        spare = idle + max(0, free)
+        return Acquired(record, token, dropped, reclaimed, releases, spare, wants=wants)
 
     def start_reconcile(
         self, key: str, *, now: float, lease_seconds: float, force: bool
     ) -> str | None:
         lease = new_token()
+        args = {"key": key, "epoch": new_token(), "lease": lease, "until": now + lease_seconds}
         with self._write() as conn:
-            epoch = conn.execute(_EPOCH, (key,)).fetchone()
+            epoch = conn.execute(sql.EPOCH, args).fetchone()
             if epoch is None:
-                conn.execute(
-                    "INSERT INTO epochs (key, epoch, lease, lease_until) VALUES (?, ?, ?, ?)",
-                    (key, new_token(), lease, now + lease_seconds),
-                )
-                return lease
-            if (now < epoch[2]) if epoch[1] is not None else not force:
+                conn.execute(sql.NEW_EPOCH, args)
+            elif (now < epoch[2]) if epoch[1] is not None else not force:
                 return None  # another process is reconciling, or nothing calls for it
-            conn.execute(
-                "UPDATE epochs SET lease = ?, lease_until = ? WHERE key = ?",
-                (lease, now + lease_seconds, key),
-            )
+            else:
+                conn.execute(sql.SET_LEASE, args)
         return lease
 
     def adopt(self, key: str, adoption: Adoption) -> list[str] | None:
         refused: list[str] = []
+        pool = {"key": key}
         with self._write() as conn:
-            epoch = conn.execute(_EPOCH, (key,)).fetchone()
+            epoch = conn.execute(sql.EPOCH, pool).fetchone()
             if epoch is None or epoch[1] != adoption.lease:
                 return None
-            conn.execute(_ENSURE_POOL, (key,))
-            total = int(conn.execute(_TOTAL, (key,)).fetchone()[0])
+            conn.execute(sql.ENSURE_POOL, pool)
+            total = conn.execute(sql.COUNT_TOTAL, pool).fetchone()[0]
             for record in adoption.records:
-                known = conn.execute(
-                    "SELECT token, host, pid FROM sessions WHERE key = ? AND name = ?",
-                    (key, record.name),
-                ).fetchone()
+                args: dict[str, Any] = {**_session_args(key, record), **_NO_CLAIM}
+                known = conn.execute(sql.CLAIM_OF, args).fetchone()
                 idle = record.last_used < adoption.idle_before
                 if known is not None:
-                    unclaimed = known[0] is not None and (known[1], known[2]) == (
-                        NOBODY.host,
-                        NOBODY.pid,
-                    )
-                    if unclaimed and idle:
-                        conn.execute(
-                            "UPDATE sessions SET token = NULL, host = NULL, pid = NULL,"
-                            f" since = NULL, last_used = ?2, seq = {_NEXT_SEQ}"
-                            " WHERE key = ?1 AND name = ?3",
-                            (key, record.last_used, record.name),
-                        )
-                        conn.execute("UPDATE pools SET seq = seq + 1 WHERE key = ?", (key,))
+                    if idle and known[0] is not None and (known[1], known[2]) == NOBODY_ROW:
+                        conn.execute(sql.ADOPT_IDLE, args)
+                        conn.execute(sql.MOVE_SEQ, pool)
                     continue
                 if total >= adoption.max_sessions:
                     refused.append(record.name)
                     continue
-                values = (key, record.name, record.created_at, record.last_used)
-                if idle:
-                    conn.execute(_INSERT_SESSION, (*values, None, None, None, None))
-                else:
+                if not idle:
                     claim = (new_token(), NOBODY.host, NOBODY.pid, record.last_used)
-                    conn.execute(_INSERT_SESSION, (*values, *claim))
-                conn.execute("UPDATE pools SET seq = seq + 1 WHERE key = ?", (key,))
+                    args["token"], args["host"], args["pid"], args["since"] = claim
+                conn.execute(sql.INSERT_SESSION, args)
+                conn.execute(sql.MOVE_SEQ, pool)
                 total += 1
-            conn.execute("UPDATE epochs SET lease = NULL, lease_until = NULL WHERE key = ?", (key,))
-            conn.execute(_WAKE, (key,))
+            conn.execute(sql.END_LEASE, pool)
+            conn.execute(sql.WAKE, pool)
         return refused
 
     def created(
         self, key: str, token: str, record: SessionRecord, *, now: float, check_out: bool
     ) -> bool:
+        args = {**_session_args(key, record), "token": token, "since": now}
         with self._write() as conn:
-            permit = conn.execute(
-                "SELECT host, pid FROM permits WHERE key = ? AND token = ?", (key, token)
-            ).fetchone()
+            permit = conn.execute(sql.TAKE_PERMIT, args).fetchone()
             if permit is None:
                 return False
-            conn.execute("DELETE FROM permits WHERE key = ? AND token = ?", (key, token))
-            values: tuple[Any, ...] = (key, record.name, record.created_at, record.last_used)
             if check_out:
-                conn.execute(_INSERT_SESSION, (*values, token, permit[0], permit[1], now))
-                conn.execute("UPDATE pools SET seq = seq + 1 WHERE key = ?", (key,))
-                conn.execute(_RAISE_HIGH_WATER, (key,))
+                args["host"], args["pid"] = permit
+                conn.execute(sql.INSERT_SESSION, args)
+                conn.execute(sql.RECORDED_IN_USE, args)
             else:
-                conn.execute(_INSERT_SESSION, (*values, None, None, None, None))
-                conn.execute(
-                    "UPDATE pools SET seq = seq + 1, releases = releases + 1 WHERE key = ?",
-                    (key,),
-                )
+                conn.execute(sql.INSERT_SESSION, {**args, **_NO_CLAIM})
+                conn.execute(sql.RELEASED, args)
         return True
 
     def create_failed(self, key: str, token: str) -> None:
+        args = {"key": key, "token": token}
         with self._write() as conn:
-            if conn.execute(
-                "DELETE FROM permits WHERE key = ? AND token = ?", (key, token)
-            ).rowcount:
-                conn.execute(_WAKE, (key,))
+            if conn.execute(sql.TAKE_PERMIT, args).fetchone() is not None:
+                conn.execute(sql.WAKE, args)
 
     def reserve(
         self, key: str, *, holder: Holder, now: float, target: int, max_sessions: int
     ) -> list[str]:
+        args = {"key": key, "host": holder.host, "pid": holder.pid, "now": now}
         with self._write() as conn:
-            epoch = conn.execute(_EPOCH, (key,)).fetchone()
-            if epoch is None or epoch[1] is not None:
-                return []
-            total = int(conn.execute(_TOTAL, (key,)).fetchone()[0])
-            tokens = [new_token() for _ in range(max(0, min(target, max_sessions) - total))]
+            room = conn.execute(sql.RESERVE_ROOM, args).fetchone()
+            if room is None or not room[0]:
+                return []  # no epoch, or a reconciliation under way
+            tokens = [new_token() for _ in range(max(0, min(target, max_sessions) - room[1]))]
             if tokens:
-                conn.execute(_ENSURE_POOL, (key,))
-                conn.executemany(
-                    _INSERT_PERMIT, [(key, t, holder.host, holder.pid, now) for t in tokens]
-                )
+                conn.execute(sql.ENSURE_POOL, args)
+                conn.executemany(sql.INSERT_PERMIT, [{**args, "token": t} for t in tokens])
         return tokens
 
     def release(self, key: str, name: str, token: str, *, now: float) -> bool:
+        args = {"key": key, "name": name, "token": token, "now": now}
         with self._write() as conn:
-            changed = conn.execute(
-                "UPDATE sessions SET token = NULL, host = NULL, pid = NULL, since = NULL,"
-                f" last_used = ?2, seq = {_NEXT_SEQ} WHERE key = ?1 AND name = ?3 AND token = ?4",
-                (key, now, name, token),
-            ).rowcount
+            changed = conn.execute(sql.RELEASE, args).rowcount
             if changed:
-                conn.execute(
-                    "UPDATE pools SET seq = seq + 1, releases = releases + 1 WHERE key = ?",
-                    (key,),
-                )
+                conn.execute(sql.RELEASED, args)
         return changed > 0
 
     def keep_alive(self, key: str, name: str, token: str, *, now: float) -> bool:
-        with self._write() as conn:
-            changed = conn.execute(
-                "UPDATE sessions SET since = ? WHERE key = ? AND name = ? AND token = ?",
-                (now, key, name, token),
-            ).rowcount
-        return changed > 0
+        args = {"key": key, "name": name, "token": token, "now": now}
+        return self._file.write_one(sql.KEEP_ALIVE, args) > 0
 
     def discard(self, key: str, name: str, token: str) -> bool:
+        args = {"key": key, "name": name, "token": token}
         with self._write() as conn:
-            changed = conn.execute(
-                "DELETE FROM sessions WHERE key = ? AND name = ? AND token = ?", (key, name, token)
-            ).rowcount
+            changed = conn.execute(sql.DISCARD, args).rowcount
             if changed:
-                conn.execute(_WAKE, (key,))
+                conn.execute(sql.WAKE, args)
         return changed > 0
 
     def take_idle(self, key: str, take: TakeIdle) -> list[tuple[SessionRecord, str | None]]:
-        sql = "SELECT name, created_at, last_used FROM sessions WHERE key = ? AND token IS NULL"
-        params: list[Any] = [key]
+        query = sql.IDLE_LEAST_RECENT
+        args: dict[str, Any] = {"key": key, "now": take.now}
         if take.last_used_before is not None:
-            sql += " AND last_used < ?"
-            params.append(take.last_used_before)
+            query += " AND last_used < :last_used_before"
+            args["last_used_before"] = take.last_used_before
         if take.created_before is not None:
-            sql += " AND created_at < ?"
-            params.append(take.created_before)
-        sql += " ORDER BY last_used, seq LIMIT ?"
+            query += " AND created_at < :created_before"
+            args["created_before"] = take.created_before
+        query += " ORDER BY last_used, seq LIMIT :limit"
         with self._write() as conn:
-            limit = min(take.limit, int(conn.execute(_TOTAL, (key,)).fetchone()[0]) - take.keep)
-            if limit <= 0:
+            args["limit"] = min(
+                take.limit, conn.execute(sql.COUNT_TOTAL, args).fetchone()[0] - take.keep
+            )
+            if args["limit"] <= 0:
                 return []
-            records = [SessionRecord(*row) for row in conn.execute(sql, (*params, limit))]
+            records = [SessionRecord(*row) for row in conn.execute(query, args)]
             holder = take.holder
             if holder is None:
                 conn.executemany(
-                    "DELETE FROM sessions WHERE key = ? AND name = ?",
-                    [(key, record.name) for record in records],
+                    sql.DELETE_SESSION, [{"key": key, "name": r.name} for r in records]
                 )
                 return [(record, None) for record in records]
-            first = int(conn.execute(f"SELECT {_NEXT_SEQ}", (key,)).fetchone()[0])
-            conn.execute("UPDATE pools SET seq = seq + ? WHERE key = ?", (len(records), key))
+            args["count"], args["host"], args["pid"] = len(records), holder.host, holder.pid
+            first = conn.execute(sql.MOVE_SEQ_BY, args).fetchone()[0] - len(records) + 1
             taken = [(record, new_token()) for record in records]
             conn.executemany(
-                _CHECK_OUT,
+                sql.CHECK_OUT_AT,
                 [
-                    (token, holder.host, holder.pid, take.now, first + i, key, record.name)
+                    {**args, "token": token, "name": record.name, "seq": first + i}
                     for i, (record, token) in enumerate(taken)
                 ],
             )
         return [(record, token) for record, token in taken]
 
     def roll_window(self, key: str, *, now: float, length: float) -> int | None:
+        args = {"key": key, "now": now}
         with self._write() as conn:
-            row = conn.execute(
-                "SELECT window_start, high_water FROM pools WHERE key = ?", (key,)
-            ).fetchone()
+            row = conn.execute(sql.WINDOW, args).fetchone()
             started = row is not None and row[0] is not None
             if started and now - row[0] < length:
                 return None
-            conn.execute(_ENSURE_POOL, (key,))
-            conn.execute(
-                f"UPDATE pools SET window_start = ?2, high_water = {_IN_USE} WHERE key = ?1",
-                (key, now),
-            )
+            conn.execute(sql.NEW_WINDOW, args)
         return int(row[1]) if started else None
 
     def claims(self, key: str) -> list[Claim]:
-        rows = self._read(
-            "SELECT token, host, pid, since, name FROM ("
-            " SELECT 0 AS part, seq AS ord, token, host, pid, since, name FROM sessions"
-            "  WHERE key = ?1 AND token IS NOT NULL"
-            " UNION ALL"
-            " SELECT 1, id, token, host, pid, since, NULL FROM permits WHERE key = ?1"
-            ") ORDER BY part, ord",
-            (key,),
-        )
+        rows = self._read(sql.CLAIMS, {"key": key})
         return [
             Claim(token, Holder(host, pid), since, name) for token, host, pid, since, name in rows
         ]
@@ -398,43 +354,32 @@ class SQLiteStore:
                 dropped_permits += conn.execute(
                     f"DELETE FROM permits WHERE key = ? AND token IN ({marks})", (key, *chunk)
                 ).rowcount
+            args: dict[str, Any] = {"key": key, "count": len(sessions)}
             if sessions:
                 sessions.sort()
-                first = int(conn.execute(f"SELECT {_NEXT_SEQ}", (key,)).fetchone()[0])
-                conn.execute("UPDATE pools SET seq = seq + ? WHERE key = ?", (len(sessions), key))
+                first = conn.execute(sql.MOVE_SEQ_BY, args).fetchone()[0] - len(sessions) + 1
                 conn.executemany(
-                    "UPDATE sessions SET token = NULL, host = NULL, pid = NULL, since = NULL,"
-                    " seq = ? WHERE key = ? AND name = ?",
-                    [(first + i, key, name) for i, (_, name) in enumerate(sessions)],
+                    sql.MAKE_IDLE_AT,
+                    [
+                        {**args, "name": name, "seq": first + i}
+                        for i, (_, name) in enumerate(sessions)
+                    ],
                 )
             found = len(sessions) + dropped_permits
             if found:
-                conn.execute(_WAKE, (key,))
+                conn.execute(sql.WAKE, args)
         return found
 
     def clear(self, key: str) -> list[SessionRecord]:
+        args = {"key": key}
         with self._write() as conn:
-            records = [
-                SessionRecord(*row)
-                for row in conn.execute(
-                    "SELECT name, created_at, last_used FROM sessions WHERE key = ?"
-                    " ORDER BY token IS NOT NULL, seq",
-                    (key,),
-                )
-            ]
-            for table in ("sessions", "permits", "pools", "epochs"):
-                conn.execute(f"DELETE FROM {table} WHERE key = ?", (key,))
+            records = [SessionRecord(*row) for row in conn.execute(sql.EVERY_SESSION, args)]
+            for statement in sql.FORGET_POOL:
+                conn.execute(statement, args)
         return records
 
     def stats(self, key: str) -> StoreStats:
-        ((idle, in_use, creating, high_water, window_start),) = self._read(
-            "SELECT (SELECT count(*) FROM sessions WHERE key = ?1 AND token IS NULL),"
-            f" {_IN_USE},"
-            " (SELECT count(*) FROM permits WHERE key = ?1),"
-            " (SELECT high_water FROM pools WHERE key = ?1),"
-            " (SELECT window_start FROM pools WHERE key = ?1)",
-            (key,),
-        )
+        ((idle, in_use, creating, high_water, window_start),) = self._read(sql.STATS, {"key": key})
         return StoreStats(idle, in_use, creating, high_water or 0, window_start)
 
     def wait_for_release(self, key: str, timeout: float, releases: int) -> bool:
@@ -448,7 +393,7 @@ class SQLiteStore:
         self._file.connection()  # a closed store raises here, not below
         while True:
             try:
-                rows = self._read("SELECT releases FROM pools WHERE key = ?", (key,))
+                rows = self._read(sql.RELEASE_COUNT, {"key": key})
             except StoreError:
                 if self._file.closed:
                     return True
@@ -462,15 +407,18 @@ class SQLiteStore:
             delay = min(delay * 2, 0.01)
 
     def wait_for_want(self, key: str, timeout: float, wants: int) -> int:
-        """Polls the key's want count every 5 ms."""
+        """Reads the key's want count (a read, no write lock): every 5 ms at first, then
+        less and less often while it stays the same, down to every 50 ms."""
         deadline = time.monotonic() + max(0.0, timeout)
+        delay = WANT_POLL_FIRST
         while True:
-            rows = self._read("SELECT wants FROM pools WHERE key = ?", (key,))
+            rows = self._read(sql.WANT_COUNT, {"key": key})
             seen = int(rows[0][0]) if rows else 0
             remaining = deadline - time.monotonic()
             if seen != wants or remaining <= 0:
                 return seen
-            time.sleep(min(0.005, remaining))
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 2, WANT_POLL_LAST)
 
     # -- multiplexed sessions (MultiplexedStore) -------------------------------------------
 
@@ -532,6 +480,7 @@ class SQLiteStore:
 
     def close(self) -> None:
         """Close this thread's connection; any later use of the store raises ``StoreError``."""
+        self._closing.run()
         self._file.close()
 
     def __repr__(self) -> str:

@@ -36,6 +36,8 @@ import functools
 import os
 import secrets
 import socket
+import weakref
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -159,6 +161,7 @@ class Acquired:
     # free places under max_sessions (0 when the store does not tell; then nothing is leased).
     spare: int = 0
     reset: bool = False  # no epoch (the state was lost) or a dead reconciler's lease: reconcile
+    wants: int = -1  # the key's want count after this step (-1 when the store does not tell)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,7 +307,10 @@ class Store(Protocol):
         must not merely poll at the caller's sleep interval."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Built-in stores first call what pools registered with ``before_close(callback)``
+        (an optional method: a store without it is closed as it is)."""
+        ...
 
 
 class Wants(Protocol):
@@ -316,6 +322,26 @@ class Wants(Protocol):
         """Block up to ``timeout`` seconds until the key's want count differs from ``wants``,
         and return the count (at once when it differs already: pass -1 to read it)."""
         ...
+
+
+class ClosingHooks:
+    """What a built-in store runs first in ``close()``: each pool using it has registered a
+    callback (``before_close``) that gives back the sessions the pool leased while the store
+    can still take them. Callbacks are bound methods, held weakly; no lock, so that a forked
+    child never finds one held (appending to and swapping a list are atomic)."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[weakref.WeakMethod[Callable[[], None]]] = []
+
+    def add(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(weakref.WeakMethod(callback))
+
+    def run(self) -> None:
+        callbacks, self._callbacks = self._callbacks, []
+        for ref in callbacks:
+            callback = ref()
+            if callback is not None:
+                callback()
 
 
 # -- multiplexed sessions ------------------------------------------------------------------------
