@@ -142,3 +142,29 @@ def wait_for_one(
     waited = time.monotonic() - began
     results.put(("ok", session.name, waited, pool.get_stats()))
     pool.release(session)
+
+
+def want_one_more(
+    store: tuple[str, str], endpoint: str, database_id: str, max_sessions: int, results: Any
+) -> None:
+    """Take the pool's last free place, then one more session: the pool is full, so another
+    process must give one back. Report what came and how long the second acquire took."""
+    pool = CacheSessionPool(
+        open_store(*store),
+        max_sessions=max_sessions,
+        min_sessions=0,
+        sleep_interval_seconds=30.0,
+        max_cycles_to_wait_for_session=1,
+    )
+    connect(endpoint, database_id, pool=pool)
+    first = pool.acquire()
+    began = time.monotonic()
+    try:
+        second = pool.acquire()
+    except Exception as exc:
+        results.put(("error", repr(exc), time.monotonic() - began, pool.get_stats()))
+        return
+    waited = time.monotonic() - began
+    results.put(("ok", second.name, waited, pool.get_stats()))
+    pool.release(first)
+    pool.release(second)

@@ -28,6 +28,7 @@ from spanpool import (
     StoreError,
 )
 from spanpool.bridge import client as _bridge
+from spanpool.cache import _held
 from spanpool.cache.maintain import SERVER_IDLE_EXPIRY, WINDOW
 from spanpool.cache.pool import POOL_LABEL
 from spanpool.stores import Holder, MemoryStore
@@ -319,6 +320,8 @@ def test_a_warm_checkout_takes_a_leased_session_without_a_store_step(setup: Setu
     assert counting.calls == steps
     stats = pool.get_stats()
     assert (stats["pool_available"], stats["pool_in_use"], stats["held_here"]) == (1, 0, 0)
+    assert stats["requests_num"] == 11  # warm checkouts count as requests too
+    assert pool.pop_stats()["requests_num"] == 11 and pool.get_stats()["requests_num"] == 0
     assert_books_match(pool, setup.server, database)
     pool.downsize(100)  # maintenance gives leased sessions back first
     assert pool.store_stats().idle == 1
@@ -345,6 +348,35 @@ def test_leased_sessions_go_back_when_another_holder_finds_the_pool_full(setup: 
     assert other.get_stats()["requests_waiting_total"] == 1
     for session in (third, taken):
         other.release(session)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
+def test_closing_the_store_first_gives_back_what_the_pool_leased(
+    kind: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Any,
+    server: LocalSpanner,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = open_store(kind, request, tmp_path)
+    pool = CacheSessionPool(store, max_sessions=3, min_sessions=1)
+    server.database(new_db_id(), pool=pool)
+    session = pool.acquire()
+    pool.release(session)  # leased: still checked out to this process in the store
+    assert pool.store_stats().in_use == 1
+    store.close()
+    if kind == "memory":  # a closed MemoryStore answers nothing: look inside
+        state = store._pools[pool.key]
+        assert (len(state.idle), len(state.in_use)) == (1, 0)
+    else:
+        other = open_store(kind, request, tmp_path)
+        assert (other.stats(pool.key).idle, other.stats(pool.key).in_use) == (1, 0)
+        other.close()
+    with pytest.raises(StoreError):  # nothing is leased once the store is closed
+        pool.release(pool.acquire())
+    _held.return_everything(pool)  # as at exit: nothing is left to return, nothing to say
+    assert "could not be returned" not in caplog.text
+    assert "go back later" not in caplog.text
 
 
 # -- keep-alive and reclaiming -----------------------------------------------------------------

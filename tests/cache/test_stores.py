@@ -687,10 +687,44 @@ def test_sqlite_counts_one_transaction_per_step(sqlite_store: SQLiteStore, key: 
     before = sqlite_store.transactions
     acquired = acquire(sqlite_store, key, 100.0)
     assert acquired.record is not None and acquired.token is not None
+    assert sqlite_store.keep_alive(key, "s1", acquired.token, now=100.5)
     assert sqlite_store.release(key, "s1", acquired.token, now=101.0)
     sqlite_store.stats(key)
     sqlite_store.claims(key)
-    assert sqlite_store.transactions - before == 2
+    assert sqlite_store.transactions - before == 3
+
+
+def test_sqlite_steps_take_few_statements(sqlite_store: SQLiteStore, key: str) -> None:
+    add(sqlite_store, key, "s1")
+    statements: list[str] = []
+    sqlite_store._file.connection().set_trace_callback(statements.append)
+
+    def counted(step: Any) -> list[str]:
+        statements.clear()
+        step()
+        return [statement.split()[0] for statement in statements]
+
+    got: list[Acquired] = []
+    # An idle session: the checkout, then the pool's counters.
+    assert counted(lambda: got.append(acquire(sqlite_store, key, 100.0))) == [
+        "BEGIN",
+        "UPDATE",
+        "UPDATE",
+        "COMMIT",
+    ]
+    token = got[0].token
+    assert token is not None
+    # One statement is a transaction of its own.
+    assert counted(lambda: sqlite_store.keep_alive(key, "s1", token, now=100.5)) == ["UPDATE"]
+    assert counted(lambda: sqlite_store.release(key, "s1", token, now=101.0)) == [
+        "BEGIN",
+        "UPDATE",
+        "UPDATE",
+        "COMMIT",
+    ]
+    # Reads take no write lock.
+    assert counted(lambda: sqlite_store.stats(key)) == ["SELECT"]
+    assert counted(lambda: sqlite_store.wait_for_want(key, 0.0, -1)) == ["SELECT"]
 
 
 def test_sqlite_repr_and_close(tmp_path: Path, key: str) -> None:

@@ -15,7 +15,8 @@ process-local reference. Goals: over MemoryStore <= 3x BurstyPool and over SQLit
 MemoryStore (p50, one process); at most 2 round trips per cycle; p50 <= 0.5 ms with one
 process; with 1, 4 and 16 processes no worse than before the lease tier (``BEFORE``). Then
 snapshot queries through the official ``Database`` at 5 ms per RPC: CacheSessionPool over
-SQLite <= 1.02x and over Redis <= 1.05x the time per query with BurstyPool.
+SQLite <= 1.02x and over Redis <= 1.05x the time per query with BurstyPool. Last, the hand-back:
+how soon a session leased by one process reaches a process that found the pool full.
 
 Run with ``./dev run python -m spanpool.bench.cache [--quick] [--seconds S]`` (or ``./dev bench``).
 """
@@ -336,6 +337,8 @@ def run(args: argparse.Namespace) -> int:
         if redis_url is not None:
             query_stores.append(("redis", redis_url))
         database_scenario(slow, query_stores, rounds=6 if args.quick else 20)
+        print()
+        hand_back(context, endpoint, query_stores, rounds=3 if args.quick else 7)
     return 0
 
 
@@ -398,8 +401,64 @@ def database_scenario(endpoint: str, stores: list[tuple[str, str]], rounds: int)
             verdict = "ok" if ratio <= QUERY_GOALS[kind] else "MISSED"
             line += f"  {ratio:.3f}x BurstyPool (goal <= {QUERY_GOALS[kind]:g}x) {verdict}"
         print(line)
+    pools["bursty"].clear()  # while the server still answers
     for store in opened:
         store.close()
+
+
+def waiter(kind: str, address: str, endpoint: str, database_id: str, go: Any, results: Any) -> None:
+    """Each time ``go`` says so: take the pool's last free session, then one more (the pool
+    is then full: the leasing process must give one back); report how long that took."""
+    store = open_store(kind, address)
+    pool = CacheSessionPool(store, max_sessions=2, min_sessions=0, sleep_interval_seconds=30.0)
+    connect(endpoint, database_id, pool=pool)
+    while go.get() == "go":
+        first = pool.acquire()
+        started = time.perf_counter()
+        second = pool.acquire()
+        results.put(time.perf_counter() - started)
+        pool.release(first)
+        pool.release(second)
+    store.close()
+
+
+def hand_back(context: Any, endpoint: str, stores: list[tuple[str, str]], rounds: int) -> None:
+    """How soon a session leased by one process goes to a waiter in another: this process
+    leases a session of a pool of 2, another takes the last free one and then waits for one
+    more. ``rounds`` times per store (a process that saw a want leases again a second later)."""
+    from ..cache._leases import QUIET
+
+    print(
+        "Hand-back: a session leased by one process, wanted by another that found the pool "
+        f"full (median and worst of {rounds})"
+    )
+    for kind, address in stores:
+        store = open_store(kind, address)
+        pool = CacheSessionPool(store, max_sessions=2, min_sessions=0)
+        database_id = f"{DATABASE}handback{kind}"
+        connect(endpoint, database_id, pool=pool)
+        go, results = context.Queue(), context.Queue()
+        child = context.Process(
+            target=waiter, args=(kind, address, endpoint, database_id, go, results)
+        )
+        child.start()
+        waits: list[float] = []
+        try:
+            for _ in range(rounds):
+                time.sleep(QUIET + 0.2)  # parking resumes a second after a want
+                pool.release(pool.acquire())  # leased here
+                go.put("go")
+                waits.append(results.get(timeout=60) * 1000)
+        except queue.Empty:
+            print(f"  {kind:7} error: the waiting process did not report")
+        finally:
+            go.put("stop")
+            child.join(30)
+            if child.is_alive():
+                child.kill()
+            store.close()
+        if waits:
+            print(f"  {kind:7} {statistics.median(waits):.2f} ms (worst {max(waits):.2f} ms)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

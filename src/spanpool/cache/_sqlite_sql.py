@@ -66,11 +66,16 @@ DROP_STALE_PERMITS = "DELETE FROM permits WHERE key = :key AND since < :reclaim"
 EPOCH = "SELECT epoch, lease, lease_until FROM epochs WHERE key = :key"
 # The release counter, for a step that changes nothing.
 RELEASES = "SELECT coalesce((SELECT releases FROM pools WHERE key = :key), 0)"
-# Makes the pool's row (the window starts now) when there is none; moves seq on.
-# Returns releases, seq, wants.
-ACQUIRE_BEGIN = """INSERT INTO pools (key, window_start, seq) VALUES (:key, :now, 1)
+# When the pool has its epoch and no reconciliation lease that expired: makes the pool's row
+# (its window starts now) when there is none, or moves seq on and starts the window when there
+# is none. Returns releases, wants, whether a reconciliation lease is held, the idle sessions
+# and the total before dropping anything, the idle sessions to drop (expired or to retire),
+# and whether permits are stale; no row: the state was lost (change nothing, reconcile).
+ACQUIRE_BEGIN = f"""INSERT INTO pools (key, window_start, seq) SELECT :key, :now, 1 WHERE {EPOCH_OK}
 ON CONFLICT (key) DO UPDATE SET seq = seq + 1, window_start = coalesce(window_start, :now)
-RETURNING releases, seq, wants"""
+RETURNING releases, wants, (SELECT lease IS NOT NULL FROM epochs WHERE key = :key),
+    {IDLE}, {TOTAL}, (SELECT count(*) FROM sessions WHERE {DOOMED}),
+    EXISTS (SELECT 1 FROM permits WHERE key = :key AND since < :reclaim)"""
 # The most recently used idle session (ties: idle longest). Returns name, created_at, last_used.
 MOST_RECENT_IDLE = """SELECT name, created_at, last_used FROM sessions
 WHERE key = :key AND token IS NULL ORDER BY last_used DESC, seq LIMIT 1"""

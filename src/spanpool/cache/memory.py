@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from ..errors import StoreError
-from .store import (
-    NOBODY,
-    Acquired,
-    Adoption,
-    Checkout,
-    Claim,
-    ClosingHooks,
-    Holder,
-    MultiplexedClaim,
-    MultiplexedRecord,
-    SessionRecord,
-    StoreStats,
-    TakeIdle,
-    new_token,
-)
+from ._multiplexed_memory import MultiplexedMemory
+from .store import NOBODY, Acquired, Claim, ClosingHooks, SessionRecord, StoreStats, new_token
+
+if TYPE_CHECKING:
+    from .store import Adoption, Checkout, Holder, TakeIdle
 
 
 @dataclasses.dataclass
@@ -48,29 +37,17 @@ class _PoolState:
         return entry if entry is not None and entry[1].token == token else None
 
 
-@dataclasses.dataclass
-class _Multiplexed:
-    record: MultiplexedRecord | None = None
-    lease_token: str | None = None
-    lease_holder: Holder | None = None
-    lease_until: float = 0.0
-
-
-class MemoryStore:
+class MemoryStore(MultiplexedMemory, ClosingHooks):
     """Keeps pool state in a dict guarded by one lock: for pools used by one process only."""
 
     def __init__(self) -> None:
+        super().__init__()
         self._lock = threading.Lock()
         self._released = threading.Condition(self._lock)
         self._pools: dict[str, _PoolState] = {}
-        self._multiplexed: dict[str, _Multiplexed] = {}
+        self._multiplexed = {}
         self._closed = False
         self._identity = f"memory:{new_token()}"
-        self._closing = ClosingHooks()
-
-    def before_close(self, callback: Callable[[], None]) -> None:
-        """Have ``close()`` call ``callback`` first (held weakly: a bound method)."""
-        self._closing.add(callback)
 
     @property
     def identity(self) -> str:
@@ -78,12 +55,7 @@ class MemoryStore:
         return self._identity
 
     def _state(self, key: str) -> _PoolState:
-        if self._closed:
-            raise StoreError(f"{self!r} is closed")
-        state = self._pools.get(key)
-        if state is None:
-            state = self._pools[key] = _PoolState()
-        return state
+        return self._entry(self._pools, key, _PoolState)
 
     def acquire(self, key: str, checkout: Checkout) -> Acquired:
         holder, now, reclaim_before = checkout.holder, checkout.now, checkout.reclaim_before
@@ -327,57 +299,10 @@ class MemoryStore:
             return self._state(key).wants
 
     def close(self) -> None:
-        self._closing.run()
+        self._before_closing()
         with self._lock:
             self._closed = True
             self._released.notify_all()
-
-    # -- multiplexed sessions (MultiplexedStore) -------------------------------------------
-
-    def _multiplexed_state(self, key: str) -> _Multiplexed:
-        if self._closed:
-            raise StoreError(f"{self!r} is closed")
-        state = self._multiplexed.get(key)
-        if state is None:
-            state = self._multiplexed[key] = _Multiplexed()
-        return state
-
-    def multiplexed_get(self, key: str) -> MultiplexedRecord | None:
-        with self._lock:
-            return self._multiplexed_state(key).record
-
-    def multiplexed_claim(
-        self, key: str, *, holder: Holder, now: float, lease: float, replacing: str | None
-    ) -> MultiplexedClaim:
-        with self._lock:
-            state = self._multiplexed_state(key)
-            record = state.record
-            leased = state.lease_token is not None and state.lease_until > now
-            due = record is None or (replacing is not None and record.name == replacing)
-            if leased or not due:
-                return MultiplexedClaim(None, record)
-            state.lease_token = new_token()
-            state.lease_holder = holder
-            state.lease_until = now + lease
-            return MultiplexedClaim(state.lease_token, record)
-
-    def multiplexed_publish(
-        self, key: str, token: str, *, name: str, created_at: float
-    ) -> MultiplexedRecord | None:
-        with self._lock:
-            state = self._multiplexed_state(key)
-            if state.lease_token != token:
-                return None
-            generation = (state.record.generation if state.record else 0) + 1
-            state.record = MultiplexedRecord(name, created_at, generation)
-            state.lease_token, state.lease_holder, state.lease_until = None, None, 0.0
-            return state.record
-
-    def multiplexed_abandon(self, key: str, token: str) -> None:
-        with self._lock:
-            state = self._multiplexed_state(key)
-            if state.lease_token == token:
-                state.lease_token, state.lease_holder, state.lease_until = None, None, 0.0
 
     def __repr__(self) -> str:
         return f"<MemoryStore pools={len(self._pools)}>"

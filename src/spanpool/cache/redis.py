@@ -24,16 +24,12 @@ passed in is used with its own retry settings, which should not retry on timeout
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import re
 import secrets
 import threading
 import time
-from collections.abc import Callable, Sequence
-from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 try:
     import redis
@@ -44,20 +40,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("RedisStore needs the redis package: pip install 'spanpool[redis]'") from exc
 
 from ..errors import StoreError
-from .store import (
-    Acquired,
-    Adoption,
-    Checkout,
-    Claim,
-    ClosingHooks,
-    Holder,
-    MultiplexedClaim,
-    MultiplexedRecord,
-    SessionRecord,
-    StoreStats,
-    TakeIdle,
-    new_token,
-)
+from ._multiplexed_redis import MultiplexedRedis
+from ._redis_scripts import SCRIPTS, fields, records, text, time_arg
+from .store import Acquired, Claim, ClosingHooks, Holder, SessionRecord, StoreStats
+
+if TYPE_CHECKING:
+    from .store import Adoption, Checkout, TakeIdle
 
 _SUFFIXES = (
     "idle",
@@ -76,53 +64,7 @@ _FAILURES = (redis.exceptions.RedisError, OSError)
 _MIN_BLOCK = 0.01  # BLPOP rounds its timeout down to milliseconds, and 0 blocks forever
 
 
-class _Script:
-    """One step's script with the prelude in front, and its SHA1 for EVALSHA."""
-
-    def __init__(self, name: str, source: str) -> None:
-        self.name = name
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
-
-
-def _load_scripts() -> dict[str, _Script]:
-    """The scripts of ``redis.lua``: a line ``--- <name>`` starts the script of a step, and
-    the text before the first one is the prelude every script begins with."""
-    text = resources.files("spanpool.cache").joinpath("redis.lua").read_text(encoding="utf-8")
-    parts = re.split(r"^--- (\w+)\n", text, flags=re.MULTILINE)
-    prelude, named = parts[0], parts[1:]
-    return {
-        name: _Script(name, prelude + body)
-        for name, body in zip(named[::2], named[1::2], strict=True)
-    }
-
-
-_SCRIPTS = _load_scripts()
-
-
-def _fields(reply: Sequence[Any]) -> dict[str, Any]:
-    """A script's ``{'name', value, ...}`` reply as a dict."""
-    return {_text(reply[i]): reply[i + 1] for i in range(0, len(reply), 2)}
-
-
-def _time(value: float) -> str:
-    """A time as the script gets it: the shortest string that parses back to the double."""
-    return repr(float(value))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _records(flat: Sequence[Any]) -> tuple[SessionRecord, ...]:
-    """Records from a flat ``[name, created_at, last_used, ...]`` reply."""
-    return tuple(
-        SessionRecord(_text(flat[i]), float(flat[i + 1]), float(flat[i + 2]))
-        for i in range(0, len(flat), 3)
-    )
-
-
-class RedisStore:
+class RedisStore(MultiplexedRedis, ClosingHooks):
     """Keeps pool state in a Redis server (see the module's documentation for the layout).
 
     ``url_or_client`` is one of:
@@ -151,6 +93,7 @@ class RedisStore:
         socket_timeout: float = 5.0,
         service_name: str | None = None,
     ) -> None:
+        super().__init__()
         self._client: Any
         timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout}
         if isinstance(url_or_client, str):
@@ -180,14 +123,9 @@ class RedisStore:
         self._counter_lock = threading.Lock()
         self._round_trips = 0
         self._closed = False
-        self._closing = ClosingHooks()
         self._address, timeout = _where(self._client)
         # A blocking pop must answer within the socket timeout: wait in slices of half of it.
         self._block_slice = math.inf if timeout is None else max(_MIN_BLOCK, timeout / 2)
-
-    def before_close(self, callback: Callable[[], None]) -> None:
-        """Have ``close()`` call ``callback`` first (held weakly: a bound method)."""
-        self._closing.add(callback)
 
     @property
     def identity(self) -> str:
@@ -222,7 +160,7 @@ class RedisStore:
     def _run(self, name: str, key: str, *args: str | int) -> Any:
         """Runs one script: EVALSHA, or EVAL when the server does not have it (yet)."""
         self._check_open()
-        script = _SCRIPTS[name]
+        script = SCRIPTS[name]
         keys = self._pool_keys(key)
         try:
             try:
@@ -237,22 +175,22 @@ class RedisStore:
 
     def acquire(self, key: str, checkout: Checkout) -> Acquired:
         holder = checkout.holder
-        reply = _fields(
+        reply = fields(
             self._run(
                 "acquire",
                 key,
                 holder.host,
                 holder.pid,
-                _time(checkout.now),
+                time_arg(checkout.now),
                 checkout.max_sessions,
-                _time(checkout.reclaim_before),
-                _time(checkout.expired_before),
-                _time(checkout.retire_before),
+                time_arg(checkout.reclaim_before),
+                time_arg(checkout.expired_before),
+                time_arg(checkout.retire_before),
                 secrets.token_hex(16),
             )
         )
-        outcome = _text(reply["outcome"])
-        dropped = _records(reply["dropped"])
+        outcome = text(reply["outcome"])
+        dropped = records(reply["dropped"])
         releases, wants = int(reply["releases"]), int(reply["wants"])
         if outcome == "reset":
             return Acquired(releases=releases, reset=True)
@@ -261,9 +199,9 @@ class RedisStore:
         record = None
         if outcome != "permit":
             record = SessionRecord(
-                _text(reply["name"]), float(reply["created"]), float(reply["last_used"])
+                text(reply["name"]), float(reply["created"]), float(reply["last_used"])
             )
-        token = _text(reply["token"])
+        token = text(reply["token"])
         spare = int(reply["spare"])
         reclaimed = outcome == "reclaimed"
         return Acquired(record, token, dropped, reclaimed, releases, spare, wants=wants)
@@ -272,40 +210,40 @@ class RedisStore:
         self, key: str, *, now: float, lease_seconds: float, force: bool
     ) -> str | None:
         flag, seed = "1" if force else "0", secrets.token_hex(16)
-        reply = _fields(
-            self._run("start_reconcile", key, _time(now), _time(lease_seconds), flag, seed)
+        reply = fields(
+            self._run("start_reconcile", key, time_arg(now), time_arg(lease_seconds), flag, seed)
         )
-        if _text(reply["outcome"]) != "granted":
+        if text(reply["outcome"]) != "granted":
             return None
-        return _text(reply["lease"])
+        return text(reply["lease"])
 
     def adopt(self, key: str, adoption: Adoption) -> list[str] | None:
         listed: list[str] = []
         for record in adoption.records:
-            listed += [record.name, _time(record.created_at), _time(record.last_used)]
-        reply = _fields(
+            listed += [record.name, time_arg(record.created_at), time_arg(record.last_used)]
+        reply = fields(
             self._run(
                 "adopt",
                 key,
                 adoption.lease,
-                _time(adoption.now),
+                time_arg(adoption.now),
                 adoption.max_sessions,
-                _time(adoption.idle_before),
+                time_arg(adoption.idle_before),
                 secrets.token_hex(16),
                 *listed,
             )
         )
-        if _text(reply["outcome"]) != "adopted":
+        if text(reply["outcome"]) != "adopted":
             return None
-        return [_text(name) for name in reply["refused"]]
+        return [text(name) for name in reply["refused"]]
 
     def created(
         self, key: str, token: str, record: SessionRecord, *, now: float, check_out: bool
     ) -> bool:
-        times = (_time(record.created_at), _time(record.last_used), _time(now))
+        times = (time_arg(record.created_at), time_arg(record.last_used), time_arg(now))
         flag = "1" if check_out else "0"
         reply = self._run("created", key, token, record.name, *times, flag)
-        return _text(reply) == "recorded"
+        return text(reply) == "recorded"
 
     def create_failed(self, key: str, token: str) -> None:
         self._run("create_failed", key, token)
@@ -315,18 +253,18 @@ class RedisStore:
     ) -> list[str]:
         seed = secrets.token_hex(16)
         reply = self._run(
-            "reserve", key, holder.host, holder.pid, _time(now), target, max_sessions, seed
+            "reserve", key, holder.host, holder.pid, time_arg(now), target, max_sessions, seed
         )
-        return [_text(token) for token in reply]
+        return [text(token) for token in reply]
 
     def release(self, key: str, name: str, token: str, *, now: float) -> bool:
-        return _text(self._run("release", key, name, token, _time(now))) == "released"
+        return text(self._run("release", key, name, token, time_arg(now))) == "released"
 
     def keep_alive(self, key: str, name: str, token: str, *, now: float) -> bool:
-        return _text(self._run("keep_alive", key, name, token, _time(now))) == "kept"
+        return text(self._run("keep_alive", key, name, token, time_arg(now))) == "kept"
 
     def discard(self, key: str, name: str, token: str) -> bool:
-        return _text(self._run("discard", key, name, token)) == "discarded"
+        return text(self._run("discard", key, name, token)) == "discarded"
 
     def take_idle(self, key: str, take: TakeIdle) -> list[tuple[SessionRecord, str | None]]:
         holder = take.holder
@@ -335,9 +273,9 @@ class RedisStore:
             key,
             take.limit,
             take.keep,
-            _time(take.now),
-            "" if take.last_used_before is None else _time(take.last_used_before),
-            "" if take.created_before is None else _time(take.created_before),
+            time_arg(take.now),
+            "" if take.last_used_before is None else time_arg(take.last_used_before),
+            "" if take.created_before is None else time_arg(take.created_before),
             "0" if holder is None else "1",
             "" if holder is None else holder.host,
             0 if holder is None else holder.pid,
@@ -345,28 +283,28 @@ class RedisStore:
         )
         taken: list[tuple[SessionRecord, str | None]] = []
         for i in range(0, len(reply), 4):
-            record = SessionRecord(_text(reply[i]), float(reply[i + 1]), float(reply[i + 2]))
-            token = _text(reply[i + 3])
+            record = SessionRecord(text(reply[i]), float(reply[i + 1]), float(reply[i + 2]))
+            token = text(reply[i + 3])
             taken.append((record, token or None))
         return taken
 
     def roll_window(self, key: str, *, now: float, length: float) -> int | None:
-        reply = self._run("roll_window", key, _time(now), _time(length))
+        reply = self._run("roll_window", key, time_arg(now), time_arg(length))
         return None if reply is None else int(reply)
 
     def claims(self, key: str) -> list[Claim]:
-        reply = _fields(self._run("claims", key))
+        reply = fields(self._run("claims", key))
         used, permits = reply["used"], reply["permits"]
         # (seq, claim): sorted by seq, claims come in the order they were made.
         found: list[tuple[str, Claim]] = []
         for i in range(0, len(used), 2):
             seq, token, host, pid, since = json.loads(used[i + 1])[:5]
-            found.append((seq, Claim(token, Holder(host, int(pid)), float(since), _text(used[i]))))
+            found.append((seq, Claim(token, Holder(host, int(pid)), float(since), text(used[i]))))
         found.sort()
         made: list[tuple[str, Claim]] = []
         for i in range(0, len(permits), 2):
             seq, host, pid, since = json.loads(permits[i + 1])
-            made.append((seq, Claim(_text(permits[i]), Holder(host, int(pid)), float(since))))
+            made.append((seq, Claim(text(permits[i]), Holder(host, int(pid)), float(since))))
         made.sort()
         return [claim for _, claim in found + made]
 
@@ -377,7 +315,7 @@ class RedisStore:
         return int(self._run("reclaim", key, *tokens))
 
     def clear(self, key: str) -> list[SessionRecord]:
-        reply = _fields(self._run("clear", key))
+        reply = fields(self._run("clear", key))
         idle, used = reply["idle"], reply["used"]
         records: list[tuple[str, SessionRecord]] = []
         for raw in idle:
@@ -386,14 +324,14 @@ class RedisStore:
         in_use: list[tuple[str, SessionRecord]] = []
         for i in range(0, len(used), 2):
             seq, _, _, _, _, created, last_used = json.loads(used[i + 1])
-            in_use.append((seq, SessionRecord(_text(used[i]), float(created), float(last_used))))
+            in_use.append((seq, SessionRecord(text(used[i]), float(created), float(last_used))))
         # Sorted by seq: sessions come in the order they became idle, or were checked out.
         records.sort(key=lambda item: item[0])
         in_use.sort(key=lambda item: item[0])
         return [record for _, record in records] + [record for _, record in in_use]
 
     def stats(self, key: str) -> StoreStats:
-        reply = _fields(self._run("stats", key))
+        reply = fields(self._run("stats", key))
         window_start = reply["window_start"]
         return StoreStats(
             idle=int(reply["idle"]),
@@ -449,62 +387,22 @@ class RedisStore:
                 found = self._client.xread({keys[9]: f"{wants}-1"}, count=1, block=block)
                 if found:
                     entries = next(iter(found.values())) if isinstance(found, dict) else found[0][1]
-                    return int(_text(entries[-1][0]).partition("-")[0])
+                    return int(text(entries[-1][0]).partition("-")[0])
             return int(self._client.hget(keys[7], "wants") or 0)
         except _FAILURES as exc:
             if self._closed:
                 return wants  # close() cut the connection under the blocking read
             raise self._fail("wait_for_want", exc) from exc
 
-    # -- multiplexed sessions (MultiplexedStore) -------------------------------------------
-
-    def multiplexed_get(self, key: str) -> MultiplexedRecord | None:
-        return _multiplexed_record(_fields(self._run("multiplexed_get", key)))
-
-    def multiplexed_claim(
-        self, key: str, *, holder: Holder, now: float, lease: float, replacing: str | None
-    ) -> MultiplexedClaim:
-        reply = _fields(
-            self._run(
-                "multiplexed_claim",
-                key,
-                holder.host,
-                holder.pid,
-                _time(now),
-                _time(now + lease),
-                replacing or "",
-                new_token(),
-            )
-        )
-        token = _text(reply["token"]) or None
-        return MultiplexedClaim(token, _multiplexed_record(reply))
-
-    def multiplexed_publish(
-        self, key: str, token: str, *, name: str, created_at: float
-    ) -> MultiplexedRecord | None:
-        reply = self._run("multiplexed_publish", key, token, name, _time(created_at))
-        return _multiplexed_record(_fields(reply))
-
-    def multiplexed_abandon(self, key: str, token: str) -> None:
-        self._run("multiplexed_abandon", key, token)
-
     def close(self) -> None:
         """Closes the client when the store made it; a client passed in stays open."""
-        self._closing.run()
+        self._before_closing()
         self._closed = True
         if self._owned:
             self._client.close()
 
     def __repr__(self) -> str:
         return f"<RedisStore {self._address} prefix={self._prefix!r}>"
-
-
-def _multiplexed_record(reply: dict[str, Any]) -> MultiplexedRecord | None:
-    if "name" not in reply:
-        return None
-    return MultiplexedRecord(
-        _text(reply["name"]), float(reply["created_at"]), int(reply["generation"])
-    )
 
 
 def _where(client: Any) -> tuple[str, float | None]:

@@ -24,47 +24,32 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from ..errors import StoreError
 from . import _sqlite_sql as sql
+from ._multiplexed_sqlite import MultiplexedSQLite
 from ._sqlite_file import SQLiteFile
 from .store import (
     NOBODY,
     Acquired,
-    Adoption,
-    Checkout,
     Claim,
     ClosingHooks,
     Holder,
-    MultiplexedClaim,
-    MultiplexedRecord,
     SessionRecord,
     StoreStats,
-    TakeIdle,
     new_token,
 )
+
+if TYPE_CHECKING:
+    from .store import Adoption, Checkout, TakeIdle
 
 WANT_POLL_FIRST = 0.005
 """How soon ``wait_for_want`` reads the want count again at first (seconds)..."""
 WANT_POLL_LAST = 0.05
 """...and at the longest, while it stays the same."""
 _MAX_PARAMS = 500  # tokens per ``IN (...)``, well under SQLite's limit on parameters
-# MultiplexedPool's table, made by the first multiplexed step on a file (files made before it
-# existed keep working): one row per key, the session and the creation lease.
-_MULTIPLEXED_TABLE = """CREATE TABLE IF NOT EXISTS multiplexed (
-    key TEXT PRIMARY KEY,
-    name TEXT,
-    created_at REAL,
-    generation INTEGER NOT NULL DEFAULT 0,
-    lease_token TEXT,
-    lease_host TEXT,
-    lease_pid INTEGER,
-    lease_until REAL
-) WITHOUT ROWID"""
-_MULTIPLEXED_ROW = "SELECT name, created_at, generation, lease_token, lease_until FROM multiplexed"
 
 
 _NO_CLAIM = {"token": None, "host": None, "pid": None, "since": None}
@@ -91,7 +76,7 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[start : start + _MAX_PARAMS]
 
 
-class SQLiteStore:
+class SQLiteStore(MultiplexedSQLite, ClosingHooks):
     """Keeps pool state in a SQLite file shared by the processes of one host.
 
     Safe to share between threads (each thread uses its own connection) and across ``fork``
@@ -100,14 +85,10 @@ class SQLiteStore:
     """
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 10.0) -> None:
+        super().__init__()
         self._file = SQLiteFile(os.fspath(path), timeout)
         self._write = self._file.write
         self._read = self._file.read
-        self._closing = ClosingHooks()
-
-    def before_close(self, callback: Callable[[], None]) -> None:
-        """Have ``close()`` call ``callback`` first (held weakly: a bound method)."""
-        self._closing.add(callback)
 
     @property
     def path(self) -> str:
@@ -159,21 +140,23 @@ class SQLiteStore:
     ) -> Acquired:
         """The rest of ``acquire``, in its transaction: the pool's state is lost or its row
         missing, or it has no idle session to hand out (a permit, a reclaim, or full)."""
-        epoch = conn.execute(sql.EPOCH, args).fetchone()
-        if epoch is None or (epoch[1] is not None and checkout.now >= epoch[2]):
+        head = conn.execute(sql.ACQUIRE_BEGIN, args).fetchone()
+        if head is None:
             return Acquired(releases=conn.execute(sql.RELEASES, args).fetchone()[0], reset=True)
-        releases, _, wants = conn.execute(sql.ACQUIRE_BEGIN, args).fetchone()
-        dropped = _drop(conn, args)
-        conn.execute(sql.DROP_STALE_PERMITS, args)
+        releases, wants, leased, idle, total, doomed, stale = head
+        dropped = _drop(conn, args) if doomed else ()
+        if stale:
+            total -= conn.execute(sql.DROP_STALE_PERMITS, args).rowcount
+        idle, total = idle - len(dropped), total - len(dropped)
         token: str = args["token"]
-        row = conn.execute(sql.MOST_RECENT_IDLE, args).fetchone()
         reclaimed = False
-        if row is None:
-            total = conn.execute(sql.COUNT_TOTAL, args).fetchone()[0]
-            if epoch[1] is None and total < checkout.max_sessions:
-                conn.execute(sql.INSERT_PERMIT, args)
-                spare = checkout.max_sessions - total - 1
-                return Acquired(None, token, dropped, False, releases, spare, wants=wants)
+        if idle:  # the pool had no row yet
+            row = conn.execute(sql.MOST_RECENT_IDLE, args).fetchone()
+        elif not leased and total < checkout.max_sessions:
+            conn.execute(sql.INSERT_PERMIT, args)
+            spare = checkout.max_sessions - total - 1
+            return Acquired(None, token, dropped, False, releases, spare, wants=wants)
+        else:
             row = conn.execute(sql.OLDEST_CLAIM, args).fetchone()
             if row is None:
                 wants = conn.execute(sql.WANT, args).fetchone()[0]
@@ -182,7 +165,7 @@ class SQLiteStore:
         record = SessionRecord(*row)
         conn.execute(sql.CHECK_OUT, {**args, "name": record.name})
         idle, total = conn.execute(sql.RAISE_HIGH_WATER, args).fetchone()
-        free = 0 if epoch[1] is not None else checkout.max_sessions - total
+        free = 0 if leased else checkout.max_sessions - total
         spare = idle + max(0, free)
         return Acquired(record, token, dropped, reclaimed, releases, spare, wants=wants)
 
@@ -420,75 +403,11 @@ class SQLiteStore:
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, WANT_POLL_LAST)
 
-    # -- multiplexed sessions (MultiplexedStore) -------------------------------------------
-
-    @contextmanager
-    def _multiplexed(self, key: str) -> Iterator[tuple[Any, tuple[Any, ...] | None]]:
-        """One write transaction on ``key``'s row (None when there is none)."""
-        with self._write() as conn:
-            conn.execute(_MULTIPLEXED_TABLE)
-            yield conn, conn.execute(f"{_MULTIPLEXED_ROW} WHERE key = ?", (key,)).fetchone()
-
-    def multiplexed_get(self, key: str) -> MultiplexedRecord | None:
-        try:
-            rows = self._read(f"{_MULTIPLEXED_ROW} WHERE key = ?", (key,))
-        except StoreError:  # a file without the table yet: make it
-            with self._multiplexed(key) as (_, row):
-                return _multiplexed_record(row)
-        return _multiplexed_record(rows[0] if rows else None)
-
-    def multiplexed_claim(
-        self, key: str, *, holder: Holder, now: float, lease: float, replacing: str | None
-    ) -> MultiplexedClaim:
-        with self._multiplexed(key) as (conn, row):
-            record = _multiplexed_record(row)
-            leased = row is not None and row[3] is not None and row[4] > now
-            due = record is None or (replacing is not None and record.name == replacing)
-            if leased or not due:
-                return MultiplexedClaim(None, record)
-            token = new_token()
-            conn.execute(
-                "INSERT INTO multiplexed (key, lease_token, lease_host, lease_pid, lease_until)"
-                " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (key) DO UPDATE SET"
-                " lease_token = ?2, lease_host = ?3, lease_pid = ?4, lease_until = ?5",
-                (key, token, holder.host, holder.pid, now + lease),
-            )
-            return MultiplexedClaim(token, record)
-
-    def multiplexed_publish(
-        self, key: str, token: str, *, name: str, created_at: float
-    ) -> MultiplexedRecord | None:
-        with self._multiplexed(key) as (conn, row):
-            if row is None or row[3] != token:
-                return None
-            generation = int(row[2]) + 1
-            conn.execute(
-                "UPDATE multiplexed SET name = ?, created_at = ?, generation = ?,"
-                " lease_token = NULL, lease_host = NULL, lease_pid = NULL, lease_until = NULL"
-                " WHERE key = ?",
-                (name, created_at, generation, key),
-            )
-            return MultiplexedRecord(name, created_at, generation)
-
-    def multiplexed_abandon(self, key: str, token: str) -> None:
-        with self._multiplexed(key) as (conn, _):
-            conn.execute(
-                "UPDATE multiplexed SET lease_token = NULL, lease_host = NULL, lease_pid = NULL,"
-                " lease_until = NULL WHERE key = ? AND lease_token = ?",
-                (key, token),
-            )
-
     def close(self) -> None:
         """Close this thread's connection; any later use of the store raises ``StoreError``."""
-        self._closing.run()
+        self._before_closing()
         self._file.close()
 
     def __repr__(self) -> str:
         state = " closed" if self._file.closed else ""
         return f"<SQLiteStore path={self.path!r}{state}>"
-
-
-def _multiplexed_record(row: tuple[Any, ...] | None) -> MultiplexedRecord | None:
-    if row is None or row[0] is None:
-        return None
-    return MultiplexedRecord(str(row[0]), float(row[1]), int(row[2]))

@@ -325,20 +325,21 @@ class Wants(Protocol):
 
 
 class ClosingHooks:
-    """What a built-in store runs first in ``close()``: each pool using it has registered a
+    """What the built-in stores run first in ``close()``: each pool using one registers a
     callback (``before_close``) that gives back the sessions the pool leased while the store
     can still take them. Callbacks are bound methods, held weakly; no lock, so that a forked
-    child never finds one held (appending to and swapping a list are atomic)."""
+    child never finds one held (appending to a list and swapping it are atomic)."""
 
     def __init__(self) -> None:
-        self._callbacks: list[weakref.WeakMethod[Callable[[], None]]] = []
+        self._closing_hooks: list[weakref.WeakMethod[Callable[[], None]]] = []
 
-    def add(self, callback: Callable[[], None]) -> None:
-        self._callbacks.append(weakref.WeakMethod(callback))
+    def before_close(self, callback: Callable[[], None]) -> None:
+        """Have ``close()`` call ``callback`` first (held weakly: a bound method)."""
+        self._closing_hooks.append(weakref.WeakMethod(callback))
 
-    def run(self) -> None:
-        callbacks, self._callbacks = self._callbacks, []
-        for ref in callbacks:
+    def _before_closing(self) -> None:
+        hooks, self._closing_hooks = self._closing_hooks, []
+        for ref in hooks:
             callback = ref()
             if callback is not None:
                 callback()
