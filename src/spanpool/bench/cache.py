@@ -440,8 +440,6 @@ def hand_back(context: Any, endpoint: str, stores: list[tuple[str, str]], rounds
     """How soon a session leased by one process goes to a waiter in another: this process
     leases a session of a pool of 2, another takes the last free one and then waits for one
     more. ``rounds`` times per store (a process that saw a want leases again a second later)."""
-    from ..cache._leases import QUIET
-
     print(
         "Hand-back: a session leased by one process, wanted by another that found the pool "
         f"full (median and worst of {rounds})"
@@ -459,7 +457,7 @@ def hand_back(context: Any, endpoint: str, stores: list[tuple[str, str]], rounds
         waits: list[float] = []
         try:
             for _ in range(rounds):
-                time.sleep(QUIET + 0.2)  # parking resumes a second after a want
+                time.sleep(1.2)  # a process that saw a want leases again a second later
                 pool.release(pool.acquire())  # leased here
                 go.put("go")
                 waits.append(results.get(timeout=60) * 1000)
