@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import math
 import os
 import sys
 import time
@@ -38,11 +37,23 @@ from google.cloud import spanner_v1
 from spanpool.bridge.common import give_aware_last_use
 from spanpool.testing import REGULAR_SESSIONS_ENV, serve_in_process
 
-from . import pools as common
-from .pools import Failed, Goal, Metrics, Row, median_of, side_by_side, total_of
+from .harness import JOIN_SECONDS, KINDS, SIDES, Settings, pool_arguments, progress, settings_for
+from .pools import parse_args
+from .table import (
+    FAIRNESS,
+    Failed,
+    Goal,
+    Metrics,
+    Row,
+    against,
+    errors_row,
+    fairness,
+    measured_rows,
+    median_of,
+    print_table,
+    warm_rows,
+)
 
-KINDS = ("BurstyPool", "FixedSizePool", "PingingPool", "TransactionPingingPool")
-SIDES = ("official", "spanpool")
 TASKS = 200
 SIZE = 10
 HOLD_SECONDS = 0.001
@@ -60,11 +71,7 @@ def make_pool(side: str, kind: str, size: int = SIZE) -> Any:
     cls = pool_class(side, kind)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        if kind == "BurstyPool":
-            return cls(target_size=size)
-        if kind == "FixedSizePool":
-            return cls(size=size, default_timeout=10, max_age_minutes=55)
-        return cls(size=size, default_timeout=10, ping_interval=3000)
+        return cls(**pool_arguments(kind, size))
 
 
 @dataclass
@@ -165,20 +172,12 @@ async def contend(pool: Any, seconds: float) -> Metrics:
     began = time.perf_counter_ns()
     await asyncio.sleep(seconds)
     stop = True
-    await asyncio.wait(tasks, timeout=common.JOIN_SECONDS)
+    await asyncio.wait(tasks, timeout=JOIN_SECONDS)
     elapsed = time.perf_counter_ns() - began
-    cycles = max(sum(counts), 1)
-    mean_hold = sum(holds) / cycles / 1e9
-    ceiling = SIZE / mean_hold if mean_hold else math.inf
-    return {
-        "min/max": min(counts) / max(max(counts), 1),
-        "worst ms": max(worst) / 1e6,
-        "throughput": sum(counts) / (elapsed / 1e9) / ceiling,
-        "errors": float(errors[0]),
-    }
+    return {**fairness(counts, sum(holds), max(worst), elapsed, SIZE), "errors": float(errors[0])}
 
 
-async def scenarios(endpoint: str, settings: common.Settings) -> list[Row]:
+async def scenarios(endpoint: str, settings: Settings) -> list[Row]:
     client = spanner_v1.AsyncClient(
         project="test-project",
         credentials=AnonymousCredentials(),
@@ -191,7 +190,7 @@ async def scenarios(endpoint: str, settings: common.Settings) -> list[Row]:
         return await instance.database(name, pool=spanner_v1.AsyncBurstyPool(target_size=0))
 
     rows: list[Row] = []
-    common.progress("asyncio: warm get+put, one task")
+    progress("asyncio: warm get+put, one task")
     opened = await open_pools(database_for, KINDS)
     try:
         results = await interleaved(
@@ -202,36 +201,12 @@ async def scenarios(endpoint: str, settings: common.Settings) -> list[Row]:
     finally:
         await opened.close()
     ns = {variant: median_of(measured, "ns") for variant, measured in results.items()}
-    fixed = ns[("official", "FixedSizePool")]
-    for kind in KINDS:
-        rows.append(
-            side_by_side(
-                "asyncio warm get+put, 1 task",
-                0,
-                kind,
-                ns[("official", kind)],
-                ns[("spanpool", kind)],
-                common.duration,
-                Goal("<=", 0.30) if kind == "FixedSizePool" else None,
-                official_prefix="patched " if kind != "BurstyPool" else "",
-            )
-        )
-    for kind in KINDS:
-        if kind != "FixedSizePool":
-            rows.append(
-                side_by_side(
-                    "asyncio get+put vs official Fixed",
-                    0,
-                    kind,
-                    fixed,
-                    ns[("spanpool", kind)],
-                    common.duration,
-                    Goal("<=", 0.30),
-                    official_prefix="Fixed ",
-                )
-            )
+    fixed = ("Fixed ", ns[("official", "FixedSizePool")])
+    others = {kind: ns[("spanpool", kind)] for kind in KINDS if kind != "FixedSizePool"}
+    rows += warm_rows("asyncio warm get+put, 1 task", 0, ns, KINDS, patched=KINDS[1:])
+    rows += against("asyncio get+put vs official Fixed", 0, fixed, others, Goal("<=", 0.30))
 
-    common.progress(f"asyncio: {TASKS} tasks on {SIZE} sessions")
+    progress(f"asyncio: {TASKS} tasks on {SIZE} sessions")
     kinds = ("FixedSizePool", "PingingPool")
     opened = await open_pools(database_for, kinds)
     try:
@@ -243,44 +218,15 @@ async def scenarios(endpoint: str, settings: common.Settings) -> list[Row]:
     finally:
         await opened.close()
     title = f"asyncio {TASKS} tasks, {SIZE} sessions:"
-    measures: list[tuple[str, str, Callable[[float], str], Goal]] = [
-        ("min/max cycles", "min/max", "{:.2f}".format, Goal(">=", 0.8)),
-        ("worst get() wait", "worst ms", "{:,.1f} ms".format, Goal("<=", 50)),
-        ("throughput / ideal", "throughput", "{:.1%}".format, Goal(">=", 0.95, "95%")),
-    ]
     for kind in kinds:
         official, ours = results[("official", kind)], results[("spanpool", kind)]
-        for name, key, fmt, goal in measures:
-            rows.append(
-                side_by_side(
-                    f"{title} {name}",
-                    0,
-                    kind,
-                    median_of(official, key),
-                    median_of(ours, key),
-                    fmt,
-                    goal,
-                    absolute=True,
-                    official_prefix="patched ",
-                )
-            )
-        rows.append(
-            side_by_side(
-                f"{title} errors",
-                0,
-                kind,
-                total_of(official, "errors"),
-                total_of(ours, "errors"),
-                "{:.0f}".format,
-                Goal("==", 0),
-                absolute=True,
-            )
-        )
+        rows += measured_rows(title, 0, kind, official, ours, FAIRNESS, official_prefix="patched ")
+        rows.append(errors_row(f"{title} errors", 0, kind, official, ours))
     return rows
 
 
 def run(args: Any) -> list[Row]:
-    settings = common.settings_for(args)
+    settings = settings_for(args)
     os.environ.update(REGULAR_SESSIONS_ENV)
     endpoint = getattr(args, "endpoint", None)
     if endpoint:
@@ -293,7 +239,7 @@ def run(args: Any) -> list[Row]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = common.parse_args(argv)
+    args = parse_args(argv)
     began = time.monotonic()
     rows = run(args)
     print()
@@ -302,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         f"loopback, {os.cpu_count()} cores, {time.monotonic() - began:.0f} s"
         + (" (--quick)" if args.quick else "")
     )
-    common.print_table(rows)
+    print_table(rows)
     return 0
 
 

@@ -34,8 +34,8 @@ from typing import Any
 
 from spanpool.testing import LocalSpanner
 
-from .pools import Failed, Goal, Row, attempt, print_table, side_by_side
 from .progress import report
+from .table import Failed, Goal, Row, attempt, print_table, side_by_side
 
 REQUESTS = 100
 QUICK_REQUESTS = 20

@@ -20,7 +20,9 @@ from an in-process LocalSpanner.
    sessions is due for a ping, then 4 threads doing get/put cycles while one thread calls
    ``ping()``; get() percentiles during the ping() calls against the steady state after them.
 
-Prints one table and writes a chart to ``bench/out/pools.png``.
+Prints one table and writes a chart to ``bench/out/pools.png``. The scenarios are here; the
+pools, servers and rounds they run on in ``harness.py``, how threads drive the pools in
+``threads.py``, and the rows, goals and table (shared with the other suites) in ``table.py``.
 
 Run with ``./dev run python -m spanpool.bench.pools [--quick] [--seconds S]`` (or ``./dev bench``).
 """
@@ -28,546 +30,68 @@ Run with ``./dev run python -m spanpool.bench.pools [--quick] [--seconds S]`` (o
 from __future__ import annotations
 
 import argparse
-import bisect
-import collections
 import functools
-import gc
-import math
 import os
-import statistics
 import sys
-import threading
 import time
 import traceback
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from google.cloud.spanner_v1 import pool as official_pool
+from spanpool.testing import REGULAR_SESSIONS_ENV, LocalSpanner, serve_in_process
 
-from spanpool.testing import REGULAR_SESSIONS_ENV, LocalSpanner, connect, serve_in_process
+from .chart import write_chart
+from .harness import (
+    KINDS,
+    LATENCIES_MS,
+    SIDES,
+    Bench,
+    bound_pools,
+    fallback_warning,
+    interleaved,
+    measure_pools,
+    progress,
+    settings_for,
+    unbound_pool,
+)
+from .table import (
+    FAIRNESS,
+    Metrics,
+    against,
+    attempt,
+    cell,
+    chart_bars,
+    errors_row,
+    measured_rows,
+    median_of,
+    print_table,
+    ratio,
+    warm_rows,
+)
+from .table import Failed as Failed  # with the next three, what bench/multiplexed.py takes here
+from .table import Goal as Goal
+from .table import Row as Row
+from .table import side_by_side as side_by_side
+from .threads import (
+    CONTENTION_SIZE,
+    CONTENTION_THREADS,
+    BarePool,
+    contention,
+    count_requests,
+    gets_while_pinging,
+    percentile,
+    run_cycles,
+)
 
-from .chart import Bar, write_chart
-from .progress import report
-
-try:
-    from spanpool import BurstyPool, FixedSizePool, PingingPool, TransactionPingingPool
-except ImportError as error:
-    SPANPOOL_MISSING: str | None = str(error)
-    SPANPOOL_POOLS: dict[str, Any] = {
-        "BurstyPool": official_pool.BurstyPool,
-        "FixedSizePool": official_pool.FixedSizePool,
-        "PingingPool": official_pool.PingingPool,
-        "TransactionPingingPool": official_pool.TransactionPingingPool,
-    }
-else:
-    SPANPOOL_MISSING = None
-    SPANPOOL_POOLS = {
-        "BurstyPool": BurstyPool,
-        "FixedSizePool": FixedSizePool,
-        "PingingPool": PingingPool,
-        "TransactionPingingPool": TransactionPingingPool,
-    }
-
-KINDS = ("BurstyPool", "FixedSizePool", "PingingPool", "TransactionPingingPool")
-POOLS: dict[str, dict[str, Any]] = {
-    "official": {kind: getattr(official_pool, kind) for kind in KINDS},
-    "spanpool": SPANPOOL_POOLS,
-}
-SIDES = ("official", "spanpool")
-LATENCIES_MS = (0.0, 5.0)
 OUT_DIR = Path("bench") / "out"  # under the working directory
-
-CONTENTION_THREADS = 32
-CONTENTION_SIZE = 10
-HOLD_SECONDS = 0.001
 BIND_SIZE = 400
 BATCH_LIMIT = 100
-PING_WORKERS = 4
 PING_INTERVAL = 1  # seconds: a ping() pass over 50 sessions at 5 ms ends well within it
-JOIN_SECONDS = 30.0  # how long a stuck get() or ping() is waited for before giving up on it
-
-K = TypeVar("K")
-T = TypeVar("T")
-Metrics = dict[str, float]
-
-
-# -- results ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Failed:
-    """A measurement that could not be made, e.g. because the pool raised."""
-
-    reason: str
-
-    def __str__(self) -> str:
-        return self.reason
-
-
-def attempt(measure: Callable[[], T]) -> T | Failed:
-    """``measure()``, or ``error: <type>`` when it raises."""
-    try:
-        return measure()
-    except Exception as exc:
-        return Failed(f"error: {type(exc).__name__}")
-
-
-@dataclass(frozen=True)
-class Goal:
-    """What spanpool should achieve: ``value <op> limit``."""
-
-    op: str  # "<=", ">=" or "=="
-    limit: float
-    text: str = ""
-
-    def met(self, value: float) -> bool:
-        if self.op == "<=":
-            return value <= self.limit
-        if self.op == ">=":
-            return value >= self.limit
-        return value == self.limit
-
-    def score(self, value: float) -> float | None:
-        """``value`` relative to the goal, 1 at the goal and smaller when better (bounds only)."""
-        if self.op == "<=" and self.limit > 0:
-            return value / self.limit
-        if self.op == ">=":
-            return self.limit / value if value > 0 else math.inf
-        return None
-
-    def __str__(self) -> str:
-        return f"{self.op} {self.text or format(self.limit, 'g')}"
-
-
-@dataclass
-class Row:
-    """One line of the table: ``checked`` is the number the goal applies to; without it the
-    goal is missed when spanpool's measurement failed, and cannot be judged otherwise."""
-
-    scenario: str
-    latency: str
-    pool: str
-    official: str
-    spanpool: str
-    ratio: float | None = None
-    goal: Goal | None = None
-    checked: float | None = None
-    spanpool_failed: bool = False
-    official_value: float | None = None
-    spanpool_value: float | None = None
-
-    @property
-    def verdict(self) -> str:
-        if self.goal is None:
-            return ""
-        if self.checked is None:
-            return "miss" if self.spanpool_failed else "n/a"
-        return "ok" if self.goal.met(self.checked) else "miss"
-
-
-def median_of(results: list[Metrics] | Failed, key: str) -> float | Failed:
-    """The median of ``key`` over the rounds that measured it."""
-    if isinstance(results, Failed):
-        return results
-    values = [metrics[key] for metrics in results if key in metrics]
-    return statistics.median(values) if values else Failed("n/a")
-
-
-def total_of(results: list[Metrics] | Failed, key: str) -> float | Failed:
-    if isinstance(results, Failed):
-        return results
-    return sum(metrics.get(key, 0.0) for metrics in results)
-
-
-def ratio(numerator: float | Failed, denominator: float | Failed) -> float | None:
-    if isinstance(numerator, Failed) or isinstance(denominator, Failed) or denominator == 0:
-        return None
-    return numerator / denominator
-
-
-def value(measured: float | Failed) -> float | None:
-    return None if isinstance(measured, Failed) else measured
-
-
-def cell(measured: float | Failed, fmt: Callable[[float], str]) -> str:
-    return str(measured) if isinstance(measured, Failed) else fmt(measured)
-
-
-def duration(ns: float) -> str:
-    return f"{ns:,.0f} ns" if ns < 1e6 else f"{ns / 1e6:,.2f} ms"
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
-
-
-# -- pools and servers -----------------------------------------------------------------------
-
-
-def make_pool(side: str, kind: str, size: int = 10, ping_interval: int = 3000) -> Any:
-    """An unbound pool of ``kind`` from ``side``, with the official constructor arguments."""
-    cls = POOLS[side][kind]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # TransactionPingingPool's
-        if kind == "BurstyPool":
-            return cls(target_size=size)
-        if kind == "FixedSizePool":
-            return cls(size=size, default_timeout=10, max_age_minutes=55)
-        return cls(size=size, default_timeout=10, ping_interval=ping_interval)
-
-
-def dispose(pool: Any, delete_sessions: bool = True) -> None:
-    """Stop ``pool``: ``close()`` when it has one, else ``clear()`` unless told to keep them."""
-    try:
-        close = getattr(pool, "close", None)
-        if close is not None:
-            close()
-        elif delete_sessions:
-            pool.clear()
-    except Exception as exc:
-        print(f"  (disposing a {type(pool).__name__} raised {exc!r})", file=sys.stderr)
-
-
-def warm_database(endpoint: str, name: str) -> Any:
-    """The official ``Database`` ``name`` on ``endpoint``, its gRPC channel already connected.
-
-    Pools are bound to it explicitly, so that ``bind`` alone can be timed.
-    """
-    database = connect(endpoint, name)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        session = database.session()
-    session.create()
-    session.delete()
-    return database
-
-
-@contextmanager
-def bound_pools(
-    database: Any, variants: Sequence[tuple[str, str]], **options: Any
-) -> Iterator[dict[tuple[str, str], Any]]:
-    """Pools for ``(side, kind)`` variants, bound to ``database`` and warmed by one checkout.
-
-    A variant whose pool fails to bind or to check out maps to ``Failed``.
-    """
-    pools: dict[tuple[str, str], Any] = {}
-
-    def open_pool(side: str, kind: str) -> Any:
-        pool = make_pool(side, kind, **options)
-        pools[(side, kind)] = pool
-        pool.bind(database)
-        pool.put(pool.get())
-        return pool
-
-    opened = {variant: attempt(functools.partial(open_pool, *variant)) for variant in variants}
-    try:
-        yield opened
-    finally:
-        for pool in pools.values():
-            dispose(pool)
-
-
-class Bench:
-    """The servers of one run, the databases on them, and how long to measure."""
-
-    def __init__(self, settings: Settings, endpoints: dict[float, str], counter: LocalSpanner):
-        self.settings = settings
-        self.endpoints = endpoints
-        self.counter = counter
-        self._databases: dict[tuple[str, str], Any] = {}
-
-    def database(self, latency_ms: float, name: str = "bench") -> Any:
-        """A database on the timing server with ``latency_ms`` of injected latency."""
-        return self._database(self.endpoints[latency_ms], name)
-
-    def counted_database(self, name: str = "bench") -> Any:
-        """A database on the in-process LocalSpanner, whose requests are counted."""
-        return self._database(self.counter.endpoint, name)
-
-    def _database(self, endpoint: str, name: str) -> Any:
-        if (endpoint, name) not in self._databases:
-            self._databases[(endpoint, name)] = warm_database(endpoint, name)
-        return self._databases[(endpoint, name)]
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How long and how often each scenario measures."""
-
-    rounds: int  # rounds of the short timings (scenarios 1 and 4)
-    slow_rounds: int  # rounds of the contention runs of scenario 3
-    ping_rounds: int  # rounds of scenario 5 (each adds a few dozen get()s during ping())
-    cycles: int  # get+put cycles per measurement of scenarios 1 and 2 ...
-    cycle_seconds: float  # ... or fewer, when they take longer than this
-    contention_seconds: float  # one run of scenario 3
-    steady_seconds: float  # the steady-state window of scenario 5
-    ping_sizes: tuple[int, ...] = (10, 50)
-
-
-def interleaved(
-    variants: Sequence[K],
-    rounds: int,
-    measure: Callable[[K], Metrics],
-    before_round: Callable[[], None] | None = None,
-) -> dict[K, list[Metrics] | Failed]:
-    """``measure(variant)`` for every variant in every round, rounds visiting the variants in
-    rotated orders so that none is always first; a variant that raises once is ``Failed``."""
-    results: dict[K, list[Metrics] | Failed] = {variant: [] for variant in variants}
-    for round_ in range(rounds if variants else 0):
-        if before_round is not None:
-            before_round()
-        shift = round_ % len(variants)
-        for variant in [*variants[shift:], *variants[:shift]]:
-            done = results[variant]
-            if isinstance(done, Failed):
-                continue
-            measured = attempt(functools.partial(measure, variant))
-            if isinstance(measured, Failed):
-                results[variant] = measured
-            else:
-                done.append(measured)
-    return results
-
-
-def progress(message: str) -> None:
-    report("pools", message)
-
-
-# -- measurement shapes ----------------------------------------------------------------------
-
-
-class BarePool:
-    """The floor for a warm checkout: a ``deque`` of sessions guarded by a ``Lock``."""
-
-    def __init__(self, size: int = 10) -> None:
-        self._lock = threading.Lock()
-        self._sessions: collections.deque[object] = collections.deque(object() for _ in range(size))
-
-    def get(self) -> object:
-        with self._lock:
-            return self._sessions.pop()
-
-    def put(self, session: object) -> None:
-        with self._lock:
-            self._sessions.append(session)
-
-
-def run_cycles(pool: Any, cycles: int, seconds: float) -> tuple[int, int]:
-    """Warm ``get``/``put`` cycles in this thread, ``cycles`` of them or as many as fit in about
-    ``seconds``; returns (cycles done, nanoseconds taken). The clock is read once per batch, in
-    batches growing from 1 to 1024 cycles, so that reading it costs nearly nothing."""
-    gc.collect()
-    get, put = pool.get, pool.put
-    done, batch = 0, 1
-    start = time.perf_counter_ns()
-    deadline = start + int(seconds * 1e9)
-    while done < cycles:
-        batch = min(batch, cycles - done)
-        for _ in range(batch):
-            session = get()
-            put(session)
-        done += batch
-        if time.perf_counter_ns() >= deadline:
-            break
-        batch = min(batch * 2, 1024)
-    return done, time.perf_counter_ns() - start
-
-
-def count_requests(server: LocalSpanner, work: Callable[[], int]) -> Metrics:
-    """Requests per method that ``server`` receives during ``work()``, divided by the number
-    ``work`` returns; ``rpcs`` is their sum. Waits 0.1 s for requests sent in the background."""
-    server.reset_counts()
-    per = work()
-    time.sleep(0.1)
-    counts = {method: n / max(per, 1) for method, n in server.request_counts().items() if n}
-    return {"rpcs": sum(counts.values()), **counts}
-
-
-@dataclass
-class WorkerLog:
-    """What one contention worker saw: each get() as (start, duration) in ns."""
-
-    cycles: int = 0
-    gets: list[tuple[int, int]] = field(default_factory=list)
-    hold_ns: int = 0
-    errors: collections.Counter[str] = field(default_factory=collections.Counter)
-    sessions: set[object] = field(default_factory=set)
-
-
-@dataclass
-class Contention:
-    """The workers' logs of one contention run, and how long it lasted."""
-
-    logs: list[WorkerLog]
-    elapsed_ns: int
-
-    @property
-    def cycles(self) -> int:
-        return sum(log.cycles for log in self.logs)
-
-    @property
-    def gets(self) -> list[tuple[int, int]]:
-        return [get for log in self.logs for get in log.gets]
-
-    @property
-    def errors(self) -> int:
-        return sum(sum(log.errors.values()) for log in self.logs)
-
-
-def contend(pool: Any, threads: int, hold_seconds: float, drive: Callable[[], None]) -> Contention:
-    """``threads`` workers loop get → sleep ``hold_seconds`` → put on ``pool`` while ``drive()``
-    runs in this thread, and stop when it returns. A worker whose get() raises counts the error
-    and retries after 1 ms; none outlives ``drive()`` by more than JOIN_SECONDS."""
-    stop = threading.Event()
-    start = threading.Barrier(threads + 1, timeout=JOIN_SECONDS)
-    logs = [WorkerLog() for _ in range(threads)]
-
-    def work(log: WorkerLog) -> None:
-        start.wait()
-        while not stop.is_set():
-            asked = time.perf_counter_ns()
-            try:
-                session = pool.get()
-            except Exception as exc:
-                log.errors[type(exc).__name__] += 1
-                time.sleep(0.001)
-                continue
-            got = time.perf_counter_ns()
-            time.sleep(hold_seconds)
-            log.hold_ns += time.perf_counter_ns() - got
-            try:
-                pool.put(session)
-            except Exception as exc:
-                log.errors[type(exc).__name__] += 1
-            log.gets.append((asked, got - asked))
-            log.cycles += 1
-            log.sessions.add(getattr(session, "session_id", None) or id(session))
-
-    workers = [threading.Thread(target=work, args=(log,), daemon=True) for log in logs]
-    for worker in workers:
-        worker.start()
-    start.wait()
-    began = time.perf_counter_ns()
-    try:
-        drive()
-    finally:
-        stop.set()
-        give_up = time.monotonic() + JOIN_SECONDS
-        for worker in workers:
-            worker.join(max(0.0, give_up - time.monotonic()))
-    if any(worker.is_alive() for worker in workers):
-        logs[0].errors["worker stuck in get()"] += 1
-    return Contention(logs, time.perf_counter_ns() - began)
-
-
-def fairness(pool: Any, seconds: float) -> Metrics:
-    """Scenario 3's run: CONTENTION_THREADS threads on ``pool`` for ``seconds``."""
-    run = contend(pool, CONTENTION_THREADS, HOLD_SECONDS, functools.partial(time.sleep, seconds))
-    counts = [log.cycles for log in run.logs]
-    cycles = max(run.cycles, 1)
-    mean_hold = sum(log.hold_ns for log in run.logs) / cycles / 1e9
-    ceiling = CONTENTION_SIZE / mean_hold if mean_hold else math.inf
-    return {
-        "min/max": min(counts) / max(max(counts), 1),
-        "worst ms": max((wait for _, wait in run.gets), default=0) / 1e6,
-        "throughput": run.cycles / (run.elapsed_ns / 1e9) / ceiling,
-        "sessions": float(len(set().union(*(log.sessions for log in run.logs)))),
-        "errors": float(run.errors),
-    }
-
-
-def gets_while_pinging(pool: Any, steady_seconds: float, waits: dict[str, list[int]]) -> Metrics:
-    """Scenario 5's run, on a pool whose sessions are all due for a ping.
-
-    A pinger thread calls ``ping()`` repeatedly (1 ms apart) for at least 50 ms, and at least
-    until its first call, which refreshes every session, returns; meanwhile PING_WORKERS threads
-    do get → 1 ms → put. The duration of each get() that starts inside a ping() call is added to
-    ``waits["ping"]``; of those that start 20 ms or more after the last ping() call returned,
-    during ``steady_seconds``, to ``waits["steady"]``. Returns the errors of get, put and ping.
-    """
-    calls: list[tuple[int, int]] = []
-    failures: collections.Counter[str] = collections.Counter()
-
-    def pinger() -> None:
-        until = time.perf_counter_ns() + 50_000_000
-        while not calls or time.perf_counter_ns() < until:
-            began = time.perf_counter_ns()
-            try:
-                pool.ping()
-            except Exception as exc:
-                failures[type(exc).__name__] += 1
-            calls.append((began, time.perf_counter_ns()))
-            time.sleep(0.001)
-
-    def drive() -> None:
-        thread = threading.Thread(target=pinger, daemon=True)
-        thread.start()
-        thread.join(JOIN_SECONDS)
-        if thread.is_alive():
-            failures["ping() did not return"] += 1
-            return
-        time.sleep(0.02 + steady_seconds)
-
-    run = contend(pool, PING_WORKERS, HOLD_SECONDS, drive)
-    starts = [began for began, _ in calls]
-    settled = calls[-1][1] + 20_000_000 if calls else math.inf
-    for asked, wait in run.gets:
-        index = bisect.bisect_right(starts, asked) - 1
-        if index >= 0 and asked < calls[index][1]:
-            waits["ping"].append(wait)
-        elif asked >= settled:
-            waits["steady"].append(wait)
-    return {"errors": float(run.errors + sum(failures.values()))}
 
 
 # -- scenarios -------------------------------------------------------------------------------
-
-
-def measure_pools(
-    pools: dict[K, Any],
-    rounds: int,
-    measure: Callable[[Any], Metrics],
-    before_round: Callable[[], None] | None = None,
-) -> dict[K, list[Metrics] | Failed]:
-    """``interleaved`` over the pools that opened; the others keep their ``Failed``."""
-    ready = [variant for variant, pool in pools.items() if not isinstance(pool, Failed)]
-    results = interleaved(ready, rounds, lambda variant: measure(pools[variant]), before_round)
-    return {v: pool if isinstance(pool, Failed) else results[v] for v, pool in pools.items()}
-
-
-def side_by_side(
-    scenario: str,
-    latency_ms: float,
-    pool: str,
-    official: float | Failed,
-    ours: float | Failed,
-    fmt: Callable[[float], str],
-    goal: Goal | None = None,
-    *,
-    absolute: bool = False,
-    official_prefix: str = "",
-) -> Row:
-    """A row comparing two measurements. The goal applies to spanpool/official, or with
-    ``absolute`` to spanpool's own value (and no ratio is shown)."""
-    relative = None if absolute else ratio(ours, official)
-    return Row(
-        scenario,
-        f"{latency_ms:g} ms",
-        pool,
-        official_prefix + cell(official, fmt),
-        cell(ours, fmt),
-        relative,
-        goal,
-        value(ours) if absolute else relative,
-        isinstance(ours, Failed),
-        value(official),
-        value(ours),
-    )
 
 
 def warm_cycle_rows(bench: Bench, latency_ms: float) -> list[Row]:
@@ -583,47 +107,14 @@ def warm_cycle_rows(bench: Bench, latency_ms: float) -> list[Row]:
 
         results = measure_pools(pools, settings.rounds, per_cycle)
     ns = {variant: median_of(measured, "ns") for variant, measured in results.items()}
-    fixed, bare = ns[("official", "FixedSizePool")], ns[("bare", "deque")]
-    rows = [
-        side_by_side(
-            "warm get+put, 1 thread",
-            latency_ms,
-            kind,
-            ns[("official", kind)],
-            ns[("spanpool", kind)],
-            duration,
-            Goal("<=", 0.30) if kind == "FixedSizePool" else None,
-        )
-        for kind in KINDS
+    fixed, bare = ("Fixed ", ns[("official", "FixedSizePool")]), ("bare ", ns[("bare", "deque")])
+    ours = {kind: ns[("spanpool", kind)] for kind in KINDS}
+    others = {kind: measured for kind, measured in ours.items() if kind != "FixedSizePool"}
+    return [
+        *warm_rows("warm get+put, 1 thread", latency_ms, ns, KINDS),
+        *against("get+put vs official Fixed", latency_ms, fixed, others, Goal("<=", 0.30)),
+        *against("get+put vs bare deque+Lock", latency_ms, bare, ours, Goal("<=", 2.5)),
     ]
-    rows += [
-        side_by_side(
-            "get+put vs official Fixed",
-            latency_ms,
-            kind,
-            fixed,
-            ns[("spanpool", kind)],
-            duration,
-            Goal("<=", 0.30),
-            official_prefix="Fixed ",
-        )
-        for kind in KINDS
-        if kind != "FixedSizePool"
-    ]
-    rows += [
-        side_by_side(
-            "get+put vs bare deque+Lock",
-            latency_ms,
-            kind,
-            bare,
-            ns[("spanpool", kind)],
-            duration,
-            Goal("<=", 2.5),
-            official_prefix="bare ",
-        )
-        for kind in KINDS
-    ]
-    return rows
 
 
 def rpc_rows(bench: Bench, latency_ms: float) -> list[Row]:
@@ -676,7 +167,7 @@ def contention_rows(bench: Bench, latency_ms: float) -> list[Row]:
         results = measure_pools(
             pools,
             settings.slow_rounds,
-            lambda pool: fairness(pool, settings.contention_seconds),
+            lambda pool: contention(pool, settings.contention_seconds),
         )
     rows = []
     title = f"{CONTENTION_THREADS} threads, {CONTENTION_SIZE} sessions:"
@@ -684,40 +175,15 @@ def contention_rows(bench: Bench, latency_ms: float) -> list[Row]:
         official, ours = results[("official", kind)], results[("spanpool", kind)]
         # BurstyPool grows past CONTENTION_SIZE when empty: no goals, and sessions instead of
         # throughput against a ceiling of CONTENTION_SIZE sessions.
-        fixed = kind != "BurstyPool"
-        pool = kind if fixed else f"{kind} (grows)"
-        measures: list[tuple[str, str, Callable[[float], str], Goal | None]] = [
-            ("min/max cycles", "min/max", "{:.2f}".format, Goal(">=", 0.8)),
-            ("worst get() wait", "worst ms", "{:,.1f} ms".format, Goal("<=", 50)),
-            ("throughput / ideal", "throughput", "{:.1%}".format, Goal(">=", 0.95, "95%"))
-            if fixed
-            else ("sessions used", "sessions", "{:.0f}".format, None),
-        ]
-        for name, key, fmt, goal in measures:
-            rows.append(
-                side_by_side(
-                    f"{title} {name}",
-                    latency_ms,
-                    pool,
-                    median_of(official, key),
-                    median_of(ours, key),
-                    fmt,
-                    goal if fixed else None,
-                    absolute=True,
-                )
-            )
-        rows.append(
-            side_by_side(
-                f"{title} get()/put() errors",
-                latency_ms,
-                pool,
-                total_of(official, "errors"),
-                total_of(ours, "errors"),
-                "{:.0f}".format,
-                Goal("==", 0),
-                absolute=True,
-            )
-        )
+        if kind == "BurstyPool":
+            pool = f"{kind} (grows)"
+            sessions = ("sessions used", "sessions", "{:.0f}".format, None)
+            measures = [(name, key, fmt, None) for name, key, fmt, _ in FAIRNESS[:2]]
+            rows += measured_rows(title, latency_ms, pool, official, ours, [*measures, sessions])
+        else:
+            pool = kind
+            rows += measured_rows(title, latency_ms, pool, official, ours, FAIRNESS)
+        rows.append(errors_row(f"{title} get()/put() errors", latency_ms, pool, official, ours))
     return rows
 
 
@@ -732,30 +198,24 @@ def bind_rows(bench: Bench, latency_ms: float) -> list[Row]:
     bind_errors: dict[tuple[str, str], str] = {}
 
     def timed(variant: tuple[str, str]) -> Metrics:
-        pool = make_pool(*variant, size=BIND_SIZE)
-        began = time.perf_counter_ns()
-        try:
+        with unbound_pool(variant, BIND_SIZE) as pool:
+            began = time.perf_counter_ns()
             pool.bind(timing_databases[variant])
             return {"ms": (time.perf_counter_ns() - began) / 1e6}
-        finally:
-            dispose(pool, delete_sessions=False)
 
     def counted(variant: tuple[str, str]) -> Metrics:
         database = bench.counted_database(names[variant])
-        pool = make_pool(*variant, size=BIND_SIZE)
+        with unbound_pool(variant, BIND_SIZE) as pool:
 
-        def bind() -> int:
-            bound = attempt(functools.partial(pool.bind, database))
-            if isinstance(bound, Failed):
-                bind_errors[variant] = f"bind {bound}"
-            return 1
+            def bind() -> int:
+                bound = attempt(functools.partial(pool.bind, database))
+                if isinstance(bound, Failed):
+                    bind_errors[variant] = f"bind {bound}"
+                return 1
 
-        try:
             metrics = count_requests(server, bind)
             metrics["sessions"] = server.session_count(server.database_path(names[variant]))
             return metrics
-        finally:
-            dispose(pool, delete_sessions=False)
 
     timings = interleaved(variants, settings.rounds, timed)
     server.inject_latency(latency_ms)
@@ -855,18 +315,8 @@ def ping_rows_of(bench: Bench, latency_ms: float, size: int) -> list[Row]:
                 failed,
             )
         )
-    rows.append(
-        side_by_side(
-            "get()/put()/ping() errors",
-            latency_ms,
-            label,
-            total_of(results[("official", "PingingPool")], "errors"),
-            total_of(results[("spanpool", "PingingPool")], "errors"),
-            "{:.0f}".format,
-            Goal("==", 0),
-            absolute=True,
-        )
-    )
+    official, ours = results[("official", "PingingPool")], results[("spanpool", "PingingPool")]
+    rows.append(errors_row("get()/put()/ping() errors", latency_ms, label, official, ours))
     return rows
 
 
@@ -883,79 +333,6 @@ SCENARIOS: list[tuple[str, Callable[[Bench, float], list[Row]], tuple[float, ...
     ("4. bind of 400 sessions", bind_rows, (5.0,)),
     ("5. get() while ping()", ping_rows, LATENCIES_MS),
 ]
-
-
-# -- report ----------------------------------------------------------------------------------
-
-HEADER = ("scenario", "latency", "pool", "official", "spanpool", "ratio", "goal", "")
-RIGHT_ALIGNED = {3, 4, 5}
-
-
-def print_table(rows: Sequence[Row]) -> None:
-    lines = [
-        (
-            row.scenario,
-            row.latency,
-            row.pool,
-            row.official,
-            row.spanpool,
-            "-" if row.ratio is None else f"{row.ratio:.2f}" if row.ratio >= 0.01 else "<0.01",
-            str(row.goal) if row.goal else "-",
-            row.verdict,
-        )
-        for row in rows
-    ]
-    widths = [max(len(line[i]) for line in [HEADER, *lines]) for i in range(len(HEADER))]
-
-    def render(line: Sequence[str]) -> str:
-        return "  ".join(
-            text.rjust(width) if i in RIGHT_ALIGNED else text.ljust(width)
-            for i, (text, width) in enumerate(zip(line, widths, strict=True))
-        ).rstrip()
-
-    print(render(HEADER))
-    print("  ".join("-" * width for width in widths))
-    for line in lines:
-        print(render(line))
-    verdicts = collections.Counter(row.verdict for row in rows if row.goal is not None)
-    judged = verdicts["ok"] + verdicts["miss"]
-    unjudged = f", {verdicts['n/a']} not judged (official reference failed)"
-    print(f"{verdicts['ok']} of {judged} goals met" + (unjudged if verdicts["n/a"] else ""))
-
-
-def chart_bars(rows: Sequence[Row]) -> list[Bar]:
-    bars = []
-    for row in rows:
-        if row.goal is None or row.goal.op == "==":
-            continue
-        if row.verdict == "n/a":
-            continue
-        score = math.inf if row.checked is None else row.goal.score(row.checked)
-        if score is None:
-            continue
-        shown = "error" if row.checked is None else f"{row.checked:.3g}"
-        bars.append(
-            Bar(
-                f"{row.scenario} | {row.pool} | {row.latency}",
-                score,
-                f"{shown} (goal {row.goal})",
-                row.verdict == "ok",
-            )
-        )
-    return bars
-
-
-def fallback_warning() -> str | None:
-    if SPANPOOL_MISSING is None:
-        return None
-    rule = "!" * 100
-    return (
-        f"{rule}\n"
-        f"!! WARNING: spanpool's pools could not be imported ({SPANPOOL_MISSING}).\n"
-        "!! The 'spanpool' column measures the OFFICIAL pools a second time: its numbers and\n"
-        "!! ratios say nothing about spanpool.\n"
-        f"{rule}"
-    )
 
 
 # -- entry point -----------------------------------------------------------------------------
@@ -995,21 +372,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "processes at 0 and 5 ms; RPC counts still come from an embedded LocalSpanner",
     )
     return parser.parse_args(argv)
-
-
-def settings_for(args: argparse.Namespace) -> Settings:
-    if args.seconds is not None and args.seconds <= 0:
-        raise SystemExit("--seconds must be > 0")
-    seconds = args.seconds or (0.5 if args.quick else 2.0)
-    return Settings(
-        rounds=3 if args.quick else 7,
-        slow_rounds=1 if args.quick else 3,
-        ping_rounds=1 if args.quick else 15,
-        cycles=2_000 if args.quick else 20_000,
-        cycle_seconds=seconds / 8,
-        contention_seconds=seconds,
-        steady_seconds=max(0.1, seconds / 4),
-    )
 
 
 def measure(args: argparse.Namespace) -> list[Row]:

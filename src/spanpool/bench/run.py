@@ -16,9 +16,9 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from . import async_pools, cache, frameworks, localspanner, multiplexed, pools
+from . import async_pools, cache, frameworks, harness, localspanner, multiplexed, pools
 from .chart import Bar
-from .pools import Row
+from .table import Row
 
 
 @dataclass
@@ -55,7 +55,7 @@ def _pools_steps(args: argparse.Namespace) -> int:
     chosen = args.scenario or range(1, len(pools.SCENARIOS) + 1)
     if args.endpoint:
         return len(chosen)
-    wanted = args.latency or pools.LATENCIES_MS
+    wanted = args.latency or harness.LATENCIES_MS
     return sum(
         1 for number in chosen for latency in pools.SCENARIOS[number - 1][2] if latency in wanted
     )

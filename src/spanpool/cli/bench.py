@@ -82,7 +82,8 @@ def _chosen(args: argparse.Namespace) -> list[Any]:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from ..bench.pools import LATENCIES_MS, SCENARIOS
+    from ..bench.harness import LATENCIES_MS
+    from ..bench.pools import SCENARIOS
 
     if args.seconds is not None and args.seconds <= 0:
         raise CommandError("--seconds must be > 0")
@@ -160,8 +161,8 @@ def _row_json(row: Any) -> dict[str, Any]:
 
 def _charts(args: argparse.Namespace, rows: list[Any]) -> dict[str, str]:
     from ..bench.chart import RATIO_AXIS, write_chart
-    from ..bench.pools import chart_bars
     from ..bench.run import ratio_bars
+    from ..bench.table import chart_bars
 
     written = {}
     where = "an endpoint" if args.endpoint else "LocalSpanner on loopback"
@@ -187,7 +188,8 @@ def _print_summary(
     seconds: float,
     charts: dict[str, str],
 ) -> None:
-    from ..bench.pools import fallback_warning, print_table
+    from ..bench.harness import fallback_warning
+    from ..bench.table import print_table
 
     where = f"against {args.endpoint}" if args.endpoint else "LocalSpanner on loopback"
     print(
