@@ -68,10 +68,13 @@ def test_failed_bind_keeps_what_was_created_and_fill_completes_the_pool(
         with pytest.raises(exceptions.InternalServerError):
             pools.bind(pool, "bind")
 
+        # Whatever the timing: the calls that began before the failure keep what they made
+        # (whether the others began depends on it), the failed call made nothing, and every
+        # place not filled was given back.
         stats = pool.get_stats()
         assert stats["pool_creating"] == 0
         assert stats["pool_size"] == server.session_count(database_name)
-        assert stats["pool_size"] in ({0} if size <= 100 else {size - 100, size - 50})
+        assert stats["pool_size"] <= size - (size % 100 or 100)
         assert stats["sessions_create_failed"] == size - stats["pool_size"]
 
         assert pool.fill() == size - stats["pool_size"]
