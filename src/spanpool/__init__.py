@@ -1,7 +1,15 @@
-"""spanpool: session pools for Cloud Spanner's Python client."""
+"""spanpool: session pools for Cloud Spanner's Python client.
+
+The pools are imported on first use (``from spanpool import MultiplexedPool`` imports that
+pool, not every other).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from . import pools
-from .cache import CacheSessionPool
 from .errors import (
     NotCheckedOut,
     PoolClosed,
@@ -11,7 +19,10 @@ from .errors import (
     SpanpoolError,
     StoreError,
 )
-from .pools import *  # noqa: F403 (the pools' names are listed once, in pools/__init__.py)
+
+if TYPE_CHECKING:
+    from .cache import CacheSessionPool
+    from .pools import *  # noqa: F403
 
 __version__ = "0.1.0"
 
@@ -26,4 +37,19 @@ __all__ = [
     "StoreError",
     "__version__",
 ]
-__all__ += pools.__all__
+__all__ += pools.__all__  # the pools' names are listed once, in pools/__init__.py
+
+
+def __getattr__(name: str) -> Any:
+    if name == "CacheSessionPool":
+        value = importlib.import_module(".cache", __name__).CacheSessionPool
+    elif name in pools.__all__:
+        value = getattr(pools, name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -16,6 +16,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 import pytest
 from google.api_core import exceptions
 from google.cloud.spanner_v1 import KeySet
@@ -200,6 +201,35 @@ def test_creation_starts_at_bind_once_however_many_threads_ask(server: LocalSpan
         thread.join()
     assert results == [[[1]]] * 12
     assert _creates(server) == 1
+
+
+def test_a_known_session_serves_the_first_request_at_once_on_a_connected_channel(
+    server: LocalSpanner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A new Database whose session is known (the process's, or a store's) makes no RPC at
+    # bind, starts no creation, and its first request waits for no thread; its channel is
+    # connecting already, so that request does not pay for the connection either.
+    name = _db_id("known")
+    assert _query(server.database(name, pool=MultiplexedPool())) == [[1]]
+    requests_before = len(server.request_log())
+    pool = MultiplexedPool()
+    database = server.database(name, pool=pool)
+    assert pool._entry.attempt is None and pool.session_name is not None
+    states: list[grpc.ChannelConnectivity] = []
+    channel = database.spanner_api.transport.grpc_channel
+    channel.subscribe(states.append)  # watches, without asking to connect
+    try:
+        assert _eventually(lambda: grpc.ChannelConnectivity.READY in states)
+    finally:
+        channel.unsubscribe(states.append)
+    assert len(server.request_log()) == requests_before  # connected, yet nothing sent
+
+    def no_waiting(*args: Any) -> None:
+        raise AssertionError("the first request waited for another thread")
+
+    monkeypatch.setattr(_maintenance, "wait", no_waiting)
+    assert _query(database) == [[1]]
+    assert pool.get_stats()["requests_served"] == 1
 
 
 @pytest.mark.parametrize("which", BOTH)

@@ -8,6 +8,7 @@ import time
 import weakref
 from typing import Any
 
+import grpc
 import pytest
 from google.api_core import exceptions
 
@@ -150,5 +151,23 @@ def test_a_store_shares_the_session_between_asyncio_pools(
         assert await _query(first) == [[1]]  # the first finds the successor in the store
         assert first_pool.session_name == second_pool.session_name
         assert _creates(server) == 2
+
+    asyncio.run(main())
+
+
+def test_a_known_session_connects_the_channel_at_bind(server: LocalSpanner) -> None:
+    async def main() -> None:
+        name = _db_id("known")
+        first = await connect_async(server.endpoint, name, pool=AsyncMultiplexedPool())
+        assert await _query(first) == [[1]]
+        requests_before = len(server.request_log())
+        database = await connect_async(server.endpoint, name, pool=AsyncMultiplexedPool())
+        channel = database.spanner_api.transport.grpc_channel
+        state = channel.get_state()  # reads, without asking to connect
+        while state != grpc.ChannelConnectivity.READY:
+            await asyncio.wait_for(channel.wait_for_state_change(state), 10)
+            state = channel.get_state()
+        assert len(server.request_log()) == requests_before  # connected, yet nothing sent
+        assert await _query(database) == [[1]]
 
     asyncio.run(main())

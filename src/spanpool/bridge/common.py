@@ -7,6 +7,7 @@ to, request metadata, and whether an error means "this session is gone".
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import time
@@ -105,6 +106,27 @@ def resource_info(database: Any) -> dict[str, Any] | None:
         return None
     project, instance, database_id = database_ids(database)
     return {"project": project, "instance": instance, "database": database_id}
+
+
+def start_connecting(api: Any) -> None:
+    """Have the gRPC channel of ``api`` (a ``Database``'s ``spanner_api``, of either flavour)
+    connect now rather than on its first request. Nothing waits for it: gRPC connects in its
+    own threads, without the GIL, while the caller goes on. Best effort: a channel of another
+    kind is left to connect on first use."""
+    channel = getattr(getattr(api, "transport", None), "grpc_channel", None)
+    # An intercepted channel wraps the real one; the real one's core channel takes the hint
+    # (grpc.aio channels through their public get_state).
+    for _ in range(4):
+        if channel is None:
+            return
+        connect = getattr(channel, "check_connectivity_state", None) or getattr(
+            channel, "get_state", None
+        )
+        if callable(connect):
+            with contextlib.suppress(Exception):
+                connect(True)
+            return
+        channel = getattr(channel, "_channel", None)
 
 
 def _metadata(database: Any) -> list[tuple[str, str]]:

@@ -16,7 +16,8 @@
 - ``database._spanner_api``, the gRPC client every request goes through, is wrapped
   (:class:`SpannerApi`): an answer saying that one of the pool's multiplexed sessions is gone
   tells the pool at once, and a request that cannot have done anything on the server yet is
-  sent again on the successor.
+  sent again on the successor. Its channel starts connecting at once, so that the first
+  request does not wait for the connection either.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from google.api_core import exceptions
 from google.cloud.spanner_v1.types import spanner as spanner_types
 
 from .client import _metadata
-from .common import client_of, emulator_host
+from .common import client_of, emulator_host, start_connecting
 from .routing import forces_multiplexed, uses_multiplexed
 
 # isort: off
@@ -273,3 +274,6 @@ def install(database: Any, pool: Any) -> None:
         api._pool = pool
     else:
         database._spanner_api = SpannerApi(api, pool)
+        # The client connects on the first request; a bound pool's first request should find
+        # the connection (TCP, TLS, HTTP/2) made, as it finds the session.
+        start_connecting(api)

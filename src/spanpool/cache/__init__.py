@@ -20,7 +20,23 @@ Users reach the stores through :mod:`spanpool.stores`.
 
 from __future__ import annotations
 
-from .maintain import MaintenanceReport
-from .pool import CacheSessionPool
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .maintain import MaintenanceReport
+    from .pool import CacheSessionPool
 
 __all__ = ["CacheSessionPool", "MaintenanceReport"]
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: a MultiplexedPool needs the stores of this folder, not the pool.
+    if name == "CacheSessionPool":
+        from .pool import CacheSessionPool
+
+        return CacheSessionPool
+    if name == "MaintenanceReport":
+        from .maintain import MaintenanceReport
+
+        return MaintenanceReport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

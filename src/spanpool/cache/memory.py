@@ -40,6 +40,9 @@ class _PoolState:
 class MemoryStore(MultiplexedMemory, ClosingHooks):
     """Keeps pool state in a dict guarded by one lock: for pools used by one process only."""
 
+    in_memory = True
+    """Its steps do no I/O and never wait long: an asyncio pool runs them on its loop."""
+
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()

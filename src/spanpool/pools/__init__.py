@@ -2,22 +2,31 @@
 
 The asyncio pools (``*_async.py``) are the source of the blocking ones, which
 ``tools/async_to_sync.py`` generates from them.
+
+Each name is imported on first use, so that an application using one kind of pool (a new
+worker's ``MultiplexedPool``, say) does not import the others.
 """
 
-from ..errors import PoolForked, SessionLeakWarning
-from .abstract import AbstractSessionPool, SessionCheckout
-from .abstract_async import AsyncAbstractSessionPool, AsyncSessionCheckout
-from .base import ManagedPool
-from .base_async import AsyncManagedPool
-from .multiplexed import MultiplexedPool
-from .multiplexed_async import AsyncMultiplexedPool
-from .policies import BurstyPool, FixedSizePool, PingingPool, TransactionPingingPool
-from .policies_async import (
-    AsyncBurstyPool,
-    AsyncFixedSizePool,
-    AsyncPingingPool,
-    AsyncTransactionPingingPool,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..errors import PoolForked, SessionLeakWarning
+    from .abstract import AbstractSessionPool, SessionCheckout
+    from .abstract_async import AsyncAbstractSessionPool, AsyncSessionCheckout
+    from .base import ManagedPool
+    from .base_async import AsyncManagedPool
+    from .multiplexed import MultiplexedPool
+    from .multiplexed_async import AsyncMultiplexedPool
+    from .policies import BurstyPool, FixedSizePool, PingingPool, TransactionPingingPool
+    from .policies_async import (
+        AsyncBurstyPool,
+        AsyncFixedSizePool,
+        AsyncPingingPool,
+        AsyncTransactionPingingPool,
+    )
 
 __all__ = [
     "AbstractSessionPool",
@@ -40,11 +49,36 @@ __all__ = [
     "TransactionPingingPool",
 ]
 
-
-def __getattr__(name: str) -> object:
+_MODULES = {
+    "..errors": ("PoolForked", "SessionLeakWarning"),
+    ".abstract": ("AbstractSessionPool", "SessionCheckout"),
+    ".abstract_async": ("AsyncAbstractSessionPool", "AsyncSessionCheckout"),
+    ".base": ("ManagedPool",),
+    ".base_async": ("AsyncManagedPool",),
+    ".multiplexed": ("MultiplexedPool",),
+    ".multiplexed_async": ("AsyncMultiplexedPool",),
+    ".policies": ("BurstyPool", "FixedSizePool", "PingingPool", "TransactionPingingPool"),
+    ".policies_async": (
+        "AsyncBurstyPool",
+        "AsyncFixedSizePool",
+        "AsyncPingingPool",
+        "AsyncTransactionPingingPool",
+    ),
     # CacheSessionPool lives in spanpool.cache; still reachable from here as before.
-    if name in ("CacheSessionPool", "MaintenanceReport"):
-        from .. import cache
+    "..cache": ("CacheSessionPool", "MaintenanceReport"),
+}
+_WHERE = {name: module for module, names in _MODULES.items() for name in names}
+"""Where each name is defined."""
 
-        return getattr(cache, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # the next lookup is a plain one
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -24,6 +24,11 @@ R = TypeVar("R")
 IDLE_WAIT = 60.0
 """Longest the maintenance thread sleeps when no pool asks for sooner."""
 SHORTEST_WAIT = 0.01
+FIRST_ROUND = 1.0
+"""A new maintenance thread's first round comes this long after it starts (sooner when poked).
+A pool just bound has nothing due before then: its creation is under way (a failure pokes),
+or its session came from the store; and ``Thread.start()`` then returns as soon as the
+thread runs, rather than after a round that would compete with the pool's first request."""
 
 
 def start(work: Callable[..., Any], *args: Any) -> None:
@@ -72,6 +77,7 @@ class SharedMaintenance:
                     target=self._run, name="spanpool-multiplexed-maintenance", daemon=True
                 )
                 self._thread.start()
+                return
         self._wake.set()
 
     def discard(self, pool: Any) -> None:
@@ -88,7 +94,9 @@ class SharedMaintenance:
         return self._thread
 
     def _run(self) -> None:
+        delay = FIRST_ROUND
         while True:
+            self._wake.wait(max(delay, SHORTEST_WAIT))
             self._wake.clear()
             with self._lock:
                 pools = list(self._pools)
@@ -102,7 +110,6 @@ class SharedMaintenance:
                 except Exception:
                     log.exception("%s: maintenance round failed", getattr(pool, "_name", pool))
             del pools, pool  # hold no pool while sleeping: a dropped Database must be collectable
-            self._wake.wait(max(delay, SHORTEST_WAIT))
 
     def _after_fork(self) -> None:
         # The parent's thread does not exist here: a child keeps its pools maintained by a

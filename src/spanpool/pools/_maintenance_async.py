@@ -14,7 +14,6 @@ import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from ..cache.memory import MemoryStore
 from ._maintenance import IDLE_WAIT as IDLE_WAIT
 from ._maintenance import SHORTEST_WAIT
 
@@ -45,7 +44,7 @@ async def sleep(seconds: float) -> None:
 async def store_step(step: Callable[..., R], *args: Any, **kwargs: Any) -> R:
     """One step of a shared store, in a thread so that a SQLite lock or a slow Redis does not
     hold the event loop (a ``MemoryStore`` step never waits: run at once)."""
-    if isinstance(getattr(step, "__self__", None), MemoryStore):
+    if getattr(getattr(step, "__self__", None), "in_memory", False):
         return step(*args, **kwargs)
     return await asyncio.to_thread(step, *args, **kwargs)
 

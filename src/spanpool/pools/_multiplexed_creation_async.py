@@ -88,6 +88,8 @@ async def _attempt(
             exc,
         )
         future.set_exception(exc)
+        if pool._maintenance is not None:
+            pool._maintenance.poke()  # a retry is due soon
         if not isinstance(exc, Exception):
             raise
         return
@@ -105,9 +107,10 @@ async def _attempt(
             entry.retry_at = -math.inf
         elif kind == "rotate":
             entry.rotate_at = pool._clock() + ROTATION_RETRY
+    # Nothing is due soon after a success (the next rotation is days away, the next store
+    # read a minute): the maintenance, asleep for at most IDLE_WAIT, is not woken, so that
+    # the requests that waited for the session have the interpreter to themselves.
     future.set_result(record)
-    if pool._maintenance is not None:
-        pool._maintenance.poke()
 
 
 async def _obtain(

@@ -138,6 +138,8 @@ def failed(pool: Any, entry: SharedSession, exc: BaseException) -> None:
         first = entry.store_down_until < now
         entry.store_down_until = now + STORE_RETRY
         entry.poll_at = min(entry.poll_at, now + STORE_RETRY)
+    if pool._maintenance is not None:
+        pool._maintenance.poke()  # the store is tried again in STORE_RETRY seconds
     if first:
         log.warning(
             "%s: the store failed (%s); this process uses its own multiplexed session "
