@@ -316,11 +316,15 @@ class Store(Protocol):
 class Wants(Protocol):
     """What a store offers so that a pool may keep released sessions in its process (a
     *lease*) instead of returning each one: every ``acquire`` that finds the pool full counts a
-    want, and a process that keeps sessions watches the count to give them back at once."""
+    want (``Acquired.wants`` tells the count), and a process that keeps sessions waits for
+    the count to move to give them back at once."""
 
     def wait_for_want(self, key: str, timeout: float, wants: int) -> int:
         """Block up to ``timeout`` seconds until the key's want count differs from ``wants``,
-        and return the count (at once when it differs already: pass -1 to read it)."""
+        and return the count (at once when it differs already: pass -1 to read it). Every
+        process keeping sessions waits so, all the time: a store that can be signalled
+        (Redis: a blocking read of a stream) must not poll, and one that polls (SQLite) must
+        not poll often."""
         ...
 
 
