@@ -9,15 +9,18 @@ cycle makes no Spanner RPC: it is pure store and pool work. LocalSpanner runs as
 out when it is not installed). MemoryStore serves one process only, so it has one row.
 
 Reported per store and process count: p50 and p99 of one acquire+release, total cycles per
-second, and store round trips per cycle (SQLite: ``BEGIN IMMEDIATE`` transactions; Redis:
-commands; a session leased by the process costs none). BurstyPool's get+put is the
-process-local reference. Goals: over MemoryStore <= 3x BurstyPool and over SQLite <= 3x
-MemoryStore (p50, one process); at most 2 round trips per cycle; p50 <= 0.5 ms with one
-process; with 1, 4 and 16 processes no worse than before the lease tier (``BEFORE``) nor than
-the run before the warm road took one lock (``PREVIOUS``). Then
-snapshot queries through the official ``Database`` at 5 ms per RPC: CacheSessionPool over
-SQLite <= 1.02x and over Redis <= 1.05x the time per query with BurstyPool. Last, the hand-back:
-how soon a session leased by one process reaches a process that found the pool full.
+second, and store round trips per cycle (SQLite: write transactions; Redis: commands; a session
+leased by the process costs none). Goals: at most 2 round trips per cycle; p50 <= 0.5 ms with
+one process; with 1, 4 and 16 processes no worse than before the lease tier (``BEFORE``) nor
+than the run before the warm road took one lock (``PREVIOUS``).
+
+Then BurstyPool's get+put, the process-local reference, and CacheSessionPool over each store
+side by side in one process, taking turns every 20 ms (separate processes differ by more than
+the ratios measured): over MemoryStore <= 3x BurstyPool and over SQLite <= 3x MemoryStore
+(p50). Then, in ``cache_scenarios.py``, snapshot queries through the official ``Database`` at
+5 ms per RPC: CacheSessionPool over SQLite <= 1.02x and over Redis <= 1.05x the time per query
+with BurstyPool; last, the hand-back: how soon a session leased by one process reaches a
+process that found the pool full.
 
 Run with ``./dev run python -m spanpool.bench.cache [--quick] [--seconds S]`` (or ``./dev bench``).
 """
@@ -313,6 +316,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace) -> int:
+    from . import cache_scenarios as scenarios  # which imports this module
+
     seconds = args.seconds or (0.5 if args.quick else 2.0)
     if seconds <= 0:
         raise SystemExit("--seconds must be > 0")
@@ -344,136 +349,87 @@ def run(args: argparse.Namespace) -> int:
             f"{time.monotonic() - began:.0f} s" + (" (--quick)" if args.quick else "")
         )
         print_table(results)
-        print_ratios(results)
+        side_stores = [("sqlite", os.path.join(folder, "side.db"))]
+        if redis_url is not None:
+            side_stores.append(("redis", redis_url))
+        report("cache", f"side by side ({time.monotonic() - began:.0f} s)")
+        side_by_side(context, endpoint, side_stores, seconds)
         print()
-        slow = stack.enter_context(serve_in_process("--latency-ms", f"{RPC_MS:g}")).endpoint
+        slow = stack.enter_context(serve_in_process("--latency-ms", f"{scenarios.RPC_MS:g}"))
         query_stores = [("sqlite", os.path.join(folder, "database.db"))]
         if redis_url is not None:
             query_stores.append(("redis", redis_url))
-        database_scenario(slow, query_stores, rounds=6 if args.quick else 20)
+        report("cache", f"queries through the Database ({time.monotonic() - began:.0f} s)")
+        scenarios.database_scenario(slow.endpoint, query_stores, rounds=6 if args.quick else 20)
         print()
-        hand_back(context, endpoint, query_stores, rounds=3 if args.quick else 7)
+        report("cache", f"hand-back ({time.monotonic() - began:.0f} s)")
+        scenarios.hand_back(context, endpoint, query_stores, rounds=3 if args.quick else 7)
     return 0
 
 
-RPC_MS = 5.0
-QUERY_GOALS = {"sqlite": 1.02, "redis": 1.05}
-"""Per-query time through the official Database at RPC_MS, against the same with BurstyPool."""
+def side_by_side_worker(
+    endpoint: str, stores: list[tuple[str, str]], seconds: float, results: Any
+) -> None:
+    """BurstyPool and CacheSessionPool over each store in one process, taking turns in
+    slices of 20 ms for ``seconds`` each: the p50 of each, measured under the same load."""
+    cycles: dict[str, tuple[Any, Any]] = {}
+    opened = []
+    bursty = BurstyPool(target_size=4)
+    connect(endpoint, f"{DATABASE}sidebursty", pool=bursty)
+    cycles["bursty"] = (bursty.get, bursty.put)
+    for kind, address in [("memory", ""), *stores]:
+        store = open_store(kind, address)
+        opened.append(store)
+        pool = CacheSessionPool(store, max_sessions=4, min_sessions=1)
+        connect(endpoint, f"{DATABASE}side{kind}", pool=pool)
+        cycles[kind] = (pool.acquire, pool.release)
+    latencies = {kind: array.array("q") for kind in cycles}
+    clock = time.perf_counter_ns
+    for take, give in cycles.values():
+        for _ in range(200):
+            give(take())
+    for _ in range(max(1, round(seconds / 0.02))):
+        for kind, (take, give) in cycles.items():
+            samples = latencies[kind]
+            now = clock()
+            end = now + 20_000_000
+            while now < end:
+                give(take())
+                done = clock()
+                samples.append(done - now)
+                now = done
+    results.put({kind: percentile(samples, 50) / 1e6 for kind, samples in latencies.items()})
+    bursty.clear()
+    for store in opened:
+        store.close()
 
 
-def print_ratios(results: list[Result]) -> None:
-    """The single-process ratios the shared pool aims at."""
-    p50 = {r.store: r.p50_ms for r in results if r.processes == 1 and r.p50_ms}
+def side_by_side(
+    context: Any, endpoint: str, stores: list[tuple[str, str]], seconds: float
+) -> None:
+    """The single-process ratios the shared pool aims at, measured side by side in one
+    process (see ``side_by_side_worker``)."""
+    results = context.Queue()
+    process = context.Process(target=side_by_side_worker, args=(endpoint, stores, seconds, results))
+    process.start()
+    try:
+        p50 = results.get(timeout=seconds * 5 + 120)
+    except queue.Empty:
+        print("side by side: error: the process did not report")
+        return
+    finally:
+        process.join(30)
+        if process.is_alive():
+            process.kill()
+    print(
+        "Side by side in one process, one thread, taking turns every 20 ms: p50 "
+        + ", ".join(f"{kind} {value * 1000:.2f} us" for kind, value in p50.items())
+    )
     for slower, faster, goal in (("memory", "bursty", 3.0), ("sqlite", "memory", 3.0)):
         if slower in p50 and faster in p50:
             ratio = p50[slower] / p50[faster]
             verdict = "ok" if ratio <= goal else "MISSED"
             print(f"p50 {slower} / {faster}: {ratio:.2f}x (goal <= {goal:g}x) {verdict}")
-
-
-def database_scenario(endpoint: str, stores: list[tuple[str, str]], rounds: int) -> None:
-    """Snapshot queries through the official Database with RPC_MS per RPC: BurstyPool and
-    CacheSessionPool over each store take turns query by query (the first one changing every
-    round), ``rounds`` rounds of 20 queries each; the median time per query is compared, so
-    that the load of other processes on the machine falls on every pool alike."""
-    from ..bridge.common import REGULAR_SESSIONS_ENV
-
-    os.environ.update(REGULAR_SESSIONS_ENV)
-    pools: dict[str, Any] = {"bursty": BurstyPool(target_size=4)}
-    opened = []
-    for kind, address in stores:
-        store = open_store(kind, address)
-        opened.append(store)
-        pools[kind] = CacheSessionPool(store, max_sessions=8, min_sessions=1)
-    databases = {
-        kind: connect(endpoint, f"{DATABASE}query{kind}", pool=pool) for kind, pool in pools.items()
-    }
-
-    def query(database: Any) -> None:
-        with database.snapshot() as snapshot:
-            list(snapshot.execute_sql("SELECT 1"))
-
-    for database in databases.values():
-        for _ in range(5):
-            query(database)
-    times: dict[str, list[float]] = {kind: [] for kind in databases}
-    order = list(databases.items())
-    for round_number in range(rounds):
-        turns = order[round_number % len(order) :] + order[: round_number % len(order)]
-        for _ in range(20):
-            for kind, database in turns:
-                started = time.perf_counter()
-                query(database)
-                times[kind].append((time.perf_counter() - started) * 1000)
-    base = statistics.median(times["bursty"])
-    print(
-        f"Per query through the official Database (snapshot, SELECT 1), {RPC_MS:g} ms per RPC, "
-        f"median of {rounds} rounds of 20 queries, pools taking turns query by query"
-    )
-    for kind, values in times.items():
-        per_query = statistics.median(values)
-        line = f"  {kind:7} {per_query:.3f} ms"
-        if kind in QUERY_GOALS:
-            ratio = per_query / base
-            verdict = "ok" if ratio <= QUERY_GOALS[kind] else "MISSED"
-            line += f"  {ratio:.3f}x BurstyPool (goal <= {QUERY_GOALS[kind]:g}x) {verdict}"
-        print(line)
-    pools["bursty"].clear()  # while the server still answers
-    for store in opened:
-        store.close()
-
-
-def waiter(kind: str, address: str, endpoint: str, database_id: str, go: Any, results: Any) -> None:
-    """Each time ``go`` says so: take the pool's last free session, then one more (the pool
-    is then full: the leasing process must give one back); report how long that took."""
-    store = open_store(kind, address)
-    pool = CacheSessionPool(store, max_sessions=2, min_sessions=0, sleep_interval_seconds=30.0)
-    connect(endpoint, database_id, pool=pool)
-    while go.get() == "go":
-        first = pool.acquire()
-        started = time.perf_counter()
-        second = pool.acquire()
-        results.put(time.perf_counter() - started)
-        pool.release(first)
-        pool.release(second)
-    store.close()
-
-
-def hand_back(context: Any, endpoint: str, stores: list[tuple[str, str]], rounds: int) -> None:
-    """How soon a session leased by one process goes to a waiter in another: this process
-    leases a session of a pool of 2, another takes the last free one and then waits for one
-    more. ``rounds`` times per store (a process that saw a want leases again a second later)."""
-    print(
-        "Hand-back: a session leased by one process, wanted by another that found the pool "
-        f"full (median and worst of {rounds})"
-    )
-    for kind, address in stores:
-        store = open_store(kind, address)
-        pool = CacheSessionPool(store, max_sessions=2, min_sessions=0)
-        database_id = f"{DATABASE}handback{kind}"
-        connect(endpoint, database_id, pool=pool)
-        go, results = context.Queue(), context.Queue()
-        child = context.Process(
-            target=waiter, args=(kind, address, endpoint, database_id, go, results)
-        )
-        child.start()
-        waits: list[float] = []
-        try:
-            for _ in range(rounds):
-                time.sleep(1.2)  # a process that saw a want leases again a second later
-                pool.release(pool.acquire())  # leased here
-                go.put("go")
-                waits.append(results.get(timeout=60) * 1000)
-        except queue.Empty:
-            print(f"  {kind:7} error: the waiting process did not report")
-        finally:
-            go.put("stop")
-            child.join(30)
-            if child.is_alive():
-                child.kill()
-            store.close()
-        if waits:
-            print(f"  {kind:7} {statistics.median(waits):.2f} ms (worst {max(waits):.2f} ms)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
