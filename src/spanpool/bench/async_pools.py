@@ -46,7 +46,7 @@ from .table import (
     Metrics,
     Row,
     against,
-    errors_row,
+    errors,
     fairness,
     measured_rows,
     median_of,
@@ -221,7 +221,7 @@ async def scenarios(endpoint: str, settings: Settings) -> list[Row]:
     for kind in kinds:
         official, ours = results[("official", kind)], results[("spanpool", kind)]
         rows += measured_rows(title, 0, kind, official, ours, FAIRNESS, official_prefix="patched ")
-        rows.append(errors_row(f"{title} errors", 0, kind, official, ours))
+        rows += measured_rows(title, 0, kind, official, ours, [errors("errors")])
     return rows
 
 

@@ -63,7 +63,7 @@ from .table import (
     attempt,
     cell,
     chart_bars,
-    errors_row,
+    errors,
     measured_rows,
     median_of,
     print_table,
@@ -175,15 +175,14 @@ def contention_rows(bench: Bench, latency_ms: float) -> list[Row]:
         official, ours = results[("official", kind)], results[("spanpool", kind)]
         # BurstyPool grows past CONTENTION_SIZE when empty: no goals, and sessions instead of
         # throughput against a ceiling of CONTENTION_SIZE sessions.
+        pool, measures = kind, list(FAIRNESS)
         if kind == "BurstyPool":
             pool = f"{kind} (grows)"
-            sessions = ("sessions used", "sessions", "{:.0f}".format, None)
             measures = [(name, key, fmt, None) for name, key, fmt, _ in FAIRNESS[:2]]
-            rows += measured_rows(title, latency_ms, pool, official, ours, [*measures, sessions])
-        else:
-            pool = kind
-            rows += measured_rows(title, latency_ms, pool, official, ours, FAIRNESS)
-        rows.append(errors_row(f"{title} get()/put() errors", latency_ms, pool, official, ours))
+            measures.append(("sessions used", "sessions", "{:.0f}".format, None))
+        rows += measured_rows(
+            title, latency_ms, pool, official, ours, [*measures, errors("get()/put() errors")]
+        )
     return rows
 
 
@@ -233,30 +232,22 @@ def bind_rows(bench: Bench, latency_ms: float) -> list[Row]:
         return f"{text}, {bind_errors[variant]}" if variant in bind_errors else text
 
     rows = []
+    timed_title = f"bind of {BIND_SIZE}, {BATCH_LIMIT} per batch"
+    made_title, made_goal = f"sessions after bind of {BIND_SIZE}", Goal("==", BIND_SIZE)
     for kind in kinds:
+        official, ours = ("official", kind), ("spanpool", kind)
+        times = median_of(timings[official], "ms"), median_of(timings[ours], "ms")
+        made = median_of(counts[official], "sessions"), median_of(counts[ours], "sessions")
         rows.append(
             side_by_side(
-                f"bind of {BIND_SIZE}, {BATCH_LIMIT} per batch",
-                latency_ms,
-                kind,
-                median_of(timings[("official", kind)], "ms"),
-                median_of(timings[("spanpool", kind)], "ms"),
-                "{:,.1f} ms".format,
-                Goal("<=", 0.5),
+                timed_title, latency_ms, kind, *times, "{:,.1f} ms".format, Goal("<=", 0.5)
             )
         )
         row = side_by_side(
-            f"sessions after bind of {BIND_SIZE}",
-            latency_ms,
-            kind,
-            median_of(counts[("official", kind)], "sessions"),
-            median_of(counts[("spanpool", kind)], "sessions"),
-            "{:.0f}".format,
-            Goal("==", BIND_SIZE),
-            absolute=True,
+            made_title, latency_ms, kind, *made, "{:.0f}".format, made_goal, absolute=True
         )
-        row.official, row.spanpool = sessions(("official", kind)), sessions(("spanpool", kind))
-        if ("spanpool", kind) in bind_errors:
+        row.official, row.spanpool = sessions(official), sessions(ours)
+        if ours in bind_errors:
             row.checked, row.spanpool_failed = None, True
         rows.append(row)
     return rows
@@ -316,7 +307,9 @@ def ping_rows_of(bench: Bench, latency_ms: float, size: int) -> list[Row]:
             )
         )
     official, ours = results[("official", "PingingPool")], results[("spanpool", "PingingPool")]
-    rows.append(errors_row("get()/put()/ping() errors", latency_ms, label, official, ours))
+    rows += measured_rows(
+        "", latency_ms, label, official, ours, [errors("get()/put()/ping() errors")]
+    )
     return rows
 
 

@@ -192,26 +192,6 @@ def against(
     ]
 
 
-def errors_row(
-    scenario: str,
-    latency_ms: float,
-    pool: str,
-    official: list[Metrics] | Failed,
-    ours: list[Metrics] | Failed,
-) -> Row:
-    """The errors both sides met over every round of a scenario: spanpool's must be none."""
-    return side_by_side(
-        scenario,
-        latency_ms,
-        pool,
-        total_of(official, "errors"),
-        total_of(ours, "errors"),
-        "{:.0f}".format,
-        Goal("==", 0),
-        absolute=True,
-    )
-
-
 Measure = tuple[str, str, Callable[[float], str], "Goal | None"]
 """A row of a scenario: its name, the key of the metrics it shows, their format, its goal."""
 
@@ -221,6 +201,11 @@ FAIRNESS: tuple[Measure, ...] = (
     ("throughput / ideal", "throughput", "{:.1%}".format, Goal(">=", 0.95, "95%")),
 )
 """What a contention run reports about a pool of a fixed size (keys of :func:`fairness`)."""
+
+
+def errors(name: str) -> Measure:
+    """The errors of a scenario, counted over every round: spanpool must meet none."""
+    return (name, "errors", "{:.0f}".format, Goal("==", 0))
 
 
 def measured_rows(
@@ -233,22 +218,25 @@ def measured_rows(
     *,
     official_prefix: str = "",
 ) -> list[Row]:
-    """A row per measure, the medians of both sides over the rounds; each goal applies to
-    spanpool's own value."""
-    return [
-        side_by_side(
-            f"{title} {name}",
-            latency_ms,
-            pool,
-            median_of(official, key),
-            median_of(ours, key),
-            fmt,
-            goal,
-            absolute=True,
-            official_prefix=official_prefix,
+    """A row per measure, titled ``title`` and the measure's name: the medians of both sides
+    over the rounds (for errors, their total); each goal applies to spanpool's own value."""
+    rows = []
+    for name, key, fmt, goal in measures:
+        of = total_of if key == "errors" else median_of
+        rows.append(
+            side_by_side(
+                f"{title} {name}" if title else name,
+                latency_ms,
+                pool,
+                of(official, key),
+                of(ours, key),
+                fmt,
+                goal,
+                absolute=True,
+                official_prefix=official_prefix,
+            )
         )
-        for name, key, fmt, goal in measures
-    ]
+    return rows
 
 
 def fairness(

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from .. import _lifecycle, _validate
 from ..bridge import client
@@ -47,9 +47,23 @@ from . import _flavour
 from .abstract import AbstractSessionPool
 from .upkeep import Upkeep
 
+if TYPE_CHECKING:
+    pass
+
 log = logging.getLogger("spanpool")
 
 R = TypeVar("R")
+
+
+class PoolOptions(TypedDict, total=False):
+    """What every pool takes beyond the official pool's arguments, by keyword."""
+
+    clock: Clock | None
+    """Monotonic seconds, for idle ages, pings and leak reports (tests pass a fake one)."""
+    leak_threshold: float | None
+    """Seconds a session may stay checked out before a ``SessionLeakWarning`` names where."""
+    maintenance: bool
+    """Run the pool's maintenance worker from ``bind`` on (a thread, or a task)."""
 
 
 class ManagedPool(AbstractSessionPool):

@@ -1,14 +1,23 @@
-"""The pools of the official client, as small policies over :class:`AsyncManagedPool`."""
+"""The pools of the official client, as small policies over :class:`AsyncManagedPool`.
+
+Each takes the official pool's arguments, its own extras, then by keyword the
+:class:`~.base_async.PoolOptions` every pool takes (``clock``, ``leak_threshold``,
+``maintenance``).
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import _validate
 from ..bridge import client_async
-from ..core import Clock
 from .base_async import AsyncManagedPool
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .base_async import PoolOptions
 
 _MINUTE = 60.0
 _SERVER_IDLE_EXPIRY = 3600.0
@@ -30,9 +39,7 @@ class AsyncBurstyPool(AsyncManagedPool):
         database_role: str | None = None,
         *,
         max_age_minutes: float = 55,
-        clock: Clock | None = None,
-        leak_threshold: float | None = None,
-        maintenance: bool = False,
+        **options: Unpack[PoolOptions],
     ) -> None:
         target_size = _validate.integer("target_size", target_size, minimum=1)
         super().__init__(
@@ -43,9 +50,7 @@ class AsyncBurstyPool(AsyncManagedPool):
             keepalive_interval=None,
             labels=labels,
             database_role=database_role,
-            clock=clock,
-            leak_threshold=leak_threshold,
-            maintenance=maintenance,
+            **options,
         )
         self.target_size = self._max_idle = target_size
 
@@ -66,10 +71,8 @@ class AsyncFixedSizePool(AsyncManagedPool):
         database_role: str | None = None,
         max_age_minutes: float = 55,
         *,
-        clock: Clock | None = None,
-        leak_threshold: float | None = None,
-        maintenance: bool = False,
         keepalive_minutes: float = 50,
+        **options: Unpack[PoolOptions],
     ) -> None:
         super().__init__(
             size=_validate.integer("size", size, minimum=1),
@@ -80,9 +83,7 @@ class AsyncFixedSizePool(AsyncManagedPool):
             * _validate.number("keepalive_minutes", keepalive_minutes, unit="minutes", above=True),
             labels=labels,
             database_role=database_role,
-            clock=clock,
-            leak_threshold=leak_threshold,
-            maintenance=maintenance,
+            **options,
         )
 
 
@@ -104,10 +105,7 @@ class AsyncPingingPool(AsyncManagedPool):
         ping_interval: float = 3000,
         labels: dict[str, str] | None = None,
         database_role: str | None = None,
-        *,
-        clock: Clock | None = None,
-        leak_threshold: float | None = None,
-        maintenance: bool = False,
+        **options: Unpack[PoolOptions],
     ) -> None:
         ping_interval = _validate.number("ping_interval", ping_interval, above=True)
         super().__init__(
@@ -118,9 +116,7 @@ class AsyncPingingPool(AsyncManagedPool):
             keepalive_interval=ping_interval,
             labels=labels,
             database_role=database_role,
-            clock=clock,
-            leak_threshold=leak_threshold,
-            maintenance=maintenance,
+            **options,
         )
         self.ping_interval = ping_interval
 

@@ -13,21 +13,8 @@
 """
 
 from ..bridge import REGULAR_SESSIONS_ENV
-from .server import (
-    LocalSpanner,
-    RequestRecord,
-    ServerProcess,
-    connect,
-    connect_async,
-    serve_in_process,
-)
+from . import server
+from .server import *  # noqa: F403 (the server's names are listed once, in server.py)
 
-__all__ = [
-    "REGULAR_SESSIONS_ENV",
-    "LocalSpanner",
-    "RequestRecord",
-    "ServerProcess",
-    "connect",
-    "connect_async",
-    "serve_in_process",
-]
+__all__ = ["REGULAR_SESSIONS_ENV"]
+__all__ += server.__all__
