@@ -62,7 +62,7 @@ def test_counters_count_and_pop() -> None:
     assert counters.snapshot() == {"pings": 0, "sessions_deleted": 0}
 
 
-def test_gauges_leave_pool_max_out_when_unbounded() -> None:
+def test_gauges_report_pool_max_0_when_unbounded() -> None:
     bounded = stats.gauges(size=3, available=1, in_use=2, maximum=5, waiting=0)
     assert bounded == {
         "pool_size": 3,
@@ -72,4 +72,6 @@ def test_gauges_leave_pool_max_out_when_unbounded() -> None:
         "requests_waiting": 0,
     }
     assert set(bounded) == set(stats.COMMON)
-    assert "pool_max" not in stats.gauges(size=0, available=0, in_use=0, maximum=None, waiting=0)
+    unbounded = stats.gauges(size=0, available=0, in_use=0, maximum=None, waiting=0)
+    assert set(unbounded) == set(stats.COMMON)
+    assert unbounded["pool_max"] == stats.UNBOUNDED == 0

@@ -10,7 +10,8 @@ Opt in once per process::
 Every pool alive then reports, at each collection, from its ``get_stats()``:
 
 - ``db.client.connection.count`` (sessions, by ``db.client.connection.state``: ``idle`` or
-  ``used``), ``db.client.connection.max``, ``db.client.connection.pending_requests``;
+  ``used``), ``db.client.connection.max`` (not for a pool without an upper bound, such as
+  ``BurstyPool``), ``db.client.connection.pending_requests``;
 - ``spanpool.sessions.creating`` (being created now);
 - for a ``MultiplexedPool``: ``spanpool.multiplexed.age`` (seconds), ``spanpool.multiplexed.
   generation``, and the counters ``spanpool.multiplexed.requests``, ``...replacements``,
@@ -43,6 +44,7 @@ from .stats import (
     SESSION_AGE_S,
     SESSIONS_REPLACED,
     STORE_ERRORS,
+    UNBOUNDED,
 )
 
 __all__ = ["instrument", "pool_name"]
@@ -92,7 +94,7 @@ def _count(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
 
 def _max(_: metrics.CallbackOptions) -> Iterable[metrics.Observation]:
     for attributes, stats in _live_stats():
-        if POOL_MAX in stats:
+        if stats.get(POOL_MAX, UNBOUNDED) != UNBOUNDED:
             yield metrics.Observation(stats[POOL_MAX], attributes)
 
 

@@ -1,8 +1,8 @@
 """What the pools measure, named once: the keys of ``get_stats()`` for every pool.
 
 One vocabulary for every pool, in psycopg_pool's style (times in milliseconds). Every pool
-reports the five gauges of :data:`COMMON` (``pool_max`` only when the pool has a bound:
-``BurstyPool`` has none), then its own extras; :mod:`spanpool.metrics` reads only these
+reports the five gauges of :data:`COMMON` (``pool_max`` is :data:`UNBOUNDED` for a pool with
+no upper bound: ``BurstyPool``), then its own extras; :mod:`spanpool.metrics` reads only these
 names. A pool counts its events with :class:`Counters`, and tracks where its sessions were
 checked out (for leak warnings) with a :class:`CheckoutTracker`: one call per event each.
 """
@@ -35,7 +35,10 @@ POOL_AVAILABLE = "pool_available"
 POOL_IN_USE = "pool_in_use"
 """Sessions checked out by callers (for a shared pool: by every process using the store)."""
 POOL_MAX = "pool_max"
-"""Most sessions the pool may hold, being created included; absent when unbounded."""
+"""Most sessions the pool may hold, being created included; :data:`UNBOUNDED` when no limit."""
+UNBOUNDED = 0
+"""The ``pool_max`` of a pool without an upper bound, as ``queue.Queue(maxsize=0)`` has none
+(a pool that may hold sessions holds at least one)."""
 POOL_MIN = "pool_min"
 """Sessions the pool keeps alive even when unused (pools that have such a floor)."""
 POOL_CREATING = "pool_creating"
@@ -46,7 +49,7 @@ REQUESTS_WAITING = "requests_waiting"
 """Requests waiting for a session now."""
 
 COMMON = (POOL_SIZE, POOL_AVAILABLE, POOL_IN_USE, POOL_MAX, REQUESTS_WAITING)
-"""The gauges every pool reports (``pool_max`` when bounded)."""
+"""The gauges every pool reports."""
 
 # -- counters: events since the pool was made, or since pop_stats() --------------------------
 
@@ -109,12 +112,14 @@ FALLBACK_SESSIONS = "fallback_sessions"
 def gauges(
     *, size: int, available: int, in_use: int, maximum: int | None, waiting: int
 ) -> dict[str, int]:
-    """The :data:`COMMON` gauges, as a pool reports them."""
-    stats = {POOL_SIZE: size, POOL_AVAILABLE: available, POOL_IN_USE: in_use}
-    if maximum is not None:
-        stats[POOL_MAX] = maximum
-    stats[REQUESTS_WAITING] = waiting
-    return stats
+    """The :data:`COMMON` gauges, as a pool reports them (``maximum`` None: unbounded)."""
+    return {
+        POOL_SIZE: size,
+        POOL_AVAILABLE: available,
+        POOL_IN_USE: in_use,
+        POOL_MAX: UNBOUNDED if maximum is None else maximum,
+        REQUESTS_WAITING: waiting,
+    }
 
 
 class Counters:

@@ -126,17 +126,53 @@ def test_every_kind_of_pool_speaks_the_common_vocabulary_and_appears_in_the_gaug
         server.database(f"vocabulary{number}", pool=pool)
         names[spanpool.metrics.pool_name(pool)] = pool
         keys = set(pool.get_stats())
-        bounded = not isinstance(pool, BurstyPool)
-        expected = set(stats.COMMON) if bounded else set(stats.COMMON) - {stats.POOL_MAX}
-        assert expected <= keys, (type(pool).__name__, expected - keys)
+        assert set(stats.COMMON) <= keys, (type(pool).__name__, set(stats.COMMON) - keys)
     seen = _collect(reader)
-    for name in names:
+    for name, pool in names.items():
         assert ("db.client.connection.count", name, "idle") in seen, name
         assert ("db.client.connection.count", name, "used") in seen, name
         assert ("db.client.connection.pending_requests", name, "") in seen, name
+        # Every pool has a limit but BurstyPool, whose pool_max says it has none.
+        limit = pool.get_stats()[stats.POOL_MAX]
+        assert (limit == stats.UNBOUNDED) == isinstance(pool, BurstyPool), name
+        observed = None if limit == stats.UNBOUNDED else limit
+        assert seen.get(("db.client.connection.max", name, "")) == observed, name
     for pool in pools:
         closing = getattr(pool, "close", None) or pool.clear
         closing()
+    provider.shutdown()
+
+
+def test_a_pool_without_an_upper_bound_has_no_max_observed_in_either_flavour(
+    server: LocalSpanner,
+) -> None:
+    from spanpool import AsyncBurstyPool, BurstyPool
+
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    spanpool.metrics.instrument(meter_provider=provider)
+
+    async def scenario() -> None:
+        bursty, abursty = BurstyPool(target_size=2), AsyncBurstyPool(target_size=2)
+        bounded = AsyncFixedSizePool(size=2)
+        server.database("unbounded", pool=bursty)
+        await connect_async(server.endpoint, "aunbounded", pool=abursty)
+        await connect_async(server.endpoint, "abounded", pool=bounded)
+        held = bursty.get(), await abursty.get()
+        assert bursty.get_stats()["pool_max"] == abursty.get_stats()["pool_max"] == 0
+        seen = _collect(reader)
+        for pool in (bursty, abursty):
+            name = spanpool.metrics.pool_name(pool)
+            assert seen[("db.client.connection.count", name, "used")] == 1, name
+            assert ("db.client.connection.max", name, "") not in seen, name
+        assert seen[("db.client.connection.max", spanpool.metrics.pool_name(bounded), "")] == 2
+        bursty.put(held[0])
+        await abursty.put(held[1])
+        bursty.close()
+        await abursty.close()
+        await bounded.close()
+
+    asyncio.run(scenario())
     provider.shutdown()
 
 

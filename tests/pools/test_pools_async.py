@@ -356,6 +356,23 @@ async def test_stats_have_the_documented_keys(server: LocalSpanner) -> None:
         assert pool.get_stats()["requests_num"] == 0
 
 
+@pytest.mark.parametrize("cls", POOLS, ids=lambda c: c.__name__)
+async def test_every_pool_reports_the_common_gauges_and_an_unbounded_one_its_pool_max_as_0(
+    server: LocalSpanner, cls: type
+) -> None:
+    async with Pools(server) as pools:
+        pool = make(cls, size=2)
+        await pools.bind(pool, f"gauges{cls.__name__.lower()}")
+        held = await pool.get()
+        stats = pool.get_stats()
+        assert set(spanpool.stats.COMMON) <= stats.keys()
+        assert (stats["pool_in_use"], stats["requests_waiting"]) == (1, 0)
+        # BurstyPool creates a session whenever none is idle: it has no upper bound.
+        unbounded = cls is AsyncBurstyPool
+        assert stats["pool_max"] == (spanpool.stats.UNBOUNDED if unbounded else 2)
+        await pool.put(held)
+
+
 async def test_pinging_pool_hands_out_the_least_recently_used_first(
     server: LocalSpanner, clock: FakeClock
 ) -> None:

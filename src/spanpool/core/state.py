@@ -124,7 +124,7 @@ class CoreState(Generic[T]):
     def get_stats(self) -> dict[str, int]:
         """Gauges and counters, in the style of psycopg_pool (times in milliseconds).
 
-        ``pool_max`` is absent when the pool is unbounded.
+        ``pool_max`` is ``stats.UNBOUNDED`` (0) when the pool is unbounded.
         """
         with self._lock:
             return self._stats_locked()
