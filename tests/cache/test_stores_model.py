@@ -211,6 +211,7 @@ class StoreComparison(RuleBasedStateMachine):
         assert got.reset == want.reset
         assert got.record == want.record
         assert got.reclaimed == want.reclaimed
+        assert (got.spare, got.wants) == (want.spare, want.wants)
         self.same_records(list(got.dropped), list(want.dropped))
         if self.exact_ties:
             assert got.releases == want.releases
