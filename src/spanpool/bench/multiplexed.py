@@ -6,11 +6,12 @@ client's manager is what a ``Database`` uses on default settings; spanpool's is 
 
 - **new worker**: a fresh process's time from ``instance.database(...)`` to its first result,
   and the ``CreateSession`` calls it made (the median of several workers, each a new
-  interpreter). The client's manager creates a session on the first request of every process;
-  spanpool with a SQLite or Redis store that already holds the session makes none (goal: first
-  result at most 0.6x the client's). Measured twice: with nothing of the client used before in
-  the process (its first gRPC channel and lazy set-up weigh on both sides alike), and with the
-  client used once before on another database (what is left is the road to the session);
+  interpreter; the variants take turns worker by worker). The client's manager creates a
+  session on the first request of every process; spanpool with a SQLite or Redis store that
+  already holds the session makes none (goal: first result at most 0.6x the client's).
+  Measured twice: with nothing of the client used before in the process (its first gRPC
+  channel and lazy set-up weigh on both sides alike), and with the client used once before on
+  another database (what is left is the road to the session);
 - **warm request**: one ``SELECT 1`` snapshot on a warm ``Database``, one thread, the median
   of requests taking turns with the client's (goal: at most 1.02x the client's);
 - **threads** alive after 100 ``Database`` objects were made, used once and dropped (the
@@ -143,35 +144,48 @@ def _new_worker(
     os._exit(0)  # the client's manager would keep its thread (and this process) waiting
 
 
+def _one_worker(
+    context: Any, server: Server, variant: str, kind: str, address: str, warm_client: bool
+) -> tuple[float, int]:
+    """One new worker's time to first result (s), and the CreateSession calls it made."""
+    before = server.ask("creates")
+    out = context.Queue()
+    process = context.Process(
+        target=_new_worker, args=(server.endpoint, variant, kind, address, warm_client, out)
+    )
+    process.start()
+    elapsed, ok = out.get(timeout=120)
+    process.join(30)
+    if not ok:
+        raise RuntimeError(f"{variant} worker got a wrong result")
+    warmup = 1 if warm_client else 0  # the warm-up creates the other database's session
+    return elapsed, server.ask("creates") - before - warmup
+
+
+Variant = tuple[str, str, str]
+"""(``official`` or ``spanpool``, the store's kind or ``""``, its address)"""
+
+
 def new_workers(
     context: Any,
     server: Server,
-    variant: str,
-    kind: str,
-    address: str,
+    variants: Sequence[Variant],
     workers: int,
     warm_client: bool = False,
-) -> tuple[float, float]:
-    """Median time to first result (s), and CreateSession calls per worker. Each worker is a
-    new interpreter ("spawn"): its imports are done before the clock starts, and nothing of
-    the client was used in it before unless ``warm_client``."""
-    times = []
-    before = server.ask("creates")
-    warmups = workers if warm_client else 0  # each warm-up creates the other database's session
-    for _ in range(workers):
-        out = context.Queue()
-        process = context.Process(
-            target=_new_worker,
-            args=(server.endpoint, variant, kind, address, warm_client, out),
-        )
-        process.start()
-        elapsed, ok = out.get(timeout=120)
-        process.join(30)
-        if not ok:
-            raise RuntimeError(f"{variant} worker got a wrong result")
-        times.append(elapsed)
-    creates = (server.ask("creates") - before - warmups) / workers
-    return statistics.median(times), creates
+) -> dict[Variant, tuple[float, float]]:
+    """For each variant, the median time to first result (s) and the CreateSession calls per
+    worker. Each worker is a new interpreter ("spawn"): its imports are done before the clock
+    starts, and nothing of the client was used in it before unless ``warm_client``. The
+    variants take turns worker by worker, so that a noisy machine weighs on each alike."""
+    times: dict[Variant, list[float]] = {variant: [] for variant in variants}
+    creates: dict[Variant, int] = dict.fromkeys(variants, 0)
+    for round_ in range(workers):
+        order = list(variants) if round_ % 2 == 0 else list(reversed(variants))
+        for variant in order:
+            elapsed, made = _one_worker(context, server, *variant, warm_client)
+            times[variant].append(elapsed)
+            creates[variant] += made
+    return {v: (statistics.median(times[v]), creates[v] / workers) for v in variants}
 
 
 # -- in this process -----------------------------------------------------------------------------
@@ -313,30 +327,32 @@ def run(quick: bool, latency_ms: float = LATENCY_MS, table: list[Row] | None = N
             stores = [("sqlite", sqlite_path)] + ([("redis", redis_url)] if redis_url else [])
 
             spawn = multiprocessing.get_context("spawn")
+            for kind, address in stores:
+                _one_worker(spawn, server, "spanpool", kind, address, False)  # warms the store
+            official: Variant = ("official", "", "")
+            alone: Variant = ("spanpool", "", "")
+            shared: list[Variant] = [("spanpool", kind, address) for kind, address in stores]
             for warm_client in (False, True):
                 what = "new worker, client used before" if warm_client else "new worker"
-                base, base_creates = new_workers(
-                    spawn, server, "official", "", "", workers, warm_client
+                measured = new_workers(
+                    spawn, server, [official, alone, *shared], workers, warm_client
                 )
+                base, base_creates = measured[official]
                 rows.append(
                     (what, "official manager", _ms(base), f"{base_creates:.1f} CreateSession")
                 )
-                alone, alone_creates = new_workers(
-                    spawn, server, "spanpool", "", "", workers, warm_client
-                )
+                first, creates = measured[alone]
                 rows.append(
                     (
                         what,
                         "spanpool, no store",
-                        _ms(alone),
-                        f"{alone_creates:.1f} CreateSession, {alone / base:.2f}x",
+                        _ms(first),
+                        f"{creates:.1f} CreateSession, {first / base:.2f}x",
                     )
                 )
-                for kind, address in stores:
-                    new_workers(spawn, server, "spanpool", kind, address, 1)  # warms the store
-                    first, creates = new_workers(
-                        spawn, server, "spanpool", kind, address, workers, warm_client
-                    )
+                for store_variant in shared:
+                    kind = store_variant[1]
+                    first, creates = measured[store_variant]
                     ratio = first / base
                     rows.append(
                         (
