@@ -816,6 +816,44 @@ def test_sqlite_store_opened_by_many_threads_at_once(tmp_path: Path, key: str) -
     store.close()
 
 
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"timeout": -1}, ValueError, "timeout must be a number of seconds >= 0, not -1"),
+        ({"timeout": float("nan")}, ValueError, "timeout .* not nan"),
+        ({"timeout": float("inf")}, ValueError, "timeout .* not inf"),
+        ({"timeout": True}, TypeError, "timeout .* not True"),
+        ({"timeout": "5"}, TypeError, "timeout .* not '5' \\(str\\)"),
+    ],
+)
+def test_sqlite_store_refuses_bad_arguments_and_makes_no_file(
+    tmp_path: Path, arguments: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    path = tmp_path / "pool.db"
+    with pytest.raises(error, match=message):
+        SQLiteStore(path, **arguments)
+    assert not path.exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"socket_timeout": 0}, ValueError, "socket_timeout must be a number of seconds > 0"),
+        ({"socket_timeout": float("nan")}, ValueError, "socket_timeout .* not nan"),
+        ({"socket_timeout": None}, TypeError, "socket_timeout .* not None"),
+        ({"prefix": ""}, ValueError, "prefix must be a non-empty string, not ''"),
+        ({"prefix": 7}, TypeError, "prefix must be a non-empty string, not 7"),
+    ],
+)
+def test_redis_store_refuses_bad_arguments_before_connecting(
+    arguments: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    from spanpool.stores import RedisStore
+
+    with pytest.raises(error, match=message):
+        RedisStore("redis://127.0.0.1:1/0", **arguments)  # nothing listens there
+
+
 def test_sqlite_locked_past_the_timeout(tmp_path: Path, key: str) -> None:
     path = tmp_path / "pool.db"
     store = SQLiteStore(path, timeout=0.05)

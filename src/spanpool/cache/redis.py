@@ -39,6 +39,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("RedisStore needs the redis package: pip install 'spanpool[redis]'") from exc
 
+from .. import _validate
 from ..errors import StoreError
 from ._multiplexed_redis import MultiplexedRedis
 from ._redis_scripts import SCRIPTS, fields, records, text, time_arg
@@ -94,6 +95,11 @@ class RedisStore(MultiplexedRedis, ClosingHooks):
         service_name: str | None = None,
     ) -> None:
         super().__init__()
+        socket_timeout = _validate.number("socket_timeout", socket_timeout, above=True)
+        if not isinstance(prefix, str) or not prefix:
+            raise (ValueError if isinstance(prefix, str) else TypeError)(
+                f"prefix must be a non-empty string, not {prefix!r}"
+            )
         self._client: Any
         timeouts = {"socket_timeout": socket_timeout, "socket_connect_timeout": socket_timeout}
         if isinstance(url_or_client, str):

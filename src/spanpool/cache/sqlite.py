@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .. import _validate
 from ..errors import StoreError
 from . import _sqlite_sql as sql
 from ._multiplexed_sqlite import MultiplexedSQLite
@@ -86,7 +87,7 @@ class SQLiteStore(MultiplexedSQLite, ClosingHooks):
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 10.0) -> None:
         super().__init__()
-        self._file = SQLiteFile(os.fspath(path), timeout)
+        self._file = SQLiteFile(os.fspath(path), _validate.number("timeout", timeout))
         self._write = self._file.write
         self._read = self._file.read
 
