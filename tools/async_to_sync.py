@@ -38,6 +38,7 @@ SOURCES = [
     PACKAGE / "pools" / "base_async.py",
     PACKAGE / "pools" / "policies_async.py",
     PACKAGE / "pools" / "upkeep_async.py",
+    PACKAGE / "pools" / "sessions_async.py",
     PACKAGE / "pools" / "multiplexed_async.py",
     PACKAGE / "pools" / "_multiplexed_creation_async.py",
     PACKAGE / "pools" / "_multiplexed_store_async.py",

@@ -5,7 +5,9 @@
 A pool here is a *policy*: its size, the order it hands sessions out in, whether it creates
 on demand or waits, how old an idle session may get before it is checked or pinged. The
 mechanics are in this class, once: bind and fill, check out and in, replace dead sessions,
-ping, clear, close, statistics, leak warnings, and behaviour across ``fork`` and exit.
+ping, clear, close, statistics, leak warnings, and behaviour across ``fork`` and exit; with
+the RPCs that create and delete sessions in ``sessions.py``, and pings, replacements
+and maintenance rounds in ``upkeep.py``.
 
 No RPC is ever made while the core's lock is held: the core hands out sessions or *creation
 permits*, and RPCs happen outside it.
@@ -14,13 +16,11 @@ permits*, and RPCs happen outside it.
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import os
-import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from .. import _lifecycle, _validate
 from ..bridge import client
@@ -45,12 +45,8 @@ from ..stats import (
 )
 from . import _flavour
 from .abstract import AbstractSessionPool
+from .sessions import Sessions
 from .upkeep import Upkeep
-
-if TYPE_CHECKING:
-    pass
-
-log = logging.getLogger("spanpool")
 
 R = TypeVar("R")
 
@@ -106,12 +102,13 @@ class ManagedPool(AbstractSessionPool):
             None if leak_threshold is None else _validate.number("leak_threshold", leak_threshold)
         )
         self._name = name or type(self).__name__
+        self._rpcs = Sessions(self)
         self._core: PoolCore[Any] = PoolCore(
             name=self._name,
             max_size=size,
             order=self.order,
             clock=self._clock,
-            on_orphan=functools.partial(_flavour.spawn, self._delete),
+            on_orphan=functools.partial(_flavour.spawn, self._rpcs.delete),
         )
         self._upkeep = Upkeep(self)
         self._counters = Counters((SESSIONS_DELETED, SESSIONS_REPLACED, PINGS, PINGS_FAILED))
@@ -156,37 +153,7 @@ class ManagedPool(AbstractSessionPool):
         if self.size is None:
             return 0
         permits = self._core.reserve(self.size)
-        return self._create_idle(permits)
-
-    def _create_idle(self, permits: list[CreationPermit[Any]]) -> int:
-        """Create one session per permit, in batches, straight into the idle set."""
-        if not permits:
-            return 0
-        return _flavour.run_to_end(self._create_batches(permits))
-
-    def _create_batches(self, permits: list[CreationPermit[Any]]) -> int:
-        pending = list(permits)
-        lock = threading.Lock()
-
-        def arrived(batch: list[Any]) -> None:
-            now = self._clock()
-            for session in batch:
-                session._spanpool_last_used = now
-                session._spanpool_pooled = True
-            with lock:
-                permits = [pending.pop() for _ in range(min(len(batch), len(pending)))]
-            refused = self._core.created_idle_many(permits, batch[: len(permits)])
-            for session in refused + batch[len(permits) :]:
-                _flavour.spawn(self._delete, session)
-
-        try:
-            return client.batch_create(
-                self._database, len(permits), self._labels, self._database_role, self, arrived
-            )
-        finally:
-            # Whatever was not created gives its place back, to a waiter or to free capacity.
-            for permit in pending:
-                self._core.create_failed(permit)
+        return self._rpcs.create_idle(permits)
 
     # -- checking out and in -----------------------------------------------------------------
 
@@ -203,7 +170,7 @@ class ManagedPool(AbstractSessionPool):
         while True:
             got: Any = core.acquire(timeout)
             if type(got) is CreationPermit:
-                got = self._create_for(got)
+                got = self._rpcs.create_for(got)
             else:
                 last_used = got._spanpool_last_used
                 max_age = self._max_age
@@ -215,20 +182,6 @@ class ManagedPool(AbstractSessionPool):
             if self._checkouts is not None:
                 self._checkouts.checked_out(got)
             return got
-
-    def _create_for(self, permit: CreationPermit[Any]) -> Any:
-        return _flavour.run_to_end(self._create_checked_out(permit), self.put)
-
-    def _create_checked_out(self, permit: CreationPermit[Any]) -> Any:
-        session = self._new_session()
-        session._spanpool_pooled = True
-        try:
-            client.create(session)
-        except BaseException:
-            self._core.create_failed(permit)
-            raise
-        self._core.created(permit, session)
-        return session
 
     def _still_exists(self, session: Any) -> bool:
         """Ask the server about a session old enough to be in doubt; drop it if gone."""
@@ -262,7 +215,7 @@ class ManagedPool(AbstractSessionPool):
         session._spanpool_transaction = None
         session._spanpool_last_used = now = self._clock()
         if not self._core.release(session, self._max_idle, now):
-            self._delete(session)
+            self._rpcs.delete(session)
 
     def _check_in(self, session: Any, error: BaseException | None) -> None:
         if error is not None and client.is_session_not_found(error):
@@ -365,7 +318,7 @@ class ManagedPool(AbstractSessionPool):
         idle = self._core.take_idle(1_000_000, keep=0)
         for session in idle:
             self._core.discard(session)
-        self._delete_all(idle)
+        self._rpcs.delete_all(idle)
 
     def close(self) -> None:
         """Stop maintenance and delete the pool's sessions; sessions still checked out are
@@ -380,7 +333,7 @@ class ManagedPool(AbstractSessionPool):
         if self._exit_hook is not None:
             self._exit_hook.cancel()
             self._exit_hook = None
-        self._delete_all(self._close_core())
+        self._rpcs.delete_all(self._close_core())
 
     def _close_core(self) -> list[Any]:
         """Close the core and return its idle sessions for deletion, warning about the sessions
@@ -396,24 +349,6 @@ class ManagedPool(AbstractSessionPool):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    def _delete(self, session: Any) -> None:
-        self._delete_all([session])
-
-    def _delete_all(self, sessions: list[Any]) -> None:
-        """Delete sessions the pool has forgotten."""
-        if sessions:
-            _flavour.run_to_end(self._delete_now(sessions))
-
-    def _delete_now(self, sessions: list[Any]) -> int:
-        for session in sessions:
-            client.detach(session)
-        outcomes = _flavour.run_all(client.delete, sessions)
-        failed = [o for o in outcomes if isinstance(o, BaseException)]
-        self._counters.add(SESSIONS_DELETED, len(sessions) - len(failed))
-        for error in failed[:3]:
-            log.warning("%s: deleting a session failed: %s", self._name, error)
-        return len(sessions) - len(failed)
 
     # -- maintenance, stats, leaks -----------------------------------------------------------------
 

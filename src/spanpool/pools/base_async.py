@@ -3,7 +3,9 @@
 A pool here is a *policy*: its size, the order it hands sessions out in, whether it creates
 on demand or waits, how old an idle session may get before it is checked or pinged. The
 mechanics are in this class, once: bind and fill, check out and in, replace dead sessions,
-ping, clear, close, statistics, leak warnings, and behaviour across ``fork`` and exit.
+ping, clear, close, statistics, leak warnings, and behaviour across ``fork`` and exit; with
+the RPCs that create and delete sessions in ``sessions_async.py``, and pings, replacements
+and maintenance rounds in ``upkeep_async.py``.
 
 No RPC is ever made while the core's lock is held: the core hands out sessions or *creation
 permits*, and RPCs happen outside it.
@@ -12,13 +14,11 @@ permits*, and RPCs happen outside it.
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import os
-import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from .. import _lifecycle, _validate
 from ..bridge import client_async
@@ -43,12 +43,8 @@ from ..stats import (
 )
 from . import _flavour_async
 from .abstract_async import AsyncAbstractSessionPool
+from .sessions_async import AsyncSessions
 from .upkeep_async import AsyncUpkeep
-
-if TYPE_CHECKING:
-    pass
-
-log = logging.getLogger("spanpool")
 
 R = TypeVar("R")
 
@@ -104,12 +100,13 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
             None if leak_threshold is None else _validate.number("leak_threshold", leak_threshold)
         )
         self._name = name or type(self).__name__
+        self._rpcs = AsyncSessions(self)
         self._core: PoolCore[Any] = PoolCore(
             name=self._name,
             max_size=size,
             order=self.order,
             clock=self._clock,
-            on_orphan=functools.partial(_flavour_async.spawn, self._delete),
+            on_orphan=functools.partial(_flavour_async.spawn, self._rpcs.delete),
         )
         self._upkeep = AsyncUpkeep(self)
         self._counters = Counters((SESSIONS_DELETED, SESSIONS_REPLACED, PINGS, PINGS_FAILED))
@@ -156,41 +153,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         if self.size is None:
             return 0
         permits = self._core.reserve(self.size)
-        return await self._create_idle(permits)
-
-    async def _create_idle(self, permits: list[CreationPermit[Any]]) -> int:
-        """Create one session per permit, in batches, straight into the idle set."""
-        # begin async only
-        # A cancelled asyncio caller does not stop them: the server would create the sessions
-        # of the calls in flight anyway, and the pool would never learn their names.
-        # end async only
-        if not permits:
-            return 0
-        return await _flavour_async.run_to_end(self._create_batches(permits))
-
-    async def _create_batches(self, permits: list[CreationPermit[Any]]) -> int:
-        pending = list(permits)
-        lock = threading.Lock()
-
-        def arrived(batch: list[Any]) -> None:
-            now = self._clock()
-            for session in batch:
-                session._spanpool_last_used = now
-                session._spanpool_pooled = True
-            with lock:
-                permits = [pending.pop() for _ in range(min(len(batch), len(pending)))]
-            refused = self._core.created_idle_many(permits, batch[: len(permits)])
-            for session in refused + batch[len(permits) :]:
-                _flavour_async.spawn(self._delete, session)
-
-        try:
-            return await client_async.batch_create(
-                self._database, len(permits), self._labels, self._database_role, self, arrived
-            )
-        finally:
-            # Whatever was not created gives its place back, to a waiter or to free capacity.
-            for permit in pending:
-                self._core.create_failed(permit)
+        return await self._rpcs.create_idle(permits)
 
     # -- checking out and in -----------------------------------------------------------------
 
@@ -207,7 +170,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         while True:
             got: Any = await core.acquire_async(timeout)
             if type(got) is CreationPermit:
-                got = await self._create_for(got)
+                got = await self._rpcs.create_for(got)
             else:
                 last_used = got._spanpool_last_used
                 max_age = self._max_age
@@ -219,24 +182,6 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
             if self._checkouts is not None:
                 self._checkouts.checked_out(got)
             return got
-
-    async def _create_for(self, permit: CreationPermit[Any]) -> Any:
-        # begin async only
-        # Runs to its end even if an asyncio caller is cancelled meanwhile: the session it
-        # would have had is then put back, rather than left on the server unknown to the pool.
-        # end async only
-        return await _flavour_async.run_to_end(self._create_checked_out(permit), self.put)
-
-    async def _create_checked_out(self, permit: CreationPermit[Any]) -> Any:
-        session = self._new_session()
-        session._spanpool_pooled = True
-        try:
-            await client_async.create(session)
-        except BaseException:
-            self._core.create_failed(permit)
-            raise
-        self._core.created(permit, session)
-        return session
 
     async def _still_exists(self, session: Any) -> bool:
         """Ask the server about a session old enough to be in doubt; drop it if gone."""
@@ -273,7 +218,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         session._spanpool_transaction = None
         session._spanpool_last_used = now = self._clock()
         if not self._core.release(session, self._max_idle, now):
-            await self._delete(session)
+            await self._rpcs.delete(session)
 
     async def _check_in(self, session: Any, error: BaseException | None) -> None:
         if error is not None and client_async.is_session_not_found(error):
@@ -387,7 +332,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         idle = self._core.take_idle(1_000_000, keep=0)
         for session in idle:
             self._core.discard(session)
-        await self._delete_all(idle)
+        await self._rpcs.delete_all(idle)
 
     async def close(self) -> None:
         """Stop maintenance and delete the pool's sessions; sessions still checked out are
@@ -402,7 +347,7 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
         if self._exit_hook is not None:
             self._exit_hook.cancel()
             self._exit_hook = None
-        await self._delete_all(self._close_core())
+        await self._rpcs.delete_all(self._close_core())
 
     def _close_core(self) -> list[Any]:
         """Close the core and return its idle sessions for deletion, warning about the sessions
@@ -418,25 +363,6 @@ class AsyncManagedPool(AsyncAbstractSessionPool):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-    async def _delete(self, session: Any) -> None:
-        await self._delete_all([session])
-
-    async def _delete_all(self, sessions: list[Any]) -> None:
-        """Delete sessions the pool has forgotten."""
-        # A cancelled asyncio caller does not stop it.  # async only
-        if sessions:
-            await _flavour_async.run_to_end(self._delete_now(sessions))
-
-    async def _delete_now(self, sessions: list[Any]) -> int:
-        for session in sessions:
-            client_async.detach(session)
-        outcomes = await _flavour_async.run_all(client_async.delete, sessions)
-        failed = [o for o in outcomes if isinstance(o, BaseException)]
-        self._counters.add(SESSIONS_DELETED, len(sessions) - len(failed))
-        for error in failed[:3]:
-            log.warning("%s: deleting a session failed: %s", self._name, error)
-        return len(sessions) - len(failed)
 
     # -- maintenance, stats, leaks -----------------------------------------------------------------
 

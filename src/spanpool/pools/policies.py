@@ -168,7 +168,7 @@ class TransactionPingingPool(PingingPool):
                 begun += 1
             if not self._core.return_checked(session, refreshed=False):
                 doomed.append(session)
-        self._delete_all(doomed)
+        self._rpcs.delete_all(doomed)
         return begun
 
     def ping(self) -> None:

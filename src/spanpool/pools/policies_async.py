@@ -166,7 +166,7 @@ class AsyncTransactionPingingPool(AsyncPingingPool):
                 begun += 1
             if not self._core.return_checked(session, refreshed=False):
                 doomed.append(session)
-        await self._delete_all(doomed)
+        await self._rpcs.delete_all(doomed)
         return begun
 
     async def ping(self) -> None:

@@ -55,7 +55,7 @@ class Upkeep:
             # this runs while an error is on its way up (the client puts its replacement back
             # from a `with` block that failed), that error is the caller's news: it is not
             # replaced by a pool error.
-            _flavour.spawn(pool._delete, session)
+            _flavour.spawn(pool._rpcs.delete, session)
             if not pool._core.closed and sys.exc_info()[1] is None:
                 raise PoolFull(f"{pool._name} is full: it cannot take {session.name} in")
             return
@@ -98,7 +98,7 @@ class Upkeep:
             stats = pool._core.get_stats()
             missing = pool.size - stats[POOL_SIZE] - stats[POOL_CREATING]
             if missing > 0:
-                pool._create_idle(pool._core.reserve(missing))
+                pool._rpcs.create_idle(pool._core.reserve(missing))
 
     def refresh(self, sessions: list[Any]) -> None:
         """Ping sessions taken into maintenance; put back those that answered, replace the
@@ -125,9 +125,9 @@ class Upkeep:
         if lost:
             counters.add(PINGS_FAILED, lost)
             counters.add(SESSIONS_REPLACED, lost)
-        pool._delete_all(doomed)
+        pool._rpcs.delete_all(doomed)
         if lost and pool._fill_on_bind and not core.closed:
-            pool._create_idle(core.reserve(lost))
+            pool._rpcs.create_idle(core.reserve(lost))
 
     def run_on_taken(self, rpc: Callable[[Any], Any], sessions: list[Any]) -> list[Any]:
         """``rpc(session)`` for sessions taken into maintenance, concurrently: the outcomes
@@ -140,5 +140,5 @@ class Upkeep:
             # as they were, so that none stays checked out for ever.
             for session in sessions:
                 if not self._pool._core.return_checked(session, refreshed=False):
-                    _flavour.spawn(self._pool._delete, session)
+                    _flavour.spawn(self._pool._rpcs.delete, session)
             raise

@@ -53,7 +53,7 @@ class AsyncUpkeep:
             # this runs while an error is on its way up (the client puts its replacement back
             # from a `with` block that failed), that error is the caller's news: it is not
             # replaced by a pool error.
-            _flavour_async.spawn(pool._delete, session)
+            _flavour_async.spawn(pool._rpcs.delete, session)
             if not pool._core.closed and sys.exc_info()[1] is None:
                 raise PoolFull(f"{pool._name} is full: it cannot take {session.name} in")
             return
@@ -96,7 +96,7 @@ class AsyncUpkeep:
             stats = pool._core.get_stats()
             missing = pool.size - stats[POOL_SIZE] - stats[POOL_CREATING]
             if missing > 0:
-                await pool._create_idle(pool._core.reserve(missing))
+                await pool._rpcs.create_idle(pool._core.reserve(missing))
 
     async def refresh(self, sessions: list[Any]) -> None:
         """Ping sessions taken into maintenance; put back those that answered, replace the
@@ -123,9 +123,9 @@ class AsyncUpkeep:
         if lost:
             counters.add(PINGS_FAILED, lost)
             counters.add(SESSIONS_REPLACED, lost)
-        await pool._delete_all(doomed)
+        await pool._rpcs.delete_all(doomed)
         if lost and pool._fill_on_bind and not core.closed:
-            await pool._create_idle(core.reserve(lost))
+            await pool._rpcs.create_idle(core.reserve(lost))
 
     async def run_on_taken(self, rpc: Callable[[Any], Any], sessions: list[Any]) -> list[Any]:
         """``rpc(session)`` for sessions taken into maintenance, concurrently: the outcomes
@@ -138,7 +138,7 @@ class AsyncUpkeep:
             # as they were, so that none stays checked out for ever.
             for session in sessions:
                 if not self._pool._core.return_checked(session, refreshed=False):
-                    _flavour_async.spawn(self._pool._delete, session)
+                    _flavour_async.spawn(self._pool._rpcs.delete, session)
             raise
 
     # begin async only
@@ -152,8 +152,8 @@ class AsyncUpkeep:
 
     async def _replace(self, session: Any) -> None:
         pool = self._pool
-        await pool._delete_now([session])
+        await pool._rpcs.delete_now([session])
         if pool._fill_on_bind and not pool._core.closed:
-            await pool._create_batches(pool._core.reserve(1))
+            await pool._rpcs.create_batches(pool._core.reserve(1))
 
     # end async only
