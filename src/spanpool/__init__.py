@@ -6,10 +6,10 @@ pool, not every other).
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import pools
+from ._lazy import lazy_names
 from .errors import (
     NotCheckedOut,
     PoolClosed,
@@ -40,16 +40,6 @@ __all__ = [
 __all__ += pools.__all__  # the pools' names are listed once, in pools/__init__.py
 
 
-def __getattr__(name: str) -> Any:
-    if name == "CacheSessionPool":
-        value = importlib.import_module(".cache", __name__).CacheSessionPool
-    elif name in pools.__all__:
-        value = getattr(pools, name)
-    else:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(
+    globals(), {".cache": ("CacheSessionPool",), ".pools": pools.__all__}
+)

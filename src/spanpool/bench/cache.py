@@ -11,8 +11,8 @@ out when it is not installed). MemoryStore serves one process only, so it has on
 Reported per store and process count: p50 and p99 of one acquire+release, total cycles per
 second, and store round trips per cycle (SQLite: write transactions; Redis: commands; a session
 leased by the process costs none). Goals: at most 2 round trips per cycle; p50 <= 0.5 ms with
-one process; with 1, 4 and 16 processes no worse than before the lease tier (``BEFORE``) nor
-than the run before the warm road took one lock (``PREVIOUS``).
+one process; with 1, 4 and 16 processes no worse than before the lease tier nor than the run
+before the warm road took one lock (both in ``EARLIER``).
 
 Then BurstyPool's get+put, the process-local reference, and CacheSessionPool over each store
 side by side in one process, taking turns every 20 ms (separate processes differ by more than
@@ -45,33 +45,24 @@ from typing import Any
 from spanpool import BurstyPool, CacheSessionPool
 from spanpool.testing import connect, serve_in_process
 
+from .harness import open_store
 from .progress import report
 
 PROCESS_COUNTS = (1, 4, 16)
 P50_GOAL_MS = 0.5
 ROUND_TRIP_GOAL = 2.0
 DATABASE = "cachebench"
-BEFORE = {
-    # (store, processes): p50 ms, p99 ms, cycles/s, measured before the lease tier (one store
-    # step per acquire and per release), on the 2-core machine of these goals.
-    ("sqlite", 1): (0.057, 0.371, 12_422),
-    ("sqlite", 4): (0.061, 2.384, 11_578),
-    ("sqlite", 16): (0.068, 19.0, 10_393),
-    ("redis", 1): (0.351, 0.647, 2_689),
-    ("redis", 4): (0.536, 1.103, 7_463),
-    ("redis", 16): (2.681, 4.737, 5_979),
-}
-
-
-PREVIOUS = {
-    # (store, processes): p50 ms, p99 ms, cycles/s of the run before the warm road took one
-    # lock (leases and holdings apart, a watcher reading wants every 5 ms).
-    ("sqlite", 1): (0.011, 0.035, 62_000),
-    ("sqlite", 4): (0.012, 0.037, 53_000),
-    ("sqlite", 16): (0.015, 1.227, 62_000),
-    ("redis", 1): (0.016, 0.041, 34_000),
-    ("redis", 4): (0.016, 0.155, 15_000),
-    ("redis", 16): (0.014, 0.639, 76_000),
+EARLIER = {
+    # (store, processes): p50 ms, p99 ms, cycles/s of two earlier runs on the 2-core machine of
+    # these goals: "before" the lease tier (one store step per acquire and per release), and
+    # the "previous" run, before the warm road took one lock (leases and holdings apart, a
+    # watcher reading wants every 5 ms).
+    ("sqlite", 1): {"before": (0.057, 0.371, 12_422), "previous": (0.011, 0.035, 62_000)},
+    ("sqlite", 4): {"before": (0.061, 2.384, 11_578), "previous": (0.012, 0.037, 53_000)},
+    ("sqlite", 16): {"before": (0.068, 19.0, 10_393), "previous": (0.015, 1.227, 62_000)},
+    ("redis", 1): {"before": (0.351, 0.647, 2_689), "previous": (0.016, 0.041, 34_000)},
+    ("redis", 4): {"before": (0.536, 1.103, 7_463), "previous": (0.016, 0.155, 15_000)},
+    ("redis", 16): {"before": (2.681, 4.737, 5_979), "previous": (0.014, 0.639, 76_000)},
 }
 
 
@@ -80,20 +71,6 @@ def _redis_server() -> Any:
     from spanpool.testing.redis_server import redis_server
 
     return redis_server()
-
-
-def open_store(kind: str, address: str) -> Any:
-    if kind == "memory":
-        from spanpool.stores import MemoryStore
-
-        return MemoryStore()
-    if kind == "sqlite":
-        from spanpool.stores import SQLiteStore
-
-        return SQLiteStore(address)
-    from spanpool.stores import RedisStore
-
-    return RedisStore(address)
 
 
 def store_counter(store: Any) -> int | None:
@@ -174,10 +151,8 @@ class Result:
         if self.store in ("sqlite", "redis") and self.processes == 1 and self.p50_ms is not None:
             met = self.p50_ms <= P50_GOAL_MS
             found.append(f"p50 {'ok' if met else 'MISSED'}")
-        for name, figures in (("before", BEFORE), ("previous", PREVIOUS)):
-            earlier = figures.get((self.store, self.processes))
-            if earlier is not None and self.p50_ms is not None and self.per_second is not None:
-                p50, p99, per_second = earlier
+        for name, (p50, p99, per_second) in EARLIER.get((self.store, self.processes), {}).items():
+            if self.p50_ms is not None and self.per_second is not None:
                 assert self.p99_ms is not None
                 met = self.p50_ms <= p50 and self.p99_ms <= p99 and self.per_second >= per_second
                 found.append(f"vs {name} {'ok' if met else 'MISSED'}")

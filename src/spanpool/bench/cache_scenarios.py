@@ -13,7 +13,8 @@ from typing import Any
 from spanpool import BurstyPool, CacheSessionPool
 from spanpool.testing import connect
 
-from .cache import DATABASE, open_store
+from .cache import DATABASE
+from .harness import open_store
 
 RPC_MS = 5.0
 QUERY_GOALS = {"sqlite": 1.02, "redis": 1.05}

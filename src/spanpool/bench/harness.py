@@ -183,6 +183,20 @@ def warm_database(endpoint: str, name: str) -> Any:
     return database
 
 
+def open_store(kind: str, address: str) -> Any:
+    """A new connection to the shared store of ``kind`` (``"memory"``, ``"sqlite"`` or
+    ``"redis"``) at ``address`` (a file, a URL); None for ``""`` (no store)."""
+    if not kind:
+        return None
+    from spanpool import stores
+
+    if kind == "memory":
+        return stores.MemoryStore()
+    if kind == "sqlite":
+        return stores.SQLiteStore(address)
+    return stores.RedisStore(address)
+
+
 @contextmanager
 def bound_pools(
     database: Any, variants: Sequence[tuple[str, str]], **options: Any

@@ -39,6 +39,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from .harness import open_store
 from .pools import Failed, Goal, Row, side_by_side
 
 LATENCY_MS = 5.0
@@ -98,18 +99,6 @@ def _client(endpoint: str) -> Any:
     )
 
 
-def _open_store(kind: str, address: str) -> Any:
-    if kind == "sqlite":
-        from spanpool.stores import SQLiteStore
-
-        return SQLiteStore(address)
-    if kind == "redis":
-        from spanpool.stores import RedisStore
-
-        return RedisStore(address)
-    return None
-
-
 def _query(database: Any) -> list[Any]:
     with database.snapshot() as snapshot:
         return list(snapshot.execute_sql("SELECT 1"))
@@ -126,7 +115,7 @@ def _new_worker(
     from spanpool import MultiplexedPool
 
     instance = _client(endpoint).instance("bench-instance")
-    store = _open_store(kind, address)
+    store = open_store(kind, address)
     if store is not None:  # its connection is open, as in a worker that uses the store
         store.multiplexed_get("bench:another-key")
     if warm_client:

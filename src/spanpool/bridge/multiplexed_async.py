@@ -197,6 +197,22 @@ async def _chain(first: Any, stream: Any) -> Any:
         yield item  # async only
 
 
+def _telling_losses(name: str) -> Any:
+    """A method of :class:`SpannerApi` that calls the wrapped client's ``name`` and, when the
+    answer says that one of the pool's sessions is gone, tells the pool before raising."""
+
+    async def call(self: SpannerApi, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await getattr(self._api, name)(*args, **kwargs)
+        except exceptions.NotFound as exc:
+            self._pool._report_lost(exc)
+            raise
+
+    call.__name__ = name
+    call.__qualname__ = f"SpannerApi.{name}"
+    return call
+
+
 class SpannerApi:
     """The ``Database``'s gRPC client, wrapped for the pool (see the module's documentation).
 
@@ -237,33 +253,14 @@ class SpannerApi:
                 raise
         return await self._api.commit(request=request, **kwargs)
 
-    async def _told(self, name: str, args: Any, kwargs: Any) -> Any:
-        try:
-            return await getattr(self._api, name)(*args, **kwargs)
-        except exceptions.NotFound as exc:
-            self._pool._report_lost(exc)
-            raise
-
-    async def execute_sql(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._told("execute_sql", args, kwargs)
-
-    async def read(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._told("read", args, kwargs)
-
-    async def execute_batch_dml(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._told("execute_batch_dml", args, kwargs)
-
-    async def begin_transaction(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._told("begin_transaction", args, kwargs)
-
-    async def rollback(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._told("rollback", args, kwargs)
-
-    async def partition_query(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._told("partition_query", args, kwargs)
-
-    async def partition_read(self, *args: Any, **kwargs: Any) -> Any:
-        return await self._told("partition_read", args, kwargs)
+    # The other requests on a session: a loss they meet is told to the pool, not retried.
+    execute_sql = _telling_losses("execute_sql")
+    read = _telling_losses("read")
+    execute_batch_dml = _telling_losses("execute_batch_dml")
+    begin_transaction = _telling_losses("begin_transaction")
+    rollback = _telling_losses("rollback")
+    partition_query = _telling_losses("partition_query")
+    partition_read = _telling_losses("partition_read")
 
 
 def install(database: Any, pool: Any) -> None:

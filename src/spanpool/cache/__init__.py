@@ -20,7 +20,9 @@ Users reach the stores through :mod:`spanpool.stores`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_names
 
 if TYPE_CHECKING:
     from .maintain import MaintenanceReport
@@ -29,14 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["CacheSessionPool", "MaintenanceReport"]
 
 
-def __getattr__(name: str) -> Any:
-    # Imported on first use: a MultiplexedPool needs the stores of this folder, not the pool.
-    if name == "CacheSessionPool":
-        from .pool import CacheSessionPool
-
-        return CacheSessionPool
-    if name == "MaintenanceReport":
-        from .maintain import MaintenanceReport
-
-        return MaintenanceReport
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Imported on first use: a MultiplexedPool needs the stores of this folder, not the pool.
+__getattr__, __dir__ = lazy_names(
+    globals(), {".pool": ("CacheSessionPool",), ".maintain": ("MaintenanceReport",)}
+)

@@ -9,8 +9,9 @@ worker's ``MultiplexedPool``, say) does not import the others.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_names
 
 if TYPE_CHECKING:
     from ..errors import PoolForked, SessionLeakWarning
@@ -67,18 +68,4 @@ _MODULES = {
     # CacheSessionPool lives in spanpool.cache; still reachable from here as before.
     "..cache": ("CacheSessionPool", "MaintenanceReport"),
 }
-_WHERE = {name: module for module, names in _MODULES.items() for name in names}
-"""Where each name is defined."""
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # the next lookup is a plain one
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(globals(), _MODULES)

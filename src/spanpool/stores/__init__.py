@@ -10,8 +10,9 @@ They live in :mod:`spanpool.cache` beside the pool; this module names them for u
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from .._lazy import lazy_names
 from ..cache.memory import MemoryStore
 from ..cache.store import (
     NOBODY,
@@ -47,14 +48,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    # Imported on first use, so that spanpool works without the redis package.
-    if name == "SQLiteStore":
-        from ..cache.sqlite import SQLiteStore
-
-        return SQLiteStore
-    if name == "RedisStore":
-        from ..cache.redis import RedisStore
-
-        return RedisStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Imported on first use, so that spanpool works without the redis package.
+__getattr__, __dir__ = lazy_names(
+    globals(), {"..cache.sqlite": ("SQLiteStore",), "..cache.redis": ("RedisStore",)}
+)

@@ -19,7 +19,7 @@ from google.protobuf import empty_pb2
 from ..control import Control
 from ..errors import SpannerError, invalid
 from ..model import Backend, InstanceState
-from .rpc import pack, rpc, timestamp
+from .rpc import listed, pack, rpc, timestamp
 
 SERVICE = "google.spanner.admin.instance.v1.InstanceAdmin"
 CONFIG_ID = "emulator-config"
@@ -85,16 +85,11 @@ class InstanceAdminService:
     @rpc("ListInstances")
     def ListInstances(self, request: Any, context: Any) -> Any:
         instances = self.backend.instances(request.parent)
-        if request.filter:
-            instances = [i for i in instances if _matches_filter(i, request.filter)]
-        start = int(request.page_token or 0)
-        size = request.page_size or 1000
-        response = admin.ListInstancesResponse.pb()()
-        for instance in instances[start : start + size]:
-            response.instances.append(self._instance_pb(instance))
-        if start + size < len(instances):
-            response.next_page_token = str(start + size)
-        return response
+        page, next_page_token = listed(instances, request, _matches_filter)
+        return admin.ListInstancesResponse.pb()(
+            instances=[self._instance_pb(instance) for instance in page],
+            next_page_token=next_page_token,
+        )
 
     @rpc("GetInstance")
     def GetInstance(self, request: Any, context: Any) -> Any:

@@ -17,6 +17,7 @@ from ..sql.values import EngineError
 log = logging.getLogger("spanpool.testing")
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def timestamp(nanos: int) -> timestamp_pb2.Timestamp:
@@ -27,6 +28,17 @@ def pack(msg: message.Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(msg)
     return packed
+
+
+def listed(items: list[T], request: Any, matches: Callable[[T, str], bool]) -> tuple[list[T], str]:
+    """What a ``List...`` request asks for: the ``items`` that ``matches`` its ``filter`` (all
+    without one), the page of them that its ``page_token`` and ``page_size`` (1000 when not
+    given) name, and the token of the next page (empty after the last)."""
+    if request.filter:
+        items = [item for item in items if matches(item, request.filter)]
+    start = int(request.page_token or 0)
+    end = start + (request.page_size or 1000)
+    return items[start:end], str(end) if end < len(items) else ""
 
 
 def _target(request: Any) -> str:

@@ -18,7 +18,7 @@ from ..sql import engine
 from . import results
 from .partitions import Partitions
 from .results import Context
-from .rpc import rpc, timestamp
+from .rpc import listed, rpc, timestamp
 from .statements import Statements
 
 _Session = spanner.Session.pb()
@@ -84,16 +84,11 @@ class SpannerService(spanner_pb2_grpc.SpannerServicer):
     @rpc("ListSessions")
     def ListSessions(self, request: Any, context: Any) -> Any:
         sessions = self.backend.list_sessions(request.database)
-        if request.filter:
-            sessions = [s for s in sessions if _matches_filter(s, request.filter)]
-        start = int(request.page_token or 0)
-        size = request.page_size or 1000
-        page = sessions[start : start + size]
-        response = spanner.ListSessionsResponse.pb()()
-        for session in page:
-            response.sessions.append(spanner.Session.pb(_session_pb(session)))
-        if start + size < len(sessions):
-            response.next_page_token = str(start + size)
+        page, next_page_token = listed(sessions, request, _matches_filter)
+        response = spanner.ListSessionsResponse.pb()(
+            sessions=[spanner.Session.pb(_session_pb(session)) for session in page],
+            next_page_token=next_page_token,
+        )
         return spanner.ListSessionsResponse.wrap(response)
 
     @rpc("DeleteSession")

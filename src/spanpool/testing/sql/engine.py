@@ -23,7 +23,7 @@ import grpc
 from . import values as v
 from . import versions
 from .schema import Catalog, ColumnInfo, IndexInfo, TableInfo, apply_ddl, load_catalog
-from .tokens import quote_ident
+from .tokens import comment_end, quote_ident
 from .translate import LOCKING, PLAIN, VERSIONED, Translation, translate
 from .values import EngineError, TypeMsg
 
@@ -98,20 +98,14 @@ def _safe_cast(value: object, target: int, source: int) -> object:
         return None
 
 
-def _starts_with(text: object, prefix: object) -> bool | None:
-    if text is None or prefix is None:
+def _affix(method: str, text: object, affix: object) -> bool | None:
+    """STARTS_WITH or ENDS_WITH (``method``: ``"startswith"`` or ``"endswith"``), of strings or
+    of bytes; NULL when either side is NULL."""
+    if text is None or affix is None:
         return None
-    if isinstance(text, bytes) and isinstance(prefix, bytes):
-        return text.startswith(prefix)
-    return str(text).startswith(str(prefix))
-
-
-def _ends_with(text: object, suffix: object) -> bool | None:
-    if text is None or suffix is None:
-        return None
-    if isinstance(text, bytes) and isinstance(suffix, bytes):
-        return text.endswith(suffix)
-    return str(text).endswith(str(suffix))
+    if not (isinstance(text, bytes) and isinstance(affix, bytes)):
+        text, affix = str(text), str(affix)
+    return bool(getattr(text, method)(affix))
 
 
 @functools.lru_cache(maxsize=256)
@@ -165,8 +159,8 @@ _FUNCTIONS: list[tuple[str, int, Callable[..., Any], bool]] = [
     ("spanpool_cast", 3, v.cast_value, True),
     ("spanpool_safe_cast", 3, _safe_cast, True),
     ("spanpool_store", 3, v.store_value, True),
-    ("spanpool_starts_with", 2, _starts_with, True),
-    ("spanpool_ends_with", 2, _ends_with, True),
+    ("spanpool_starts_with", 2, functools.partial(_affix, "startswith"), True),
+    ("spanpool_ends_with", 2, functools.partial(_affix, "endswith"), True),
     ("spanpool_regexp_contains", 2, _regexp_contains, True),
     ("spanpool_unbase64", 1, _unbase64, True),
     ("spanpool_base64", 1, _base64, True),
@@ -256,12 +250,8 @@ def statement_kind(sql: str) -> str:
         char = sql[i]
         if char.isspace() or char == "(":
             i += 1
-        elif char == "#" or sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end + 1
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
-            i = n if end < 0 else end + 2
+        elif (end := comment_end(sql, i)) is not None:
+            i = n if end < 0 else end
         elif sql.startswith("@{", i):
             end = sql.find("}", i)
             i = n if end < 0 else end + 1

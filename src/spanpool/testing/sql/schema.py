@@ -12,7 +12,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf import descriptor_pb2
@@ -38,6 +38,8 @@ from .tokens import (
     text_of,
 )
 from .values import EngineError, TypeMsg
+
+_Found = TypeVar("_Found")
 
 DDL_TABLE = "_spanpool_ddl"
 
@@ -71,6 +73,22 @@ def _precondition(message: str) -> EngineError:
 
 def _not_found(message: str) -> EngineError:
     return EngineError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def _found(found: _Found | None, message: str) -> _Found:
+    """``found``, unless it is None: then NOT_FOUND with ``message``."""
+    if found is None:
+        raise _not_found(message)
+    return found
+
+
+def _named(names: set[str], verb: Node, name: str) -> None:
+    """Record a CREATE or ALTER (the name is kept) or a DROP (forgotten) of an object that
+    LocalSpanner only knows by name."""
+    if is_word(verb, "DROP"):
+        names.discard(name)
+    else:
+        names.add(name)
 
 
 def _unimplemented(message: str) -> EngineError:
@@ -129,10 +147,7 @@ class TableInfo:
 
     def column(self, name: str) -> ColumnInfo:
         """The column called ``name`` (case-insensitive); NOT_FOUND if there is none."""
-        column = self._by_name.get(name.lower())
-        if column is None:
-            raise _not_found(f"Column not found in table {self.name}: {name}")
-        return column
+        return _found(self.find_column(name), f"Column not found in table {self.name}: {name}")
 
     @property
     def key_columns(self) -> list[ColumnInfo]:
@@ -263,10 +278,7 @@ class Catalog:
 
     def table(self, name: str) -> TableInfo:
         """The table called ``name`` (case-insensitive); NOT_FOUND if there is none."""
-        table = self._tables.get(name.lower())
-        if table is None:
-            raise _not_found(f"Table not found: {name}")
-        return table
+        return _found(self.find_table(name), f"Table not found: {name}")
 
     def find_index(self, name: str) -> IndexInfo | None:
         return self._indexes.get(name.lower())
@@ -597,9 +609,7 @@ class _Schema:
             name = cur.name("a view name")
             if not cur.at_end():
                 raise cur.error("Unexpected text after DROP VIEW")
-            view = self.views.pop(name.lower(), None)
-            if view is None:
-                raise _not_found(f"View not found: {name}")
+            view = _found(self.views.pop(name.lower(), None), f"View not found: {name}")
             return [f"DROP VIEW {quote_ident(view.name)}"]
         cur.expect("CREATE")
         replace = cur.accept("OR", "REPLACE")
@@ -679,21 +689,13 @@ class _Schema:
         elif is_word(cur.peek(1), "CHANGE") and is_word(cur.peek(2), "STREAM"):
             verb = cur.take()
             cur.expect("CHANGE", "STREAM")
-            name = cur.name("a change stream name")
-            if is_word(verb, "DROP"):
-                objects.change_streams.discard(name)
-            else:
-                objects.change_streams.add(name)
+            _named(objects.change_streams, verb, cur.name("a change stream name"))
             cur.rest()
         elif is_word(cur.peek(), "CREATE", "ALTER", "DROP") and is_word(cur.peek(1), "SEQUENCE"):
             verb = cur.take()
             cur.take()
             cur.accept("IF", "NOT", "EXISTS") or cur.accept("IF", "EXISTS")
-            name = cur.name("a sequence name")
-            if is_word(verb, "DROP"):
-                objects.sequences.discard(name)
-            else:
-                objects.sequences.add(name)
+            _named(objects.sequences, verb, cur.name("a sequence name"))
             cur.rest()
         elif cur.accept("ALTER", "STATISTICS"):
             cur.rest()
@@ -720,10 +722,7 @@ class _Schema:
             raise _precondition(f"Duplicate name in schema: {name}.")
 
     def _table(self, name: str) -> TableInfo:
-        table = self.tables.get(name.lower())
-        if table is None:
-            raise _not_found(f"Table not found: {name}")
-        return table
+        return _found(self.tables.get(name.lower()), f"Table not found: {name}")
 
     def _create_table(self, cur: Cursor) -> list[str]:
         if_not_exists = cur.accept("IF", "NOT", "EXISTS")

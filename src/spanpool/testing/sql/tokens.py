@@ -177,6 +177,19 @@ def _skip_hint(sql: str, start: int) -> int:
     raise syntax_error(sql, start, "Unclosed hint")
 
 
+def comment_end(sql: str, i: int) -> int | None:
+    """Where the comment that starts at ``i`` ends (``#`` or ``--`` to the end of the line,
+    ``/* */``): the index after it, or -1 for a ``/*`` never closed; None when no comment
+    starts at ``i``."""
+    if sql.startswith(("#", "--"), i):
+        end = sql.find("\n", i)
+        return len(sql) if end < 0 else end + 1
+    if sql.startswith("/*", i):
+        end = sql.find("*/", i + 2)
+        return -1 if end < 0 else end + 2
+    return None
+
+
 def _word_end(sql: str, i: int) -> int:
     while i < len(sql) and (sql[i].isalnum() or sql[i] == "_"):
         i += 1
@@ -212,14 +225,10 @@ def tokenize(sql: str) -> list[Token]:
         char = sql[i]
         if char.isspace():
             i += 1
-        elif char == "#" or sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = n if end < 0 else end + 1
-        elif sql.startswith("/*", i):
-            end = sql.find("*/", i + 2)
+        elif char in "#-/" and (end := comment_end(sql, i)) is not None:
             if end < 0:
                 raise syntax_error(sql, i, "Unclosed comment")
-            i = end + 2
+            i = end
         elif char.isalpha() or char == "_":
             end = _word_end(sql, i)
             word = sql[i:end]
