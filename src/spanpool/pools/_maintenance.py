@@ -8,11 +8,12 @@ whole process, short-lived threads for creations, and what a forked child starts
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from .._lifecycle import after_fork_in_child
@@ -43,6 +44,26 @@ def wait(future: concurrent.futures.Future[R], timeout: float) -> R:
 
 def sleep(seconds: float) -> None:
     time.sleep(seconds)
+
+
+def maintain_all(pools: list[Any]) -> float:
+    """One round of the shared maintenance: each pool's ``maintain()``; how long until the
+    soonest of them is due again."""
+    delay = IDLE_WAIT
+    for pool in pools:
+        with failure_logged(pool):
+            delay = min(delay, pool.maintain())
+    return delay
+
+
+@contextlib.contextmanager
+def failure_logged(pool: Any) -> Iterator[None]:
+    """Around one pool's ``maintain()`` in a round of the shared maintenance: a failure is
+    logged, and the other pools' rounds go on."""
+    try:
+        yield
+    except Exception:
+        log.exception("%s: maintenance round failed", getattr(pool, "_name", pool))
 
 
 def store_step(step: Callable[..., R], *args: Any, **kwargs: Any) -> R:
@@ -103,13 +124,8 @@ class SharedMaintenance:
                 if not pools:
                     self._thread = None
                     return
-            delay = IDLE_WAIT
-            for pool in pools:
-                try:
-                    delay = min(delay, pool.maintain())
-                except Exception:
-                    log.exception("%s: maintenance round failed", getattr(pool, "_name", pool))
-            del pools, pool  # hold no pool while sleeping: a dropped Database must be collectable
+            delay = maintain_all(pools)
+            del pools  # hold no pool while sleeping: a dropped Database must be collectable
 
     def _after_fork(self) -> None:
         # The parent's thread does not exist here: a child keeps its pools maintained by a

@@ -9,15 +9,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import logging
 import weakref
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from ._maintenance import IDLE_WAIT as IDLE_WAIT
-from ._maintenance import SHORTEST_WAIT
-
-log = logging.getLogger("spanpool")
+from ._maintenance import SHORTEST_WAIT, failure_logged
 
 R = TypeVar("R")
 
@@ -47,6 +44,16 @@ async def store_step(step: Callable[..., R], *args: Any, **kwargs: Any) -> R:
     if getattr(getattr(step, "__self__", None), "in_memory", False):
         return step(*args, **kwargs)
     return await asyncio.to_thread(step, *args, **kwargs)
+
+
+async def maintain_all(pools: list[Any]) -> float:
+    """:func:`spanpool.pools._maintenance.maintain_all`, for pools whose ``maintain()`` is a
+    coroutine."""
+    delay = IDLE_WAIT
+    for pool in pools:
+        with failure_logged(pool):
+            delay = min(delay, await pool.maintain())
+    return delay
 
 
 class SharedMaintenance:
@@ -85,13 +92,8 @@ class SharedMaintenance:
             if not pools:
                 self._task = None
                 return
-            delay = IDLE_WAIT
-            for pool in pools:
-                try:
-                    delay = min(delay, await pool.maintain())
-                except Exception:
-                    log.exception("%s: maintenance round failed", getattr(pool, "_name", pool))
-            del pools, pool  # hold no pool while sleeping: a dropped Database must be collectable
+            delay = await maintain_all(pools)
+            del pools  # hold no pool while sleeping: a dropped Database must be collectable
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(delay, SHORTEST_WAIT))
 

@@ -63,6 +63,8 @@ class Control:
     # -- what tests set -------------------------------------------------------------------
 
     def inject_latency(self, ms: float, method: str | None = None, jitter_ms: float = 0) -> None:
+        """Delay every call of ``method`` (every method when None) by ``ms`` plus up to
+        ``jitter_ms`` milliseconds. ``inject_latency(0, method)`` removes it."""
         if ms < 0 or jitter_ms < 0:
             raise ValueError("latency and jitter must be >= 0 ms")
         with self._lock:
@@ -79,6 +81,8 @@ class Control:
         probability: float | None = None,
         message: str = "error injected by LocalSpanner",
     ) -> None:
+        """Fail calls of ``method`` (every method when None) with ``code``: the next ``count``
+        calls, or each call with ``probability``, or every call until ``clear_faults()``."""
         if count is not None and count < 1:
             raise ValueError("count must be >= 1 (or None for every call)")
         if probability is not None and not 0.0 <= probability <= 1.0:
@@ -88,12 +92,14 @@ class Control:
             self._errors.append(rule)
 
     def clear_faults(self) -> None:
+        """Remove injected latency and errors, and unfreeze."""
         with self._lock:
             self._latency.clear()
             self._errors.clear()
         self._running.set()
 
     def freeze(self) -> None:
+        """Hold every incoming RPC until ``unfreeze()`` (or its deadline), as a hung server."""
         self._running.clear()
 
     def unfreeze(self) -> None:
@@ -102,6 +108,7 @@ class Control:
     # -- what tests read -----------------------------------------------------------------
 
     def request_counts(self) -> dict[str, int]:
+        """Calls received per method since start (or ``reset_counts()``)."""
         with self._lock:
             return dict(self._counts)
 
@@ -117,6 +124,7 @@ class Control:
             self._log.clear()
 
     def request_log(self) -> list[RequestRecord]:
+        """The most recent requests: time, method, target (session or database), status."""
         with self._lock:
             return list(self._log)
 

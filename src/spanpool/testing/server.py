@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import subprocess
 import sys
@@ -12,13 +13,13 @@ from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import grpc
 from google.cloud.spanner_v1.testing import spanner_database_admin_pb2_grpc, spanner_pb2_grpc
 
 from .control import Control, RequestRecord
-from .model import Backend
+from .model import Backend, Rules
 from .services import instance_admin
 from .services.database_admin import DatabaseAdminService
 from .services.spanner import SpannerService
@@ -35,6 +36,9 @@ __all__ = [
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 DEFAULT_PROJECT = "test-project"
 DEFAULT_INSTANCE = "test-instance"
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def connect(
@@ -124,6 +128,19 @@ def serve_in_process(*options: str, timeout: float = 30.0) -> Iterator[ServerPro
             process.wait()
 
 
+def _of_control(
+    method: Callable[Concatenate[Control, P], R],
+) -> Callable[Concatenate[LocalSpanner, P], R]:
+    """A method of :class:`LocalSpanner` that is ``method`` of its ``control``."""
+
+    @functools.wraps(method)
+    def call(self: LocalSpanner, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return method(self.control, *args, **kwargs)
+
+    call.__qualname__ = f"LocalSpanner.{method.__name__}"
+    return call
+
+
 class LocalSpanner:
     """A Spanner server speaking the real ``google.spanner.v1`` gRPC protocol on loopback.
 
@@ -187,7 +204,7 @@ class LocalSpanner:
         self._max_workers = max_workers
         self._server: grpc.Server | None = None
         self.control = Control(request_log_size=request_log_size, seed=seed, clock=clock)
-        self._backend_options = dict(
+        self._rules = Rules(
             clock=clock,
             session_idle_timeout=session_idle_timeout,
             transaction_idle_timeout=transaction_idle_timeout,
@@ -196,7 +213,7 @@ class LocalSpanner:
             lock_timeout=lock_timeout,
             abort_retry_delay=abort_retry_delay,
             strict=strict,
-            ddl=list(ddl),
+            ddl=tuple(ddl),
         )
         self._backend: Backend | None = None
 
@@ -208,7 +225,7 @@ class LocalSpanner:
         if self._data_dir is None:
             self._data_dir = Path(tempfile.mkdtemp(prefix="localspanner-"))
         self._data_dir.mkdir(parents=True, exist_ok=True)
-        self._backend = Backend(data_dir=self._data_dir, **self._backend_options)  # type: ignore[arg-type]
+        self._backend = Backend(data_dir=self._data_dir, rules=self._rules)
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self._max_workers, thread_name_prefix="spanner"),
             options=[
@@ -288,32 +305,15 @@ class LocalSpanner:
 
     # -- control ----------------------------------------------------------------------------
 
-    def inject_latency(self, ms: float, method: str | None = None, jitter_ms: float = 0) -> None:
-        """Delay every call of ``method`` (every method when None) by ``ms`` plus up to
-        ``jitter_ms`` milliseconds. ``inject_latency(0, method)`` removes it."""
-        self.control.inject_latency(ms, method, jitter_ms)
-
-    def inject_error(
-        self,
-        method: str | None,
-        code: grpc.StatusCode | str | int,
-        count: int | None = None,
-        probability: float | None = None,
-    ) -> None:
-        """Fail calls of ``method`` (every method when None) with ``code``: the next ``count``
-        calls, or each call with ``probability``, or every call until ``clear_faults()``."""
-        self.control.inject_error(method, code, count, probability)
-
-    def clear_faults(self) -> None:
-        """Remove injected latency and errors, and unfreeze."""
-        self.control.clear_faults()
-
-    def freeze(self) -> None:
-        """Hold every incoming RPC until ``unfreeze()`` (or its deadline), as a hung server."""
-        self.control.freeze()
-
-    def unfreeze(self) -> None:
-        self.control.unfreeze()
+    # What the server's Control does, as methods of the server.
+    inject_latency = _of_control(Control.inject_latency)
+    inject_error = _of_control(Control.inject_error)
+    clear_faults = _of_control(Control.clear_faults)
+    freeze = _of_control(Control.freeze)
+    unfreeze = _of_control(Control.unfreeze)
+    request_counts = _of_control(Control.request_counts)
+    status_counts = _of_control(Control.status_counts)
+    request_log = _of_control(Control.request_log)
 
     def expire_sessions(self, fraction: float = 1.0, database: str | None = None) -> int:
         """Drop ``fraction`` of the regular sessions (of one database, or all), as the server
@@ -333,14 +333,6 @@ class LocalSpanner:
         """Lose every session and transaction, as a server restart would; data is kept."""
         self._require_started().reset()
 
-    def request_counts(self) -> dict[str, int]:
-        """Calls received per method since start (or ``reset_counts()``)."""
-        return self.control.request_counts()
-
-    def status_counts(self) -> dict[tuple[str, str], int]:
-        """Answers per (method, status code name), e.g. ``("Commit", "ABORTED")``."""
-        return self.control.status_counts()
-
     def sessions_created(self) -> int:
         """Sessions created since start, across every database."""
         return self._require_started().sessions_created
@@ -350,10 +342,6 @@ class LocalSpanner:
         self.control.reset_counts()
         if self._backend is not None:
             self._backend.reset_peaks()
-
-    def request_log(self) -> list[RequestRecord]:
-        """The most recent requests: time, method, target (session or database), status."""
-        return self.control.request_log()
 
     def session_count(self, database: str | None = None) -> int:
         """Live sessions, in one database (full name) or in all."""

@@ -7,7 +7,7 @@
 - ``locks``: row and table locks with wound-wait.
 """
 
-from .backend import Backend, InstanceState, SessionState, validate_labels
+from .backend import Backend, InstanceState, Rules, SessionState, validate_labels
 from .database import DatabaseState
 from .transactions import ABORTED, ACTIVE, COMMITTED, ROLLED_BACK, Transaction, rfc3339
 
@@ -19,6 +19,7 @@ __all__ = [
     "Backend",
     "DatabaseState",
     "InstanceState",
+    "Rules",
     "SessionState",
     "Transaction",
     "rfc3339",

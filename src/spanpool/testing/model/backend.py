@@ -40,6 +40,22 @@ def validate_labels(labels: Mapping[str, str]) -> None:
         raise invalid(problem)
 
 
+@dataclass(frozen=True)
+class Rules:
+    """What the sessions and transactions of one LocalSpanner abide by, and how its databases
+    come to be: the arguments of ``LocalSpanner`` of the same names."""
+
+    clock: Callable[[], float]
+    session_idle_timeout: float
+    transaction_idle_timeout: float
+    max_sessions_per_database: int
+    max_sessions_per_batch: int
+    lock_timeout: float
+    abort_retry_delay: float
+    strict: bool
+    ddl: tuple[str, ...]
+
+
 @dataclass(eq=False)
 class InstanceState:
     """An instance: what ``CreateInstance`` was given. Its databases are those named under it."""
@@ -71,30 +87,10 @@ class SessionState:
 class Backend:
     """Databases, sessions and transactions of one LocalSpanner, and the rules they follow."""
 
-    def __init__(
-        self,
-        *,
-        data_dir: Path,
-        clock: Callable[[], float],
-        session_idle_timeout: float,
-        transaction_idle_timeout: float,
-        max_sessions_per_database: int,
-        max_sessions_per_batch: int,
-        lock_timeout: float,
-        abort_retry_delay: float,
-        strict: bool,
-        ddl: Sequence[str],
-    ) -> None:
+    def __init__(self, *, data_dir: Path, rules: Rules) -> None:
         self.data_dir = data_dir
-        self.clock = clock
-        self.session_idle_timeout = session_idle_timeout
-        self.transaction_idle_timeout = transaction_idle_timeout
-        self.max_sessions_per_database = max_sessions_per_database
-        self.max_sessions_per_batch = max_sessions_per_batch
-        self.lock_timeout = lock_timeout
-        self.abort_retry_delay = abort_retry_delay
-        self.strict = strict
-        self.ddl = list(ddl)
+        self.rules = rules
+        self.clock = rules.clock
         self.timestamps = Timestamps()
         self._lock = threading.RLock()
         self._databases: dict[str, DatabaseState] = {}
@@ -102,14 +98,7 @@ class Backend:
         self._sessions: dict[str, SessionState] = {}
         self._ids = itertools.count(1)
         self._prefix = os.urandom(4).hex()
-        self.txns = Transactions(
-            clock=clock,
-            timestamps=self.timestamps,
-            transaction_idle_timeout=transaction_idle_timeout,
-            lock_timeout=lock_timeout,
-            abort_retry_delay=abort_retry_delay,
-            prefix=self._prefix,
-        )
+        self.txns = Transactions(rules=rules, timestamps=self.timestamps, prefix=self._prefix)
         self._random = random.Random()
         self.sessions_created = 0
         # Most sessions alive at once, per database and in all, since start or reset_peaks().
@@ -117,7 +106,7 @@ class Backend:
         self._peak_total = 0
         # Sessions' create and last-use times follow ``clock`` from the wall time at start, so a
         # test that moves the clock moves the times ListSessions reports as well.
-        self._wall_origin_ns = time.time_ns() - int(clock() * 1e9)
+        self._wall_origin_ns = time.time_ns() - int(rules.clock() * 1e9)
 
     def _wall_ns(self, now: float) -> int:
         """The wall time, in nanoseconds since the epoch, when ``clock`` reads ``now``."""
@@ -148,7 +137,7 @@ class Backend:
             if instance is not None:
                 return instance
             prefix = name + "/databases/"
-            if self.strict and not any(db.startswith(prefix) for db in self._databases):
+            if self.rules.strict and not any(db.startswith(prefix) for db in self._databases):
                 raise SpannerError(grpc.StatusCode.NOT_FOUND, f"Instance not found: {name}")
         return self.implicit_instance(name)
 
@@ -201,10 +190,10 @@ class Backend:
             if db is not None:
                 return db
             if create is None:
-                create = not self.strict
+                create = not self.rules.strict
             if not create:
                 raise SpannerError(grpc.StatusCode.NOT_FOUND, f"Database not found: {name}")
-            return self._create_database(name, self.ddl)
+            return self._create_database(name, self.rules.ddl)
 
     def create_database(
         self, name: str, statements: Sequence[str], proto_descriptors: bytes = b""
@@ -291,16 +280,17 @@ class Backend:
         db = self.database(database)
         now = self.clock()
         wall = self._wall_ns(now)
+        limit = self.rules.max_sessions_per_database
         with self._lock:
-            room = self.max_sessions_per_database - len(db.sessions)
+            room = limit - len(db.sessions)
             if room < count:
                 self._sweep(db)
-                room = self.max_sessions_per_database - len(db.sessions)
+                room = limit - len(db.sessions)
             if room <= 0:
                 raise SpannerError(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"Too many sessions in database {database}: the limit is "
-                    f"{self.max_sessions_per_database}. Delete sessions that are no longer used.",
+                    f"{limit}. Delete sessions that are no longer used.",
                 )
             created = []
             for _ in range(min(count, room)):
@@ -324,7 +314,10 @@ class Backend:
             session = self._sessions.get(name)
             if session is None:
                 raise session_not_found(name)
-            if not session.multiplexed and now - session.last_used > self.session_idle_timeout:
+            if (
+                not session.multiplexed
+                and now - session.last_used > self.rules.session_idle_timeout
+            ):
                 self._forget_session(session)
                 raise session_not_found(name)
             session.last_used = now
@@ -421,7 +414,7 @@ class Backend:
             db.close()
 
     def _sweep(self, db: DatabaseState) -> None:
-        limit = self.clock() - self.session_idle_timeout
+        limit = self.clock() - self.rules.session_idle_timeout
         for session in list(db.sessions.values()):
             if not session.multiplexed and session.last_used < limit:
                 self._forget_session(session)

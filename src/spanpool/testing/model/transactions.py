@@ -30,7 +30,7 @@ from . import locks
 from .locks import LockTimeout
 
 if TYPE_CHECKING:
-    from .backend import SessionState
+    from .backend import Rules, SessionState
     from .database import DatabaseState
 
 ACTIVE, COMMITTED, ROLLED_BACK, ABORTED = "active", "committed", "rolled back", "aborted"
@@ -96,21 +96,10 @@ class Transaction:
 class Transactions:
     """Begin, run statements in, commit and roll back the transactions of one server."""
 
-    def __init__(
-        self,
-        *,
-        clock: Callable[[], float],
-        timestamps: Timestamps,
-        transaction_idle_timeout: float,
-        lock_timeout: float,
-        abort_retry_delay: float,
-        prefix: str,
-    ) -> None:
-        self.clock = clock
+    def __init__(self, *, rules: Rules, timestamps: Timestamps, prefix: str) -> None:
+        self.rules = rules
+        self.clock = rules.clock
         self.timestamps = timestamps
-        self.transaction_idle_timeout = transaction_idle_timeout
-        self.lock_timeout = lock_timeout
-        self.abort_retry_delay = abort_retry_delay
         self._prefix = prefix
         self._ids = itertools.count(1)
         self._random = random.Random()
@@ -122,10 +111,12 @@ class Transactions:
         session: SessionState,
         *,
         read_write: bool,
-        partitioned: bool = False,
-        read_timestamp: int | None = None,
-        previous: Transaction | None = None,
+        partitioned: bool,
+        read_timestamp: int | None,
+        previous: Transaction | None,
     ) -> Transaction:
+        """A new transaction on ``session`` (``Backend.begin`` records it there); the retry of
+        ``previous`` keeps its priority, so its place in wound-wait."""
         number = next(self._ids)
         begun = self.timestamps.next()
         return Transaction(
@@ -155,11 +146,11 @@ class Transactions:
         return (
             txn.read_write
             and not txn.partitioned
-            and self.clock() - txn.last_used > self.transaction_idle_timeout
+            and self.clock() - txn.last_used > self.rules.transaction_idle_timeout
         )
 
     def retry_delay(self) -> float:
-        return self.abort_retry_delay * (1.0 + self._random.random())
+        return self.rules.abort_retry_delay * (1.0 + self._random.random())
 
     def abort(self, txn: Transaction, reason: str) -> None:
         """Abort ``txn`` and free its locks. Its writes, if the writer holds them, are dropped
@@ -228,7 +219,7 @@ class Transactions:
 
     def _lock(self, txn: Transaction, db: DatabaseState, requests: list[locks.Request]) -> None:
         try:
-            db.locks.lock(txn, requests, self.lock_timeout, self._stale)
+            db.locks.lock(txn, requests, self.rules.lock_timeout, self._stale)
         except LockTimeout:
             self.abort(
                 txn, "Transaction was aborted because of a conflict with another transaction."

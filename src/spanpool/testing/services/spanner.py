@@ -62,7 +62,7 @@ class SpannerService(spanner_pb2_grpc.SpannerServicer):
     @rpc("BatchCreateSessions")
     def BatchCreateSessions(self, request: Any, context: Any) -> Any:
         template = request.session_template
-        count = min(request.session_count, self.backend.max_sessions_per_batch)
+        count = min(request.session_count, self.backend.rules.max_sessions_per_batch)
         if request.session_count < 1:
             raise invalid("session_count must be at least 1")
         sessions = self.backend.create_sessions(

@@ -555,17 +555,18 @@ def _key_value(table: TableInfo, column: ColumnInfo, value: Any) -> object:
 
 def _key_text(values: Sequence[object]) -> str:
     """A key as Cloud Spanner prints it in errors: ``[1,abc]``."""
-    parts = []
-    for value in values:
-        if value is None:
-            parts.append("NULL")
-        elif isinstance(value, bool):
-            parts.append("true" if value else "false")
-        elif isinstance(value, bytes):
-            parts.append(base64.b64encode(value).decode("ascii"))
-        else:
-            parts.append(str(value))
-    return "[" + ",".join(parts) + "]"
+    return "[" + ",".join(map(_key_value_text, values)) + "]"
+
+
+def _key_value_text(value: object) -> str:
+    match value:
+        case None:
+            return "NULL"
+        case bool():
+            return "true" if value else "false"
+        case bytes():
+            return base64.b64encode(value).decode("ascii")
+    return str(value)
 
 
 def _any_of(terms: list[str]) -> str:
