@@ -39,7 +39,10 @@ class Ledger:
             self._redis: Any = redis.Redis.from_url(address)
         else:
             self._sqlite = sqlite3.connect(address, timeout=60, isolation_level=None)
-            self._sqlite.execute("PRAGMA journal_mode=WAL")
+            # Already WAL when the test made the ledger first: changing the mode takes a lock
+            # that waits for no busy timeout, so processes starting at once must not all try.
+            if self._sqlite.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self._sqlite.execute("PRAGMA journal_mode=WAL")
             self._sqlite.execute(
                 f"CREATE TABLE IF NOT EXISTS {name} (session TEXT PRIMARY KEY, pid INTEGER)"
             )

@@ -105,6 +105,7 @@ def test_six_processes_hammering_one_pool(
         ledger = ("redis", store_address[1], f"test-ledger:{db_id}")
     else:
         ledger = ("sqlite", str(tmp_path / "ledger.db"), "holding")
+        workers.Ledger(*ledger)  # made here: switching a file to WAL is not done by six at once
     start, results = mp.Event(), mp.Queue()
     processes = [
         mp.Process(
