@@ -6,6 +6,7 @@ test uses its own pool key, so the Redis tests can share one server.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import multiprocessing
 import os
@@ -796,10 +797,19 @@ def test_sqlite_store_opened_by_many_threads_at_once(tmp_path: Path, key: str) -
     barrier = threading.Barrier(8)
     errors: list[BaseException] = []
 
+    def first_reconciliation() -> None:
+        # As a pool's first reconciliation does, once: begun by every thread at once, all
+        # but one would find another's under way and be told to wait (as a pool would).
+        with contextlib.closing(SQLiteStore(path)) as store:
+            begin(store, key)
+
+    opened = threading.Barrier(8, action=first_reconciliation)
+
     def open_and_use(i: int) -> None:
         try:
             barrier.wait()
             store = SQLiteStore(path)
+            opened.wait()
             check_out(store, key, f"s{i}", 1.0)
             store.close()
         except BaseException as exc:
