@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from spanpool.testing import REGULAR_SESSIONS_ENV, LocalSpanner
+
+from .stores import open_store
 
 ACCOUNTS_DDL = [
     "CREATE TABLE Accounts (Id INT64 NOT NULL, Owner STRING(MAX), Balance INT64 NOT NULL) "
@@ -57,6 +63,65 @@ def database(server: LocalSpanner) -> Any:
 
 def database_name(database_id: str = "testdb") -> str:
     return f"projects/test-project/instances/test-instance/databases/{database_id}"
+
+
+def run_in_threads(count: int, work: Callable[[int], object], timeout: float | None = None) -> None:
+    """Call ``work(0)`` ... ``work(count - 1)``, each in a thread of its own, all at once, and
+    wait for every thread (at most ``timeout`` seconds each)."""
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout)
+
+
+def begun_transactions(database: Any, count: int) -> list[Any]:
+    """``count`` read-write transactions begun in this order (the first is the oldest), each on
+    a regular session of its own."""
+    transactions = []
+    for _ in range(count):
+        session = database.session()
+        session.create()
+        transaction = session.transaction()
+        transaction.begin()
+        transactions.append(transaction)
+    return transactions
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def store_address(request: pytest.FixtureRequest, tmp_path: Any) -> tuple[str, str]:
+    """Where a shared store is, as ``(kind, address)`` for ``open_store``: a SQLite file (made
+    before any worker starts), then the test run's Redis server."""
+    if request.param == "sqlite":
+        path = str(tmp_path / "store.db")
+        open_store("sqlite", path).close()
+        return ("sqlite", path)
+    return ("redis", request.getfixturevalue("redis_url"))
+
+
+def worker_processes(preload: str) -> Any:
+    """A multiprocessing context whose processes start from a clean server process that imported
+    the module ``preload`` once (fast starts), never forked from the test process and its gRPC
+    threads; "spawn" where there is no forkserver."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([preload])
+        return context
+    return multiprocessing.get_context("spawn")
+
+
+def wait_child(pid: int, timeout: float = 20.0) -> int:
+    """The exit code of a forked child; kills it and fails the test if it hangs."""
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child did not finish")
+        time.sleep(0.01)
 
 
 @pytest.fixture(scope="session")

@@ -34,7 +34,7 @@ from spanpool.cache.pool import POOL_LABEL
 from spanpool.stores import Holder, MemoryStore
 from spanpool.testing import LocalSpanner
 
-from ..conftest import ACCOUNTS_DDL, FakeClock
+from ..conftest import ACCOUNTS_DDL, FakeClock, run_in_threads
 
 _ids = itertools.count()
 STORES = ["memory", "sqlite", "redis"]
@@ -1051,11 +1051,7 @@ def test_threads_share_the_pool_without_handing_a_session_out_twice(
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(60)
+    run_in_threads(8, lambda _: work(), timeout=60)
     assert not errors
     assert server.peak_session_count(database.name) <= 3
     assert_books_match(pool, server, database)

@@ -10,7 +10,6 @@ SQLite table with a primary key) shows that no session was ever held by two proc
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
 import queue
 import signal
@@ -27,7 +26,8 @@ from spanpool import CacheSessionPool, NotCheckedOut
 from spanpool.cache import _leases
 from spanpool.testing import LocalSpanner
 
-from ..conftest import ACCOUNTS_DDL
+from ..conftest import ACCOUNTS_DDL, wait_child, worker_processes
+from ..stores import open_store
 from . import _cache_workers as workers
 
 _ids = itertools.count()
@@ -35,13 +35,7 @@ _ids = itertools.count()
 
 @pytest.fixture(scope="module")
 def mp() -> Any:
-    """Processes forked from a server process that imported the client once (fast starts),
-    never from the test process and its gRPC threads."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["tests.cache._cache_workers"])
-        return context
-    return multiprocessing.get_context("spawn")
+    return worker_processes("tests.cache._cache_workers")
 
 
 @pytest.fixture(scope="module")
@@ -50,21 +44,12 @@ def server() -> Iterator[LocalSpanner]:
         yield srv
 
 
-@pytest.fixture(params=["sqlite", "redis"])
-def store_address(request: pytest.FixtureRequest, tmp_path: Any) -> tuple[str, str]:
-    if request.param == "sqlite":
-        path = str(tmp_path / "pool.db")
-        workers.open_store("sqlite", path).close()  # the file exists before workers start
-        return ("sqlite", path)
-    return ("redis", request.getfixturevalue("redis_url"))
-
-
 def _db_id(prefix: str) -> str:
     return f"{prefix}{next(_ids)}p{os.getpid()}t{time.monotonic_ns() % 10**6}"
 
 
 def _local_pool(store_address: tuple[str, str], server: LocalSpanner, db_id: str, **kw: Any) -> Any:
-    pool = CacheSessionPool(workers.open_store(*store_address), **kw)
+    pool = CacheSessionPool(open_store(*store_address), **kw)
     database = server.database(db_id, pool=pool)
     return pool, database
 
@@ -236,7 +221,7 @@ def test_a_process_that_exits_returns_what_it_holds(
         f"""
         from spanpool import CacheSessionPool
         from spanpool.testing import connect
-        from tests.cache._cache_workers import open_store
+        from tests.stores import open_store
 
         pool = CacheSessionPool(open_store(*{store_address!r}), max_sessions=3, min_sessions=0)
         connect({server.endpoint!r}, {db_id!r}, pool=pool)
@@ -288,17 +273,7 @@ def test_a_forked_child_forgets_the_checkouts_of_its_parent(
         finally:
             os._exit(code)
 
-    deadline = time.monotonic() + 60
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child did not finish")
-        time.sleep(0.01)
     # 2: the child released the parent's session; 3: it kept the parent's state; 4: error
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait_child(pid, timeout=60) == 0
     pool.release(session)
     assert pool.get_stats()["pool_available"] == 1 == server.session_count(database.name)

@@ -13,10 +13,10 @@ import pytest
 from spanpool.cache.store import Holder, MultiplexedRecord
 from spanpool.stores import SQLiteStore
 
+from ..conftest import run_in_threads
+from ._epochs import A, B
 from .test_stores import make_store
 
-A = Holder("host-a", 101)
-B = Holder("host-b", 202)
 LEASE = 30.0
 
 
@@ -103,11 +103,7 @@ def test_one_lease_among_racing_threads(store: Any, key: str) -> None:
         if got.token is not None:
             granted.append(got.token)
 
-    threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(8, race)
     assert len(granted) == 1
 
 

@@ -25,11 +25,10 @@ from spanpool.errors import StoreError
 from spanpool.stores import Checkout, Holder, MemoryStore, SessionRecord, TakeIdle
 
 from ..redis_server import redis_server
-from ._epochs import begin
+from ._epochs import NEVER, acquire, begin
 
 HOLDER = Holder("host-a", 101)
 FORK = multiprocessing.get_context("fork")
-NEVER = 0.0  # a time before every `now` of these tests: nothing expires, retires or is reclaimed
 
 
 @pytest.fixture
@@ -49,23 +48,6 @@ def client(redis_url: str) -> Iterator[Any]:
     raw = redis.Redis.from_url(redis_url, decode_responses=True)
     yield raw
     raw.close()
-
-
-def acquire(store: Any, key: str, now: float = 1000.0, max_sessions: int = 4) -> Any:
-    """``store.acquire``; a pool without an epoch gets one first (see ``_epochs.begin``)."""
-    checkout = Checkout(
-        holder=HOLDER,
-        now=now,
-        max_sessions=max_sessions,
-        reclaim_before=NEVER,
-        expired_before=NEVER,
-        retire_before=NEVER,
-    )
-    got = store.acquire(key, checkout)
-    if got.reset:
-        begin(store, key, now)
-        got = store.acquire(key, checkout)
-    return got
 
 
 def check_out(store: Any, key: str, name: str, now: float = 1000.0) -> str:

@@ -36,11 +36,8 @@ from spanpool.stores import (
     TakeIdle,
 )
 
-from ._epochs import begin
-
-A = Holder("host-a", 101)
-B = Holder("host-b", 202)
-NEVER = 0.0  # a reclaim/expiry/retirement threshold no time in these tests is below
+from ..conftest import run_in_threads
+from ._epochs import NEVER, A, B, acquire, begin
 
 
 def make_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Store:
@@ -76,34 +73,6 @@ def key(request: pytest.FixtureRequest) -> str:
         if name in request.fixturenames:
             begin(request.getfixturevalue(name), new)
     return new
-
-
-def acquire(
-    store: Store,
-    key: str,
-    now: float,
-    *,
-    holder: Holder = A,
-    max_sessions: int = 4,
-    reclaim_before: float = NEVER,
-    expired_before: float = NEVER,
-    retire_before: float = NEVER,
-) -> Acquired:
-    """``store.acquire``; a pool without an epoch (a store opened inside the test, or a
-    cleared pool) gets one first, as a pool's reconciliation gives it."""
-    checkout = Checkout(
-        holder=holder,
-        now=now,
-        max_sessions=max_sessions,
-        reclaim_before=reclaim_before,
-        expired_before=expired_before,
-        retire_before=retire_before,
-    )
-    got = store.acquire(key, checkout)
-    if got.reset:
-        begin(store, key, now)
-        got = store.acquire(key, checkout)
-    return got
 
 
 def add(
@@ -815,11 +784,7 @@ def test_sqlite_store_opened_by_many_threads_at_once(tmp_path: Path, key: str) -
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=open_and_use, args=(i,)) for i in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(8, open_and_use)
     assert errors == []
     store = SQLiteStore(path)
     assert store.stats(key).in_use == 8
@@ -930,11 +895,7 @@ def test_sqlite_threads_never_share_a_session(sqlite_store: SQLiteStore, key: st
                 held.discard(record.name)
             assert sqlite_store.release(key, record.name, acquired.token, now=time.monotonic())
 
-    threads = [threading.Thread(target=work) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(6, lambda _: work())
     assert problems == []
     stats = sqlite_store.stats(key)
     assert stats.in_use == 0 and stats.creating == 0 and 1 <= stats.idle <= 3

@@ -40,8 +40,8 @@ from spanpool.stores import (
     TakeIdle,
 )
 
-A = Holder("host-a", 101)
-B = Holder("host-b", 202)
+from ._epochs import A, B
+
 NEVER = -1.0  # times start at 1000 and only grow
 
 IdlePeek = Callable[[str], set[SessionRecord]]

@@ -12,15 +12,7 @@ from typing import Any
 from spanpool import MultiplexedPool
 from spanpool.testing import connect
 
-
-def open_store(kind: str, address: str) -> Any:
-    if kind == "sqlite":
-        from spanpool.stores import SQLiteStore
-
-        return SQLiteStore(address)
-    from spanpool.stores import RedisStore
-
-    return RedisStore(address)
+from ..stores import open_store
 
 
 def _query(database: Any) -> list[list[Any]]:

@@ -9,15 +9,11 @@ that use it.
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Generic, TypeVar
-
-import pytest
 
 from spanpool import (
     BurstyPool,
@@ -113,20 +109,6 @@ def maintenance_workers() -> list[Any]:
     """The pools' maintenance workers alive now: tasks of the running loop (threads, in the
     blocking flavour)."""
     return [t for t in threading.enumerate() if t.name.startswith("spanpool-maintenance-")]
-
-
-def wait_child(pid: int, timeout: float = 20.0) -> int:
-    """The exit code of a forked child; kills it and fails the test if it hangs."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child did not finish")
-        time.sleep(0.01)
 
 
 # -- the books ------------------------------------------------------------------------------------

@@ -8,16 +8,12 @@ that use it.
 from __future__ import annotations
 
 import asyncio  # async only
-import os
-import signal
 
 # sync: import threading
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Generic, TypeVar
-
-import pytest
 
 from spanpool import (
     AsyncBurstyPool,
@@ -135,20 +131,6 @@ def maintenance_workers() -> list[Any]:
     # begin sync only
     # return [t for t in threading.enumerate() if t.name.startswith("spanpool-maintenance-")]
     # end sync only
-
-
-def wait_child(pid: int, timeout: float = 20.0) -> int:
-    """The exit code of a forked child; kills it and fails the test if it hangs."""
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child did not finish")
-        time.sleep(0.01)
 
 
 # -- the books ------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import os
 import queue
-import signal
 import threading
 import time
 import weakref
@@ -27,7 +26,7 @@ from spanpool.bridge import routing
 from spanpool.pools import _maintenance
 from spanpool.testing import LocalSpanner
 
-from ..conftest import FakeClock
+from ..conftest import FakeClock, run_in_threads, wait_child
 
 DAY = 86_400.0
 OFFICIAL = pytest.param(
@@ -160,11 +159,7 @@ def test_the_fallback_is_bound_once_by_racing_requests(
     database = server.database(_db_id("race"), pool=pool)
     server.inject_latency(100, method="BatchCreateSessions")
     results: list[Any] = []
-    threads = [threading.Thread(target=lambda: results.append(_query(database))) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(8, lambda _: results.append(_query(database)))
     assert results == [[[1]]] * 8
     assert server.request_counts()["BatchCreateSessions"] == 1
     assert fallback.get_stats()["pool_size"] == 3
@@ -194,11 +189,7 @@ def test_creation_starts_at_bind_once_however_many_threads_ask(server: LocalSpan
     database = server.database(_db_id("ready"), pool=pool)
     assert _eventually(lambda: _creates(server) == 1)  # started by bind, no request yet
     results: list[Any] = []
-    threads = [threading.Thread(target=lambda: results.append(_query(database))) for _ in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(12, lambda _: results.append(_query(database)))
     assert results == [[[1]]] * 12
     assert _creates(server) == 1
 
@@ -325,11 +316,7 @@ def test_the_replacement_is_made_once_for_every_thread(server: LocalSpanner) -> 
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=work) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(10, lambda _: work())
     assert errors == []
     assert _creates(server) == 2
     assert pool.get_stats()["sessions_replaced"] == 1
@@ -487,17 +474,7 @@ def test_a_forked_child_keeps_the_session_and_creates_nothing(server: LocalSpann
             code = 3
         finally:
             os._exit(code)
-    deadline = time.monotonic() + 60
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            break
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked child did not finish")
-        time.sleep(0.01)
-    assert os.waitstatus_to_exitcode(status) == 0
+    assert wait_child(pid, timeout=60) == 0
     assert _creates(server) == 1
     assert _query(database) == [[1]]
 

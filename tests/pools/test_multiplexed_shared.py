@@ -3,10 +3,8 @@ and carrying on when the store fails."""
 
 from __future__ import annotations
 
-import multiprocessing
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,34 +15,19 @@ from spanpool.errors import StoreError
 from spanpool.stores import MemoryStore
 from spanpool.testing import LocalSpanner
 
-from ..conftest import ACCOUNTS_DDL, FakeClock
+from ..conftest import ACCOUNTS_DDL, FakeClock, worker_processes
 from . import _multiplexed_workers as workers
 
 
 @pytest.fixture(scope="module")
 def mp() -> Any:
-    """Processes started from a clean server process (never forked from the test process and
-    its gRPC threads)."""
-    if "forkserver" in multiprocessing.get_all_start_methods():
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["tests.pools._multiplexed_workers"])
-        return context
-    return multiprocessing.get_context("spawn")
+    return worker_processes("tests.pools._multiplexed_workers")
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LocalSpanner]:
     with LocalSpanner(ddl=ACCOUNTS_DDL) as srv:
         yield srv
-
-
-@pytest.fixture(params=["sqlite", "redis"])
-def store_address(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
-    if request.param == "sqlite":
-        path = str(tmp_path / "store.db")
-        workers.open_store("sqlite", path).close()
-        return ("sqlite", path)
-    return ("redis", request.getfixturevalue("redis_url"))
 
 
 def _db_id(prefix: str) -> str:

@@ -35,7 +35,7 @@ from spanpool import (
 from spanpool.bridge import client as _bridge
 from spanpool.testing import LocalSpanner, connect
 
-from ..conftest import FakeClock
+from ..conftest import FakeClock, wait_child
 from ._support import (
     POOLS,
     Background,
@@ -50,7 +50,6 @@ from ._support import (
     make,
     rpcs,
     select_one,
-    wait_child,
 )
 
 # -- an RPC error never loses a session ----------------------------------------------------------

@@ -34,7 +34,7 @@ from spanpool import (
 from spanpool.bridge import client_async as _bridge
 from spanpool.testing import LocalSpanner, connect_async
 
-from ..conftest import FakeClock
+from ..conftest import FakeClock, wait_child
 from ._support_async import (
     POOLS,
     Background,
@@ -49,7 +49,6 @@ from ._support_async import (
     make,
     rpcs,
     select_one,
-    wait_child,
 )
 
 # -- an RPC error never loses a session ----------------------------------------------------------

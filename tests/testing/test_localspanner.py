@@ -23,7 +23,7 @@ from google.rpc import error_details_pb2
 
 from spanpool.testing import LocalSpanner, connect
 
-from ..conftest import ACCOUNTS_DDL, FakeClock, database_name
+from ..conftest import ACCOUNTS_DDL, FakeClock, begun_transactions, database_name, run_in_threads
 
 INT64 = param_types.INT64
 
@@ -221,11 +221,7 @@ def test_six_threads_transfer_money_and_the_total_stays_constant() -> None:
             except BaseException as exc:
                 errors.append(exc)
 
-        threads = [threading.Thread(target=worker, args=(n,)) for n in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        run_in_threads(6, worker)
         assert errors == []
         assert _query(database, "SELECT SUM(Balance) FROM Accounts") == [[accounts * start]]
         aborted = sum(n for (_, code), n in server.status_counts().items() if code == "ABORTED")
@@ -240,10 +236,7 @@ def test_read_write_transaction_idle_too_long_is_aborted(
     with LocalSpanner(ddl=ACCOUNTS_DDL, clock=clock) as server:
         database = server.database("idle")
         _accounts(database, 2)
-        session = database.session()
-        session.create()
-        transaction = session.transaction()
-        transaction.begin()
+        [transaction] = begun_transactions(database, 1)
         transaction.execute_update("UPDATE Accounts SET Balance = 0 WHERE Id = 0")
         clock.advance(11)
         with pytest.raises(exceptions.Aborted, match="idle"):

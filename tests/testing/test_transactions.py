@@ -28,7 +28,7 @@ from google.cloud.spanner_v1 import (
 
 from spanpool.testing import LocalSpanner
 
-from ..conftest import ACCOUNTS_DDL, FakeClock
+from ..conftest import ACCOUNTS_DDL, FakeClock, begun_transactions, run_in_threads
 
 INT64 = param_types.INT64
 
@@ -65,6 +65,21 @@ def _balance(transaction: Any, account: int) -> int:
 def _multiplexed_session(database: Any) -> str:
     request = CreateSessionRequest(database=database.name, session=Session(multiplexed=True))
     return str(database.spanner_api.create_session(request=request).name)
+
+
+def _begin(api: Any, session: str, previous: bytes = b"") -> bytes:
+    """A read-write transaction begun on a multiplexed session; a retry names the transaction
+    it retries as ``previous``."""
+    read_write = TransactionOptions.ReadWrite(multiplexed_session_previous_transaction_id=previous)
+    options = TransactionOptions(read_write=read_write)
+    return bytes(api.begin_transaction(session=session, options=options).id)
+
+
+def _execute(api: Any, session: str, transaction: bytes, sql: str, seqno: int = 0) -> Any:
+    request = ExecuteSqlRequest(
+        session=session, sql=sql, transaction=TransactionSelector(id=transaction), seqno=seqno
+    )
+    return api.execute_sql(request=request)
 
 
 def _move(transaction: Any, source: int, target: int, amount: int) -> None:
@@ -113,11 +128,7 @@ def test_transfers_between_disjoint_pairs_commit_in_parallel(server: LocalSpanne
         except BaseException as exc:  # reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=transfer, args=(p,)) for p in range(pairs)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(pairs, transfer)
     assert errors == []
     balances = _balances(database)
     for pair in range(pairs):
@@ -157,11 +168,7 @@ def test_money_is_neither_created_nor_lost_under_contention(server: LocalSpanner
         except BaseException as exc:
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(threads_count)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_in_threads(threads_count, worker)
     assert errors == []
     expected = dict.fromkeys(range(accounts), 100)
     for source, target, amount in committed:
@@ -177,14 +184,7 @@ def test_an_older_transaction_wounds_a_younger_one_holding_its_row(
 ) -> None:
     database = server.database("wound")
     _accounts(database, 2)
-    older = database.session()
-    older.create()
-    younger = database.session()
-    younger.create()
-    first = older.transaction()
-    first.begin()
-    second = younger.transaction()
-    second.begin()
+    first, second = begun_transactions(database, 2)  # the first is the older
     _move(second, 0, 1, 5)  # the younger one locks rows 0 and 1
     assert _balance(first, 0) == 100  # the older one takes row 0 at once: the younger is wounded
     first.commit()
@@ -197,14 +197,7 @@ def test_an_older_transaction_wounds_a_younger_one_holding_its_row(
 def test_a_younger_transaction_waits_for_an_older_one(server: LocalSpanner) -> None:
     database = server.database("wait")
     _accounts(database, 2)
-    older = database.session()
-    older.create()
-    younger = database.session()
-    younger.create()
-    first = older.transaction()
-    first.begin()
-    second = younger.transaction()
-    second.begin()
+    first, second = begun_transactions(database, 2)  # the first is the older
     _move(first, 0, 1, 7)
     seen: list[int] = []
     reader = threading.Thread(target=lambda: seen.append(_balance(second, 0)))
@@ -220,10 +213,7 @@ def test_an_idle_transaction_loses_its_locks_to_one_that_needs_them() -> None:
     with LocalSpanner(ddl=ACCOUNTS_DDL, clock=clock) as server:
         database = server.database("idle")
         _accounts(database, 2)
-        abandoned = database.session()
-        abandoned.create()
-        holder = abandoned.transaction()
-        holder.begin()
+        [holder] = begun_transactions(database, 1)
         _move(holder, 0, 1, 1)  # then never committed nor rolled back
         seen: list[int] = []
 
@@ -248,28 +238,11 @@ def test_a_retry_keeps_the_age_of_the_transaction_it_retries() -> None:
         _accounts(database, 1)
         api = database.spanner_api
         session = _multiplexed_session(database)
-        read_write = TransactionOptions(read_write=TransactionOptions.ReadWrite())
-        old = api.begin_transaction(session=session, options=read_write).id
-        young = api.begin_transaction(session=session, options=read_write).id
-        api.execute_sql(
-            request=ExecuteSqlRequest(
-                session=session,
-                sql="UPDATE Accounts SET Balance = 1 WHERE Id = 0",
-                transaction=TransactionSelector(id=young),
-                seqno=1,
-            )
-        )
-        retry_options = TransactionOptions(
-            read_write=TransactionOptions.ReadWrite(multiplexed_session_previous_transaction_id=old)
-        )
-        retry = api.begin_transaction(session=session, options=retry_options).id
-        rows = api.execute_sql(
-            request=ExecuteSqlRequest(
-                session=session,
-                sql="SELECT Balance FROM Accounts WHERE Id = 0",
-                transaction=TransactionSelector(id=retry),
-            )
-        )
+        old = _begin(api, session)
+        young = _begin(api, session)
+        _execute(api, session, young, "UPDATE Accounts SET Balance = 1 WHERE Id = 0", seqno=1)
+        retry = _begin(api, session, previous=old)
+        rows = _execute(api, session, retry, "SELECT Balance FROM Accounts WHERE Id = 0")
         assert list(rows.rows[0]) == ["100"]
         with pytest.raises(exceptions.Aborted):
             api.commit(request=CommitRequest(session=session, transaction_id=young))
@@ -282,19 +255,11 @@ def test_commit_needs_the_precommit_token_with_the_highest_sequence_number(
     _accounts(database, 1)
     api = database.spanner_api
     session = _multiplexed_session(database)
-    read_write = TransactionOptions(read_write=TransactionOptions.ReadWrite())
-    txn = api.begin_transaction(session=session, options=read_write).id
+    txn = _begin(api, session)
     tokens = []
     for seqno in (1, 2):
-        result = api.execute_sql(
-            request=ExecuteSqlRequest(
-                session=session,
-                sql=f"UPDATE Accounts SET Balance = {seqno} WHERE Id = 0",
-                transaction=TransactionSelector(id=txn),
-                seqno=seqno,
-            )
-        )
-        tokens.append(result.precommit_token)
+        sql = f"UPDATE Accounts SET Balance = {seqno} WHERE Id = 0"
+        tokens.append(_execute(api, session, txn, sql, seqno=seqno).precommit_token)
     assert [t.seq_num for t in tokens] == [1, 2]
     for token in (None, tokens[0]):
         with pytest.raises(exceptions.FailedPrecondition, match="precommit token"):
@@ -436,14 +401,7 @@ def test_interleaved_transactions_replay_their_writes_in_foreign_key_order() -> 
     ]
     with LocalSpanner(ddl=ddl) as server:
         database = server.database("replay")
-        first = database.session()
-        first.create()
-        second = database.session()
-        second.create()
-        one = first.transaction()
-        one.begin()
-        two = second.transaction()
-        two.begin()
+        one, two = begun_transactions(database, 2)
         one.execute_update("INSERT INTO Customers (Id, Name) VALUES (1, 'a')")
         two.execute_update("INSERT INTO Customers (Id, Name) VALUES (2, 'b')")
         one.execute_update("INSERT INTO Carts (Id, CustomerId) VALUES (10, 1)")
