@@ -44,8 +44,14 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def server() -> Iterator[LocalSpanner]:
-    with LocalSpanner(ddl=ACCOUNTS_DDL) as srv:
+def ddl() -> list[str]:
+    """The schema the ``server`` fixture starts with: a module may override it."""
+    return ACCOUNTS_DDL
+
+
+@pytest.fixture
+def server(ddl: list[str]) -> Iterator[LocalSpanner]:
+    with LocalSpanner(ddl=ddl) as srv:
         yield srv
 
 

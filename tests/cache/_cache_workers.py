@@ -109,6 +109,39 @@ def hold(
     time.sleep(120)
 
 
+def _waiting_once(
+    store: tuple[str, str],
+    endpoint: str,
+    database_id: str,
+    max_sessions: int,
+    sleep_interval: float,
+) -> CacheSessionPool:
+    """A pool of at most ``max_sessions`` whose acquire waits one ``sleep_interval`` at most."""
+    pool = CacheSessionPool(
+        open_store(*store),
+        max_sessions=max_sessions,
+        min_sessions=0,
+        sleep_interval_seconds=sleep_interval,
+        max_cycles_to_wait_for_session=1,
+    )
+    connect(endpoint, database_id, pool=pool)
+    return pool
+
+
+def _timed_acquire(pool: CacheSessionPool, results: Any) -> Any:
+    """Acquire, and report ``("ok", session name, seconds waited, stats)`` or ``("error",
+    repr of the error, seconds waited, stats)``; returns the session, or None."""
+    began = time.monotonic()
+    try:
+        session = pool.acquire()
+    except Exception as exc:
+        results.put(("error", repr(exc), time.monotonic() - began, pool.get_stats()))
+        return None
+    waited = time.monotonic() - began
+    results.put(("ok", session.name, waited, pool.get_stats()))
+    return session
+
+
 def wait_for_one(
     store: tuple[str, str],
     endpoint: str,
@@ -119,24 +152,11 @@ def wait_for_one(
     results: Any,
 ) -> None:
     """Acquire from a full pool, waiting at most one ``sleep_interval``; report what came."""
-    pool = CacheSessionPool(
-        open_store(*store),
-        max_sessions=max_sessions,
-        min_sessions=0,
-        sleep_interval_seconds=sleep_interval,
-        max_cycles_to_wait_for_session=1,
-    )
-    connect(endpoint, database_id, pool=pool)
+    pool = _waiting_once(store, endpoint, database_id, max_sessions, sleep_interval)
     waiting.set()
-    began = time.monotonic()
-    try:
-        session = pool.acquire()
-    except Exception as exc:
-        results.put(("error", repr(exc), time.monotonic() - began, pool.get_stats()))
-        return
-    waited = time.monotonic() - began
-    results.put(("ok", session.name, waited, pool.get_stats()))
-    pool.release(session)
+    session = _timed_acquire(pool, results)
+    if session is not None:
+        pool.release(session)
 
 
 def want_one_more(
@@ -144,22 +164,9 @@ def want_one_more(
 ) -> None:
     """Take the pool's last free place, then one more session: the pool is full, so another
     process must give one back. Report what came and how long the second acquire took."""
-    pool = CacheSessionPool(
-        open_store(*store),
-        max_sessions=max_sessions,
-        min_sessions=0,
-        sleep_interval_seconds=30.0,
-        max_cycles_to_wait_for_session=1,
-    )
-    connect(endpoint, database_id, pool=pool)
+    pool = _waiting_once(store, endpoint, database_id, max_sessions, sleep_interval=30.0)
     first = pool.acquire()
-    began = time.monotonic()
-    try:
-        second = pool.acquire()
-    except Exception as exc:
-        results.put(("error", repr(exc), time.monotonic() - began, pool.get_stats()))
-        return
-    waited = time.monotonic() - began
-    results.put(("ok", second.name, waited, pool.get_stats()))
-    pool.release(first)
-    pool.release(second)
+    second = _timed_acquire(pool, results)
+    if second is not None:
+        pool.release(first)
+        pool.release(second)

@@ -906,6 +906,15 @@ class FlakyStore:
         return call
 
 
+def _on_a_flaky_store(
+    setup: Setup, server: LocalSpanner, **pool_kw: Any
+) -> tuple[FlakyStore, CacheSessionPool, Any]:
+    """A pool on the test's store behind a FlakyStore, serving a new database of ``server``."""
+    flaky = FlakyStore(setup.store)
+    pool = CacheSessionPool(flaky, **pool_kw)
+    return flaky, pool, server.database(new_db_id(), pool=pool)
+
+
 def _settle_and_check(pool: CacheSessionPool, server: LocalSpanner, database: Any) -> None:
     """After the store recovers: every session is accounted for, and clear() deletes all."""
     pool.warmup()  # any call settles what was left unsettled
@@ -916,9 +925,9 @@ def _settle_and_check(pool: CacheSessionPool, server: LocalSpanner, database: An
 
 @pytest.mark.parametrize("after", [False, True], ids=["before", "after"])
 def test_a_failed_release_loses_no_session(setup: Setup, server: LocalSpanner, after: bool) -> None:
-    flaky = FlakyStore(setup.store)
-    pool = CacheSessionPool(flaky, max_sessions=1, min_sessions=1, should_wait_for_session=False)
-    database = server.database(new_db_id(), pool=pool)
+    flaky, pool, database = _on_a_flaky_store(
+        setup, server, max_sessions=1, min_sessions=1, should_wait_for_session=False
+    )
     session = pool.acquire()
     flaky.fail("release", after=after)
     with pytest.raises(StoreError, match="injected"):
@@ -934,9 +943,7 @@ def test_a_failed_release_loses_no_session(setup: Setup, server: LocalSpanner, a
 def test_a_failed_record_of_a_new_session_loses_nothing(
     setup: Setup, server: LocalSpanner, after: bool
 ) -> None:
-    flaky = FlakyStore(setup.store)
-    pool = CacheSessionPool(flaky, max_sessions=2, min_sessions=0)
-    database = server.database(new_db_id(), pool=pool)
+    flaky, pool, database = _on_a_flaky_store(setup, server, max_sessions=2, min_sessions=0)
     flaky.fail("created", after=after)
     with pytest.raises(StoreError, match="injected"):
         pool.acquire()
@@ -956,9 +963,7 @@ def test_a_failed_warmup_loses_nothing(setup: Setup, server: LocalSpanner, after
 
 
 def test_a_failed_discard_or_keep_alive_loses_nothing(setup: Setup, server: LocalSpanner) -> None:
-    flaky = FlakyStore(setup.store)
-    pool = CacheSessionPool(flaky, max_sessions=2, min_sessions=1)
-    database = server.database(new_db_id(), pool=pool)
+    flaky, pool, database = _on_a_flaky_store(setup, server, max_sessions=2, min_sessions=1)
     session = pool.acquire()
     flaky.fail("keep_alive")
     with pytest.raises(StoreError):
@@ -975,9 +980,9 @@ def test_a_failed_discard_or_keep_alive_loses_nothing(setup: Setup, server: Loca
 def test_a_lost_acquire_answer_is_taken_back_by_maintain(
     setup: Setup, server: LocalSpanner, clock: FakeClock
 ) -> None:
-    flaky = FlakyStore(setup.store)
-    pool = CacheSessionPool(flaky, max_sessions=2, min_sessions=1, clock=clock)
-    database = server.database(new_db_id(), pool=pool)
+    flaky, pool, database = _on_a_flaky_store(
+        setup, server, max_sessions=2, min_sessions=1, clock=clock
+    )
     flaky.fail("acquire", after=True)
     with pytest.raises(StoreError):
         pool.acquire()
@@ -992,9 +997,9 @@ def test_a_lost_acquire_answer_is_taken_back_by_maintain(
 def test_a_lost_answer_while_downsizing_is_taken_back_by_maintain(
     setup: Setup, server: LocalSpanner, clock: FakeClock
 ) -> None:
-    flaky = FlakyStore(setup.store)
-    pool = CacheSessionPool(flaky, max_sessions=4, min_sessions=1, clock=clock)
-    database = server.database(new_db_id(), pool=pool)
+    flaky, pool, database = _on_a_flaky_store(
+        setup, server, max_sessions=4, min_sessions=1, clock=clock
+    )
     for session in [pool.acquire() for _ in range(4)]:
         pool.release(session)
     flaky.fail("take_idle", after=True)

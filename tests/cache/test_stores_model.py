@@ -118,6 +118,13 @@ class StoreComparison(RuleBasedStateMachine):
         state = self.ref._pools.get(self.key)
         return list(state.permits) if state else []
 
+    def same_answer_on_a_session(self, step: str, data: st.DataObject, **kw: Any) -> None:
+        """The step ``step`` on a session from ``pick_session``, in the reference and in the
+        store under test: both answer the same."""
+        name, ref_token, token = self.pick_session(data)
+        want = getattr(self.ref, step)(self.key, name, ref_token, **kw)
+        assert getattr(self.store, step)(self.key, name, token, **kw) == want
+
     def pick_session(self, data: st.DataObject) -> tuple[str, str, str]:
         """(name, reference token, token): mostly a checked-out session, else a checked-out
         session's name with another token, or its token with another name."""
@@ -240,24 +247,18 @@ class StoreComparison(RuleBasedStateMachine):
     @rule(data=st.data(), dt=steps)
     def release(self, data: st.DataObject, dt: int) -> None:
         self.tick(dt)
-        name, ref_token, token = self.pick_session(data)
-        want = self.ref.release(self.key, name, ref_token, now=self.now)
-        assert self.store.release(self.key, name, token, now=self.now) == want
+        self.same_answer_on_a_session("release", data, now=self.now)
 
     @precondition(lambda self: self.held())
     @rule(data=st.data(), dt=steps)
     def keep_alive(self, data: st.DataObject, dt: int) -> None:
         self.tick(dt)
-        name, ref_token, token = self.pick_session(data)
-        want = self.ref.keep_alive(self.key, name, ref_token, now=self.now)
-        assert self.store.keep_alive(self.key, name, token, now=self.now) == want
+        self.same_answer_on_a_session("keep_alive", data, now=self.now)
 
     @precondition(lambda self: self.held())
     @rule(data=st.data())
     def discard(self, data: st.DataObject) -> None:
-        name, ref_token, token = self.pick_session(data)
-        want = self.ref.discard(self.key, name, ref_token)
-        assert self.store.discard(self.key, name, token) == want
+        self.same_answer_on_a_session("discard", data)
 
     @rule(data=st.data(), dt=steps)
     def refused(self, data: st.DataObject, dt: int) -> None:

@@ -125,20 +125,19 @@ def test_census_counts_by_kind_labels_and_idle_time(fleet: Fleet) -> None:
     }
 
 
-def test_clean_dry_run_deletes_nothing(fleet: Fleet) -> None:
-    before = fleet.on_server()
+def _clean_old_billing(fleet: Fleet, *flags: str) -> dict[str, Any]:
+    """``sessions clean`` of the billing sessions idle for over 30 minutes; its JSON report."""
     result = fleet.cli(
-        "sessions",
-        "clean",
-        "--label",
-        "app=billing",
-        "--idle-older-than",
-        "30m",
-        "--dry-run",
-        "--json",
+        "sessions", "clean", "--label", "app=billing", "--idle-older-than", "30m", *flags, "--json"
     )
     assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def test_clean_dry_run_deletes_nothing(fleet: Fleet) -> None:
+    before = fleet.on_server()
+    report = _clean_old_billing(fleet, "--dry-run")
     assert set(report["matched"]) == set(fleet.names["old billing"])
     assert report["deleted"] == []
     assert fleet.on_server() == before
@@ -146,18 +145,7 @@ def test_clean_dry_run_deletes_nothing(fleet: Fleet) -> None:
 
 def test_clean_deletes_exactly_the_matching_regular_sessions(fleet: Fleet) -> None:
     before = fleet.on_server()
-    result = fleet.cli(
-        "sessions",
-        "clean",
-        "--label",
-        "app=billing",
-        "--idle-older-than",
-        "30m",
-        "--yes",
-        "--json",
-    )
-    assert result.returncode == 0, result.stderr
-    report = json.loads(result.stdout)
+    report = _clean_old_billing(fleet, "--yes")
     assert set(report["deleted"]) == set(fleet.names["old billing"])
     assert report["failed"] == []
     assert fleet.on_server() == before - set(fleet.names["old billing"])

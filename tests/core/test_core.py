@@ -340,13 +340,20 @@ def test_served_at_the_instant_of_timeout_keeps_the_item(clock: FakeClock) -> No
         core.settle(w)
 
 
-def test_cancelled_at_the_instant_of_hand_off_passes_the_item_on(clock: FakeClock) -> None:
+def waiting_for_the_one(clock: FakeClock, *waiters: RecordingWaiter) -> tuple[PoolCore[Item], Item]:
+    """A pool of one session, checked out, with ``waiters`` in line for it; returns the pool
+    and its session."""
     core: PoolCore[Item] = PoolCore(max_size=1, clock=clock)
     (session,) = fill(core, 1)
     core.acquire()
+    for waiter in waiters:
+        core.enqueue(waiter)
+    return core, session
+
+
+def test_cancelled_at_the_instant_of_hand_off_passes_the_item_on(clock: FakeClock) -> None:
     w1, w2 = RecordingWaiter(), RecordingWaiter()
-    core.enqueue(w1)
-    core.enqueue(w2)
+    core, session = waiting_for_the_one(clock, w1, w2)
     core.release(session)
     assert w1.result is session and w2.waiting
     assert core.abandon(w1) is None
@@ -357,12 +364,8 @@ def test_cancelled_at_the_instant_of_hand_off_passes_the_item_on(clock: FakeCloc
 
 
 def test_cancelled_with_a_permit_passes_the_permit_on(clock: FakeClock) -> None:
-    core: PoolCore[Item] = PoolCore(max_size=1, clock=clock)
-    (session,) = fill(core, 1)
-    core.acquire()
     w1, w2 = RecordingWaiter(), RecordingWaiter()
-    core.enqueue(w1)
-    core.enqueue(w2)
+    core, session = waiting_for_the_one(clock, w1, w2)
     core.discard(session)
     granted = w1.result
     assert isinstance(granted, CreationPermit)
@@ -374,12 +377,8 @@ def test_cancelled_with_a_permit_passes_the_permit_on(clock: FakeClock) -> None:
 
 
 def test_a_waiter_that_cannot_be_woken_is_skipped(clock: FakeClock) -> None:
-    core: PoolCore[Item] = PoolCore(max_size=1, clock=clock)
-    (session,) = fill(core, 1)
-    core.acquire()
     dead, live = RecordingWaiter(alive=False), RecordingWaiter()
-    core.enqueue(dead)
-    core.enqueue(live)
+    core, session = waiting_for_the_one(clock, dead, live)
     core.release(session)
     assert dead.woken == 1 and dead.result is None
     assert live.result is session

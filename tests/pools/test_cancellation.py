@@ -39,6 +39,22 @@ from ._support_async import (
 )
 
 
+async def cancelled(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task``, which must end cancelled."""
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def waiting_gets(pool: Any, count: int) -> list[asyncio.Task[Any]]:
+    """``count`` tasks getting a session from ``pool``, each in line before the next starts."""
+    tasks = []
+    for _ in range(count):
+        tasks.append(asyncio.create_task(pool.get()))
+        await asyncio.sleep(0)
+    return tasks
+
+
 async def test_a_get_abandoned_by_wait_for_leaves_no_waiter_behind(server: LocalSpanner) -> None:
     async with Pools(server) as pools:
         pool = AsyncFixedSizePool(size=1, default_timeout=30)
@@ -211,18 +227,13 @@ async def test_a_session_handed_to_a_task_cancelled_in_that_instant_goes_to_the_
         pool = AsyncFixedSizePool(size=1, default_timeout=30)
         database = await pools.bind(pool, "race")
         held = await pool.get()
-        unlucky = asyncio.create_task(pool.get())
-        await asyncio.sleep(0)
-        next_in_line = asyncio.create_task(pool.get())
-        await asyncio.sleep(0)
+        unlucky, next_in_line = await waiting_gets(pool, 2)
         assert pool.get_stats()["requests_waiting"] == 2
 
         await pool.put(held)  # handed to `unlucky`, which has not run since ...
         stats = pool.get_stats()
         assert (stats["pool_in_use"], stats["requests_waiting"]) == (1, 1)
-        unlucky.cancel()  # ... and is cancelled before it does
-        with pytest.raises(asyncio.CancelledError):
-            await unlucky
+        await cancelled(unlucky)  # ... and is cancelled before it does
 
         assert await asyncio.wait_for(next_in_line, 5) is held
         stats = pool.get_stats()
@@ -243,18 +254,13 @@ async def test_a_replacement_granted_to_a_task_cancelled_in_that_instant_goes_to
         with pytest.raises(exceptions.NotFound):
             async with pool.session() as session:
                 lost = session.name
-                unlucky = asyncio.create_task(pool.get())
-                await asyncio.sleep(0)
-                next_in_line = asyncio.create_task(pool.get())
-                await asyncio.sleep(0)
+                unlucky, next_in_line = await waiting_gets(pool, 2)
                 server.expire_sessions(1.0, database.name)
                 await select_one(session)
         # The lost session's place went to `unlucky`, as the right to create a session ...
         assert unlucky is not None and next_in_line is not None
         assert pool.get_stats()["pool_creating"] == 1
-        unlucky.cancel()  # ... and it is cancelled before it could
-        with pytest.raises(asyncio.CancelledError):
-            await unlucky
+        await cancelled(unlucky)  # ... and it is cancelled before it could
 
         replacement = await asyncio.wait_for(next_in_line, 5)
         assert replacement.name != lost
@@ -274,9 +280,7 @@ async def test_cancelling_a_get_while_its_session_is_created_loses_nothing(
         getting = asyncio.create_task(pool.get())
         assert await eventually(lambda: rpcs(server, "CreateSession") == 1)
 
-        getting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await getting
+        await cancelled(getting)
 
         # The server creates the session anyway: the pool must not lose track of it.
         assert await eventually(lambda: answered_all(server, "CreateSession"))
@@ -301,9 +305,7 @@ async def test_cancelling_ping_leaves_nothing_checked_out(
         assert await eventually(lambda: rpcs(server, "ExecuteSql") > 0)
         assert pool.get_stats()["pool_in_maintenance"] > 0
 
-        pinging.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await pinging
+        await cancelled(pinging)
 
         assert_all_idle(pool, 4)
         assert_books_match(pool, server, database.name)
@@ -324,9 +326,7 @@ async def test_cancelling_ping_while_it_deletes_failed_sessions_leaves_nothing_c
         pinging = asyncio.create_task(pool.ping())
         assert await eventually(lambda: rpcs(server, "DeleteSession") > 0)
 
-        pinging.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await pinging
+        await cancelled(pinging)
 
         stats = pool.get_stats()
         assert (stats["pool_in_use"], stats["pool_in_maintenance"]) == (0, 0), stats
@@ -353,9 +353,7 @@ async def test_cancelling_begin_pending_transactions_leaves_nothing_checked_out(
         assert await eventually(lambda: rpcs(server, "BeginTransaction") > 0)
         assert pool.get_stats()["pool_in_maintenance"] > 0
 
-        beginning.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await beginning
+        await cancelled(beginning)
 
         assert_all_idle(pool, 3)
         assert_books_match(pool, server, database.name)
@@ -375,9 +373,7 @@ async def test_cancelling_maintain_leaves_nothing_checked_out(
         maintaining = asyncio.create_task(pool.maintain())
         assert await eventually(lambda: rpcs(server, "ExecuteSql") > 0)
 
-        maintaining.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await maintaining
+        await cancelled(maintaining)
 
         stats = pool.get_stats()
         assert (stats["pool_in_use"], stats["pool_in_maintenance"]) == (0, 0), stats
@@ -401,9 +397,7 @@ async def test_cancelling_bind_loses_no_session(server: LocalSpanner, size: int)
         binding = asyncio.create_task(pools.bind(pool, "cancel-bind"))
         assert await eventually(lambda: rpcs(server, "BatchCreateSessions") > 0)
 
-        binding.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await binding
+        await cancelled(binding)
 
         stats = pool.get_stats()
         assert (stats["pool_in_use"], stats["pool_in_maintenance"]) == (0, 0), stats
@@ -426,9 +420,7 @@ async def test_cancelling_close_still_deletes_every_session(server: LocalSpanner
     closing = asyncio.create_task(pool.close())
     assert await eventually(lambda: rpcs(server, "DeleteSession") > 0)
 
-    closing.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await closing
+    await cancelled(closing)
 
     with pytest.raises(PoolClosed):
         await pool.get()
@@ -454,9 +446,7 @@ async def test_a_session_whose_request_was_cut_by_a_cancellation_goes_to_no_othe
         waiter = asyncio.create_task(pool.get())
         assert await eventually(lambda: pool.get_stats()["requests_waiting"] == 1)
 
-        holder.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await holder
+        await cancelled(holder)
 
         # The waiter gets a new session, not the one the cancelled query may still be using.
         session = await asyncio.wait_for(waiter, 10)
@@ -486,9 +476,7 @@ async def test_a_cancelled_holder_that_was_not_in_a_request_returns_its_session(
 
         holder = asyncio.create_task(hold())
         await asyncio.wait_for(started.wait(), 10)
-        holder.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await holder
+        await cancelled(holder)
         session = await pool.get(timeout=0)
         assert {session.name} == first  # nothing was in flight: no need to replace it
         await pool.put(session)

@@ -14,6 +14,14 @@ from spanpool import AsyncFixedSizePool, FixedSizePool, MultiplexedPool
 from spanpool.testing import LocalSpanner, connect_async
 
 
+def _instrumented() -> tuple[InMemoryMetricReader, MeterProvider]:
+    """An in-memory reader, and a provider it reads from that spanpool's metrics go to."""
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    spanpool.metrics.instrument(meter_provider=provider)
+    return reader, provider
+
+
 def _collect(reader: InMemoryMetricReader) -> dict[tuple[str, str, str], int]:
     """(metric, pool name, state) -> value, from one collection."""
     found: dict[tuple[str, str, str], int] = {}
@@ -35,9 +43,7 @@ def _collect(reader: InMemoryMetricReader) -> dict[tuple[str, str, str], int]:
 
 
 def test_pools_report_sessions_by_state_limits_and_waiters(server: LocalSpanner) -> None:
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
-    spanpool.metrics.instrument(meter_provider=provider)
+    reader, provider = _instrumented()
     spanpool.metrics.instrument(meter_provider=provider)  # twice: no duplicate instruments
 
     pool = FixedSizePool(size=3)
@@ -75,9 +81,7 @@ def test_pools_report_sessions_by_state_limits_and_waiters(server: LocalSpanner)
 
 
 def test_multiplexed_pools_report_their_session(server: LocalSpanner) -> None:
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
-    spanpool.metrics.instrument(meter_provider=provider)
+    reader, provider = _instrumented()
     pool = MultiplexedPool()
     database = server.database("mxmetrics", pool=pool)
     with database.snapshot() as snapshot:
@@ -110,9 +114,7 @@ def test_every_kind_of_pool_speaks_the_common_vocabulary_and_appears_in_the_gaug
     )
     from spanpool.stores import MemoryStore
 
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
-    spanpool.metrics.instrument(meter_provider=provider)
+    reader, provider = _instrumented()
     pools = [
         BurstyPool(target_size=2),
         FixedSizePool(size=2),
@@ -148,9 +150,7 @@ def test_a_pool_without_an_upper_bound_has_no_max_observed_in_either_flavour(
 ) -> None:
     from spanpool import AsyncBurstyPool, BurstyPool
 
-    reader = InMemoryMetricReader()
-    provider = MeterProvider(metric_readers=[reader])
-    spanpool.metrics.instrument(meter_provider=provider)
+    reader, provider = _instrumented()
 
     async def scenario() -> None:
         bursty, abursty = BurstyPool(target_size=2), AsyncBurstyPool(target_size=2)
@@ -181,9 +181,7 @@ def test_a_provider_made_after_another_was_freed_is_instrumented() -> None:
     # the instruments. Many rounds, so that such a reuse happens with any allocator.
     pool = FixedSizePool(size=2)
     for _ in range(100):
-        reader = InMemoryMetricReader()
-        provider = MeterProvider(metric_readers=[reader])
-        spanpool.metrics.instrument(meter_provider=provider)
+        reader, provider = _instrumented()
         data = reader.get_metrics_data()
         assert data is not None
         names = {m.name for r in data.resource_metrics for s in r.scope_metrics for m in s.metrics}

@@ -46,6 +46,11 @@ def _database(server: LocalSpanner, which: str, name: str, **pool_options: Any) 
     return server.database(name, pool=MultiplexedPool(**pool_options))
 
 
+def _fixed_size_pool(which: str, size: int) -> Any:
+    """A FixedSizePool of ``size`` sessions: spanpool's, or the official client's."""
+    return FixedSizePool(size=size) if which == "spanpool" else official.FixedSizePool(size=size)
+
+
 def _query(database: Any, sql: str = "SELECT 1", **kw: Any) -> list[list[Any]]:
     with database.snapshot(**kw) as snapshot:
         return [list(row) for row in snapshot.execute_sql(sql)]
@@ -124,7 +129,7 @@ def test_the_role_comes_from_the_database(server: LocalSpanner) -> None:
 def test_a_pool_given_as_pool_creates_no_regular_session_unless_routed_to(
     server: LocalSpanner, which: str
 ) -> None:
-    fallback = FixedSizePool(size=4) if which == "spanpool" else official.FixedSizePool(size=4)
+    fallback = _fixed_size_pool(which, 4)
     database = _database(server, which, _db_id("norouted"), fallback=fallback)
     for i in range(3):
         assert _query(database) == [[1]]
@@ -273,7 +278,7 @@ def test_a_hung_server_fails_requests_after_the_deadline_never_hangs(
 def test_a_lost_session_is_replaced_and_the_request_that_hit_it_goes_through(
     server: LocalSpanner, which: str
 ) -> None:
-    fallback = FixedSizePool(size=1) if which == "spanpool" else official.FixedSizePool(size=1)
+    fallback = _fixed_size_pool(which, 1)
     database = _database(server, which, _db_id("lost"), fallback=fallback)
     assert _query(database) == [[1]]
     for ident in range(3):
@@ -291,7 +296,7 @@ def test_a_lost_session_is_replaced_and_the_request_that_hit_it_goes_through(
 def test_a_user_sees_at_most_the_servers_not_found(server: LocalSpanner, which: str) -> None:
     # A multi-use snapshot began on the lost session: not sent again, but the error is the
     # server's, no regular session is made, and the next request works.
-    fallback = FixedSizePool(size=1) if which == "spanpool" else official.FixedSizePool(size=1)
+    fallback = _fixed_size_pool(which, 1)
     database = _database(server, which, _db_id("seen"), fallback=fallback)
     assert _query(database) == [[1]]
     server.lose_multiplexed_sessions(database.name)

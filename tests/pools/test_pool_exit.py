@@ -14,6 +14,22 @@ from spanpool.testing import LocalSpanner
 
 from ._support import rpcs
 
+
+def _run_script(script: str, *args: str, prints: str) -> str:
+    """Run ``script`` in a Python process of its own; it must succeed after printing
+    ``prints``. Returns its stderr."""
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == prints
+    return done.stderr
+
+
 _EXIT_WITHOUT_CLOSE = textwrap.dedent(
     """
     import sys
@@ -38,16 +54,9 @@ def _run_and_exit_without_close(server: LocalSpanner, kind: str, size: int) -> t
     """Run a process that uses a pool and exits without closing it; returns the session
     count it left on the server, and its stderr."""
     database_id = f"exit-{kind}-{size}"
-    done = subprocess.run(
-        [sys.executable, "-c", _EXIT_WITHOUT_CLOSE, server.endpoint, database_id, kind, str(size)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "used"
-    return server.session_count(server.database_path(database_id)), done.stderr
+    args = (server.endpoint, database_id, kind, str(size))
+    stderr = _run_script(_EXIT_WITHOUT_CLOSE, *args, prints="used")
+    return server.session_count(server.database_path(database_id)), stderr
 
 
 @pytest.mark.parametrize(
@@ -94,16 +103,8 @@ _ASYNC_EXIT_WITHOUT_CLOSE = textwrap.dedent(
 
 def test_asyncio_process_exit_without_close_deletes_the_sessions(server: LocalSpanner) -> None:
     # The event loop, and the asyncio channel with it, are gone by then.
-    done = subprocess.run(
-        [sys.executable, "-c", _ASYNC_EXIT_WITHOUT_CLOSE, server.endpoint, "exit", "3"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "used"
-    assert "Traceback" not in done.stderr
+    stderr = _run_script(_ASYNC_EXIT_WITHOUT_CLOSE, server.endpoint, "exit", "3", prints="used")
+    assert "Traceback" not in stderr
     assert rpcs(server, "BatchCreateSessions") == 1
     assert server.session_count(server.database_path("exit")) == 0
 
@@ -137,13 +138,5 @@ _EXIT_AFTER_THE_SERVER_IS_GONE = textwrap.dedent(
 def test_exit_does_not_hang_when_the_server_is_gone(flavour: str) -> None:
     # Deleting at exit is best effort: one short attempt per session, no retries. With the
     # client's default retries each of the 20 deletes would keep the process alive for 30 s.
-    done = subprocess.run(
-        [sys.executable, "-c", _EXIT_AFTER_THE_SERVER_IS_GONE, flavour],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "server stopped"
-    assert "delet" in done.stderr  # the failed deletes are logged, not raised
+    stderr = _run_script(_EXIT_AFTER_THE_SERVER_IS_GONE, flavour, prints="server stopped")
+    assert "delet" in stderr  # the failed deletes are logged, not raised

@@ -129,16 +129,9 @@ class Db:
             raise
         self.conn.execute("COMMIT")
 
-    def read(
-        self,
-        table: str,
-        columns: Sequence[str],
-        key_set: KeySet,
-        *,
-        index: str = "",
-        limit: int = 0,
-    ) -> list[list[Any]]:
-        return decode(self.read_result(table, columns, key_set, index=index, limit=limit))
+    def read(self, *args: Any, **kw: Any) -> list[list[Any]]:
+        """The decoded rows of ``read_result`` with these arguments."""
+        return decode(self.read_result(*args, **kw))
 
     def read_result(
         self,

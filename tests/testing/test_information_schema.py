@@ -3,24 +3,18 @@ introspection reads them (django-spanner's get_constraints)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from spanpool.testing import LocalSpanner
-
-DDL = [
-    "CREATE TABLE Items (Id INT64 NOT NULL, Name STRING(50) NOT NULL, Note STRING(MAX)) "
-    "PRIMARY KEY (Id)",
-    "CREATE UNIQUE INDEX ItemsByName ON Items (Name DESC) STORING (Note)",
-]
-
 
 @pytest.fixture
-def database() -> Iterator[Any]:
-    with LocalSpanner(ddl=DDL) as server:
-        yield server.database("schema")
+def ddl() -> list[str]:
+    return [
+        "CREATE TABLE Items (Id INT64 NOT NULL, Name STRING(50) NOT NULL, Note STRING(MAX)) "
+        "PRIMARY KEY (Id)",
+        "CREATE UNIQUE INDEX ItemsByName ON Items (Name DESC) STORING (Note)",
+    ]
 
 
 def _query(database: Any, sql: str) -> list[tuple[Any, ...]]:
