@@ -275,10 +275,12 @@ def test_a_waiter_gets_a_released_session_before_its_sleep_interval_ends(setup: 
         result["session"] = waiter.acquire()
         result["waited"] = time.monotonic() - began
 
+    wants = setup.store.wait_for_want(holder.key, 0, -1)
     thread = threading.Thread(target=wait)
     thread.start()
     started.wait()
-    time.sleep(0.1)  # let the waiter reach the store
+    # The waiter found the pool full: its acquire counted one more want, then it waits.
+    assert setup.store.wait_for_want(holder.key, 30, wants) > wants
     holder.release(session)
     thread.join(30)
     assert result["session"].name == session.name

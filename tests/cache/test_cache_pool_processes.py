@@ -169,9 +169,13 @@ def test_a_waiter_in_another_process_gets_the_released_session(
         target=workers.wait_for_one,
         args=(store_address, server.endpoint, db_id, 1, sleep_interval, waiting, results),
     )
+    watch = open_store(*store_address)
+    wants = watch.wait_for_want(pool.key, 0, -1)
     child.start()
     assert waiting.wait(60)
-    time.sleep(0.2)  # let the child find the pool full and start waiting
+    # The child found the pool full: its acquire counted one more want, then it waits.
+    assert watch.wait_for_want(pool.key, 60, wants) > wants
+    watch.close()
     pool.release(session)
     outcome, name, waited, stats = _collect(results, [child], 1)[0]
     _join([child])

@@ -90,6 +90,20 @@ def test_a_flushed_script_cache_costs_one_more_round_trip(store: RedisStore, cli
     assert store.round_trips - trips == 1
 
 
+def blocked_clients(url: str) -> int:
+    """How many clients the Redis server at ``url`` holds blocked (BLPOP, XREAD BLOCK)."""
+    with redis.Redis.from_url(url) as client:
+        return int(client.info("clients")["blocked_clients"])
+
+
+def until_blocked(url: str, count: int) -> None:
+    """Wait (a bounded time) until the server holds ``count`` blocked clients."""
+    deadline = time.monotonic() + 30
+    while blocked_clients(url) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} clients blocked"
+        time.sleep(0.005)
+
+
 def _release_later(url: str, prefix: str, name: str, token: str, delay: float) -> None:
     time.sleep(delay)
     other = RedisStore(url, prefix=prefix)
@@ -105,9 +119,10 @@ def test_wait_wakes_when_another_thread_releases(
     full = acquire(store, "k", max_sessions=1)
     assert full.record is None and full.token is None
     outcome: list[bool] = []
+    already = blocked_clients(redis_url)
 
     def release() -> None:
-        time.sleep(0.2)
+        until_blocked(redis_url, already + 1)  # the wait below is in its blocking pop
         releaser = RedisStore(redis_url, prefix=prefix)
         outcome.append(releaser.release("k", "s1", token, now=1001.0))
         releaser.close()
@@ -169,9 +184,10 @@ def test_reclaim_wakes_a_waiter_per_claim_taken_back(
         )
         for w in waiting
     ]
+    already = blocked_clients(redis_url)
     for thread in threads:
         thread.start()
-    time.sleep(0.2)  # both block in BLPOP (were they not, the counter would answer)
+    until_blocked(redis_url, already + 2)  # both block in BLPOP
     assert store.reclaim("k", tokens, now=1001.0) == 2
     for thread in threads:
         thread.join(10)
@@ -188,8 +204,9 @@ def test_wait_returns_when_the_store_is_closed(redis_url: str, prefix: str) -> N
     thread = threading.Thread(
         target=lambda: result.append(store.wait_for_release("k", 30.0, full.releases))
     )
+    already = blocked_clients(redis_url)
     thread.start()
-    time.sleep(0.2)
+    until_blocked(redis_url, already + 1)
     store.close()
     thread.join(10)
     assert result == [True]
