@@ -60,6 +60,15 @@ class Ledger:
         return int(self._sqlite.execute(f"SELECT count(*) FROM {self._name}").fetchone()[0])
 
 
+def _connected_pool(
+    store: tuple[str, str], endpoint: str, database_id: str, **options: Any
+) -> CacheSessionPool:
+    """A CacheSessionPool on its own connection to ``store``, serving a client of its own."""
+    pool = CacheSessionPool(open_store(*store), **options)
+    connect(endpoint, database_id, pool=pool)
+    return pool
+
+
 def hammer(
     store: tuple[str, str],
     ledger: tuple[str, str, str],
@@ -71,14 +80,15 @@ def hammer(
     results: Any,
 ) -> None:
     """Acquire, use and release sessions ``cycles`` times, as fast as possible."""
-    pool = CacheSessionPool(
-        open_store(*store),
+    pool = _connected_pool(
+        store,
+        endpoint,
+        database_id,
         max_sessions=max_sessions,
         min_sessions=1,
         sleep_interval_seconds=0.05,
         max_cycles_to_wait_for_session=600,
     )
-    connect(endpoint, database_id, pool=pool)
     holding = Ledger(*ledger)
     start.wait(60)
     doubles = done = 0
@@ -102,8 +112,7 @@ def hold(
     results: Any,
 ) -> None:
     """Check out ``count`` sessions, report their names, and hang on to them until killed."""
-    pool = CacheSessionPool(open_store(*store), max_sessions=max_sessions, min_sessions=0)
-    connect(endpoint, database_id, pool=pool)
+    pool = _connected_pool(store, endpoint, database_id, max_sessions=max_sessions, min_sessions=0)
     sessions = [pool.acquire() for _ in range(count)]
     results.put([session.name for session in sessions])
     time.sleep(120)
@@ -117,15 +126,15 @@ def _waiting_once(
     sleep_interval: float,
 ) -> CacheSessionPool:
     """A pool of at most ``max_sessions`` whose acquire waits one ``sleep_interval`` at most."""
-    pool = CacheSessionPool(
-        open_store(*store),
+    return _connected_pool(
+        store,
+        endpoint,
+        database_id,
         max_sessions=max_sessions,
         min_sessions=0,
         sleep_interval_seconds=sleep_interval,
         max_cycles_to_wait_for_session=1,
     )
-    connect(endpoint, database_id, pool=pool)
-    return pool
 
 
 def _timed_acquire(pool: CacheSessionPool, results: Any) -> Any:

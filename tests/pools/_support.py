@@ -171,6 +171,12 @@ def use(database: Any, rounds: int, first_id: int = 0) -> None:
         assert database.run_in_transaction(insert, i) == 1
 
 
+def put_all(pool: Any, sessions: list[Any]) -> None:
+    """Give every session of ``sessions`` back to ``pool``, in that order."""
+    for session in sessions:
+        pool.put(session)
+
+
 def count_accounts(database: Any) -> int:
     with database.snapshot() as snapshot:
         rows = [list(row) for row in snapshot.execute_sql("SELECT COUNT(*) FROM Accounts")]

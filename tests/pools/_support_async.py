@@ -193,6 +193,12 @@ async def use(database: Any, rounds: int, first_id: int = 0) -> None:
         assert await database.run_in_transaction(insert, i) == 1
 
 
+async def put_all(pool: Any, sessions: list[Any]) -> None:
+    """Give every session of ``sessions`` back to ``pool``, in that order."""
+    for session in sessions:
+        await pool.put(session)
+
+
 async def count_accounts(database: Any) -> int:
     async with database.snapshot() as snapshot:
         rows = [

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
@@ -37,6 +37,15 @@ from ._support_async import (
     rpcs,
     select_one,
 )
+
+
+async def sent(
+    server: LocalSpanner, method: str, work: Coroutine[Any, Any, Any]
+) -> asyncio.Task[Any]:
+    """``work`` as a task, once the server has seen it send its first ``method`` request."""
+    task = asyncio.create_task(work)
+    assert await eventually(lambda: rpcs(server, method) > 0)
+    return task
 
 
 async def cancelled(task: asyncio.Task[Any]) -> None:
@@ -301,8 +310,7 @@ async def test_cancelling_ping_leaves_nothing_checked_out(
         database = await pools.bind(pool, "cancel-ping")
         server.inject_latency(200, "ExecuteSql")
         clock.advance(61)
-        pinging = asyncio.create_task(pool.ping())
-        assert await eventually(lambda: rpcs(server, "ExecuteSql") > 0)
+        pinging = await sent(server, "ExecuteSql", pool.ping())
         assert pool.get_stats()["pool_in_maintenance"] > 0
 
         await cancelled(pinging)
@@ -323,8 +331,7 @@ async def test_cancelling_ping_while_it_deletes_failed_sessions_leaves_nothing_c
         server.inject_error("ExecuteSql", "INTERNAL")
         server.inject_latency(200, "DeleteSession")
         clock.advance(61)
-        pinging = asyncio.create_task(pool.ping())
-        assert await eventually(lambda: rpcs(server, "DeleteSession") > 0)
+        pinging = await sent(server, "DeleteSession", pool.ping())
 
         await cancelled(pinging)
 
@@ -349,8 +356,7 @@ async def test_cancelling_begin_pending_transactions_leaves_nothing_checked_out(
             await pool.put(session)
         server.reset_counts()
         server.inject_latency(200, "BeginTransaction")
-        beginning = asyncio.create_task(pool.begin_pending_transactions())
-        assert await eventually(lambda: rpcs(server, "BeginTransaction") > 0)
+        beginning = await sent(server, "BeginTransaction", pool.begin_pending_transactions())
         assert pool.get_stats()["pool_in_maintenance"] > 0
 
         await cancelled(beginning)
@@ -370,8 +376,7 @@ async def test_cancelling_maintain_leaves_nothing_checked_out(
         server.expire_sessions(0.5, database.name)
         server.inject_latency(200, "ExecuteSql")
         clock.advance(61)
-        maintaining = asyncio.create_task(pool.maintain())
-        assert await eventually(lambda: rpcs(server, "ExecuteSql") > 0)
+        maintaining = await sent(server, "ExecuteSql", pool.maintain())
 
         await cancelled(maintaining)
 
@@ -394,8 +399,7 @@ async def test_cancelling_bind_loses_no_session(server: LocalSpanner, size: int)
         database_name = server.database_path("cancel-bind")
         server.inject_latency(200, "BatchCreateSessions")
         pool = AsyncFixedSizePool(size=size)
-        binding = asyncio.create_task(pools.bind(pool, "cancel-bind"))
-        assert await eventually(lambda: rpcs(server, "BatchCreateSessions") > 0)
+        binding = await sent(server, "BatchCreateSessions", pools.bind(pool, "cancel-bind"))
 
         await cancelled(binding)
 
@@ -417,8 +421,7 @@ async def test_cancelling_close_still_deletes_every_session(server: LocalSpanner
     pool = AsyncFixedSizePool(size=20)  # more than are deleted at once
     database = await connect_async(server.endpoint, "cancel-close", pool=pool)
     server.inject_latency(200, "DeleteSession")
-    closing = asyncio.create_task(pool.close())
-    assert await eventually(lambda: rpcs(server, "DeleteSession") > 0)
+    closing = await sent(server, "DeleteSession", pool.close())
 
     await cancelled(closing)
 

@@ -129,8 +129,7 @@ def test_the_role_comes_from_the_database(server: LocalSpanner) -> None:
 def test_a_pool_given_as_pool_creates_no_regular_session_unless_routed_to(
     server: LocalSpanner, which: str
 ) -> None:
-    fallback = _fixed_size_pool(which, 4)
-    database = _database(server, which, _db_id("norouted"), fallback=fallback)
+    database = _database(server, which, _db_id("norouted"), fallback=_fixed_size_pool(which, 4))
     for i in range(3):
         assert _query(database) == [[1]]
         _insert(database, i)
@@ -278,8 +277,7 @@ def test_a_hung_server_fails_requests_after_the_deadline_never_hangs(
 def test_a_lost_session_is_replaced_and_the_request_that_hit_it_goes_through(
     server: LocalSpanner, which: str
 ) -> None:
-    fallback = _fixed_size_pool(which, 1)
-    database = _database(server, which, _db_id("lost"), fallback=fallback)
+    database = _database(server, which, _db_id("lost"), fallback=_fixed_size_pool(which, 1))
     assert _query(database) == [[1]]
     for ident in range(3):
         server.lose_multiplexed_sessions(database.name)
@@ -296,8 +294,7 @@ def test_a_lost_session_is_replaced_and_the_request_that_hit_it_goes_through(
 def test_a_user_sees_at_most_the_servers_not_found(server: LocalSpanner, which: str) -> None:
     # A multi-use snapshot began on the lost session: not sent again, but the error is the
     # server's, no regular session is made, and the next request works.
-    fallback = _fixed_size_pool(which, 1)
-    database = _database(server, which, _db_id("seen"), fallback=fallback)
+    database = _database(server, which, _db_id("seen"), fallback=_fixed_size_pool(which, 1))
     assert _query(database) == [[1]]
     server.lose_multiplexed_sessions(database.name)
     with pytest.raises(exceptions.NotFound, match="Session not found"):

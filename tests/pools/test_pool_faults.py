@@ -48,6 +48,7 @@ from ._support import (
     live_names,
     maintenance_workers,
     make,
+    put_all,
     rpcs,
     select_one,
 )
@@ -174,8 +175,7 @@ def test_failed_pings_replace_the_sessions_and_none_is_handed_out_twice(
 
         held = [pool.get(timeout=0) for _ in range(4)]
         assert {session.name for session in held} == after
-        for session in held:
-            pool.put(session)
+        put_all(pool, held)
 
 
 def test_failed_deletes_on_close_and_put_are_logged_and_never_raised(

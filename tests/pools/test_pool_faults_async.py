@@ -47,6 +47,7 @@ from ._support_async import (
     live_names,
     maintenance_workers,
     make,
+    put_all,
     rpcs,
     select_one,
 )
@@ -173,8 +174,7 @@ async def test_failed_pings_replace_the_sessions_and_none_is_handed_out_twice(
 
         held = [await pool.get(timeout=0) for _ in range(4)]
         assert {session.name for session in held} == after
-        for session in held:
-            await pool.put(session)
+        await put_all(pool, held)
 
 
 async def test_failed_deletes_on_close_and_put_are_logged_and_never_raised(

@@ -41,6 +41,7 @@ from ._support import (
     eventually,
     live_names,
     make,
+    put_all,
     rpcs,
     select_one,
     together,
@@ -117,8 +118,7 @@ def test_labels_and_role_are_sent_on_every_creation_path(
         held.append(pool.get())
         assert rpcs(server, "CreateSession") >= 1
         if cls is not BurstyPool:
-            for session in held:
-                pool.put(session)
+            put_all(pool, held)
             held = []
             # Sessions the server dropped are replaced by a ping (BatchCreateSessions).
             server.expire_sessions(1.0, database.name)
@@ -129,8 +129,7 @@ def test_labels_and_role_are_sent_on_every_creation_path(
         sessions = server.backend.list_sessions(database.name)
         assert len(sessions) == 2
         assert [(s.labels, s.creator_role) for s in sessions] == [(labels, "auditor")] * 2
-        for session in held:
-            pool.put(session)
+        put_all(pool, held)
 
 
 def test_bind_creates_exactly_size_sessions_in_capped_batches() -> None:
@@ -237,8 +236,7 @@ def test_bursty_pool_creates_when_empty_and_deletes_when_full(server: LocalSpann
         held = [pool.get() for _ in range(3)]
         assert server.session_count(database.name) == 3
         assert rpcs(server, "CreateSession") == 3
-        for session in held:
-            pool.put(session)
+        put_all(pool, held)
         assert server.session_count(database.name) == 2
         stats = pool.get_stats()
         assert (stats["sessions_deleted"], stats["pool_available"]) == (1, 2)
@@ -388,8 +386,7 @@ def test_pinging_pool_hands_out_the_least_recently_used_first(
                 pool.put(session)
             got = [pool.get() for _ in range(3)]
             assert got == [(a, b, c)[i] for i in expected]
-            for session in got:
-                pool.put(session)
+            put_all(pool, got)
 
 
 # -- pings ------------------------------------------------------------------------------------
@@ -403,8 +400,7 @@ def test_ping_refreshes_only_the_sessions_that_are_due(
         database = pools.bind(pool, "ping-due")
         clock.advance(50)
         recent = [pool.get() for _ in range(2)]
-        for session in recent:
-            pool.put(session)
+        put_all(pool, recent)
         clock.advance(20)  # idle for 70 s: the two others; for 20 s: these two
         server.reset_counts()
 
@@ -442,8 +438,7 @@ def test_ping_replaces_the_sessions_the_server_dropped(
         held = [pool.get(timeout=0) for _ in range(4)]
         names = {session.name for session in held}
         assert len(names) == 4 and not names & dropped
-        for session in held:
-            pool.put(session)
+        put_all(pool, held)
 
 
 def test_fixed_pool_checking_every_time_replaces_dropped_sessions(
@@ -462,8 +457,7 @@ def test_fixed_pool_checking_every_time_replaces_dropped_sessions(
         assert names == live_names(server, database.name)
         assert pool.get_stats()["sessions_replaced"] == 4
         assert_books_match(pool, server, database.name)
-        for session in held:
-            pool.put(session)
+        put_all(pool, held)
 
 
 def test_get_is_served_while_a_ping_is_in_flight(server: LocalSpanner, clock: FakeClock) -> None:
