@@ -168,19 +168,10 @@ class StoreComparison(RuleBasedStateMachine):
         then=st.sampled_from(["create", "create idle", "fail", "nothing"]),
         age=st.integers(0, 40),
     )
-    def acquire(
-        self,
-        dt: int,
-        holder: Holder,
-        reclaim_age: float | None,
-        expire_age: float | None,
-        retire_age: float | None,
-        then: str,
-        age: int,
-    ) -> None:
+    def acquire(self, dt: int, **choices: Any) -> None:
         """Acquire; with a permit, go on as the pool would (or not, leaving the permit)."""
         self.tick(dt)
-        self.compare_acquire(holder, reclaim_age, expire_age, retire_age, then, age)
+        self.compare_acquire(**choices)
 
     @rule(count=st.integers(1, 4), data=st.data(), holder=holders)
     def burst(self, count: int, data: st.DataObject, holder: Holder) -> None:

@@ -27,6 +27,7 @@ from spanpool.pools import _maintenance
 from spanpool.testing import LocalSpanner
 
 from ..conftest import FakeClock, run_in_threads, wait_child
+from ._support import eventually
 
 DAY = 86_400.0
 OFFICIAL = pytest.param(
@@ -64,16 +65,6 @@ def _insert(database: Any, ident: int) -> None:
 def _count(transaction: Any) -> int:
     [[count]] = list(transaction.execute_sql("SELECT COUNT(*) FROM Accounts"))
     return int(count)
-
-
-def _eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    """Wait for something another thread or process does (never to let time pass)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def _creates(server: LocalSpanner) -> int:
@@ -191,7 +182,7 @@ def test_creation_starts_at_bind_once_however_many_threads_ask(server: LocalSpan
     server.inject_latency(150, method="CreateSession")
     pool = MultiplexedPool()
     database = server.database(_db_id("ready"), pool=pool)
-    assert _eventually(lambda: _creates(server) == 1)  # started by bind, no request yet
+    assert eventually(lambda: _creates(server) == 1)  # started by bind, no request yet
     results: list[Any] = []
     run_in_threads(12, lambda _: results.append(_query(database)))
     assert results == [[[1]]] * 12
@@ -214,7 +205,7 @@ def test_a_known_session_serves_the_first_request_at_once_on_a_connected_channel
     channel = database.spanner_api.transport.grpc_channel
     channel.subscribe(states.append)  # watches, without asking to connect
     try:
-        assert _eventually(lambda: grpc.ChannelConnectivity.READY in states)
+        assert eventually(lambda: grpc.ChannelConnectivity.READY in states)
     finally:
         channel.unsubscribe(states.append)
     assert len(server.request_log()) == requests_before  # connected, yet nothing sent
@@ -367,7 +358,7 @@ def test_rotation_makes_a_successor_while_transactions_keep_their_session(
         assert pool.session_name == old
         clock.advance(7.8 * DAY)
         pool.maintain()
-        assert _eventually(lambda: pool.session_name != old)
+        assert eventually(lambda: pool.session_name != old)
         assert list(snapshot.execute_sql("SELECT 2")) == [[2]]  # still on the old session
         assert snapshot._session.name == old
     assert _query(database) == [[1]]
@@ -386,15 +377,15 @@ def test_a_failed_rotation_is_retried_later(server: LocalSpanner, clock: FakeClo
     server.inject_error("CreateSession", "UNAVAILABLE", count=1)
     clock.advance(8 * DAY)
     pool.maintain()
-    assert _eventually(lambda: server.status_counts().get(("CreateSession", "UNAVAILABLE")) == 1)
-    assert _eventually(lambda: pool._entry.attempt is None)
+    assert eventually(lambda: server.status_counts().get(("CreateSession", "UNAVAILABLE")) == 1)
+    assert eventually(lambda: pool._entry.attempt is None)
     assert pool.session_name == old
     assert _query(database) == [[1]]  # requests never noticed
     pool.maintain()
     assert _creates(server) == 2  # not again at once
     clock.advance(600)
     pool.maintain()
-    assert _eventually(lambda: pool.session_name != old)
+    assert eventually(lambda: pool.session_name != old)
     assert pool.get_stats()["rotations"] == 1
 
 
@@ -442,7 +433,7 @@ def test_dropped_databases_are_collected_and_leave_no_thread(
         del database
     gc.collect()
     assert [ref for ref in refs if ref() is not None] == []
-    assert _eventually(lambda: _client_threads() <= threads_before)
+    assert eventually(lambda: _client_threads() <= threads_before)
 
 
 def test_one_maintenance_thread_for_every_pool_of_the_process(server: LocalSpanner) -> None:
