@@ -132,6 +132,12 @@ def assert_all_idle(pool: Any, size: int) -> None:
     assert stats["pool_available"] == stats["pool_size"] == size, stats
 
 
+def assert_at_rest(pool: Any, server: LocalSpanner, database_name: str, size: int) -> None:
+    """All ``size`` sessions of the pool are idle, and its books match the server's."""
+    assert_all_idle(pool, size)
+    assert_books_match(pool, server, database_name)
+
+
 def live_names(server: LocalSpanner, database_name: str) -> set[str]:
     return {session.name for session in server.backend.list_sessions(database_name)}
 

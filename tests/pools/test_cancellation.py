@@ -30,6 +30,7 @@ from ._support_async import (
     Pools,
     answered_all,
     assert_all_idle,
+    assert_at_rest,
     assert_books_match,
     eventually,
     live_names,
@@ -315,8 +316,7 @@ async def test_cancelling_ping_leaves_nothing_checked_out(
 
         await cancelled(pinging)
 
-        assert_all_idle(pool, 4)
-        assert_books_match(pool, server, database.name)
+        assert_at_rest(pool, server, database.name, 4)
         server.clear_faults()
         await pool.ping()  # none was refreshed by the cancelled ping: all are still due
         assert pool.get_stats()["pings"] == 4
@@ -361,8 +361,7 @@ async def test_cancelling_begin_pending_transactions_leaves_nothing_checked_out(
 
         await cancelled(beginning)
 
-        assert_all_idle(pool, 3)
-        assert_books_match(pool, server, database.name)
+        assert_at_rest(pool, server, database.name, 3)
         server.clear_faults()
         assert await pool.begin_pending_transactions() == 3  # still pending, all three
 

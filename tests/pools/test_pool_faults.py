@@ -41,6 +41,7 @@ from ._support import (
     Background,
     Pools,
     assert_all_idle,
+    assert_at_rest,
     assert_books_match,
     count_accounts,
     eventually,
@@ -128,8 +129,7 @@ def test_failed_session_creation_on_get_loses_nothing(
         assert session.name in live_names(server, database.name)
         assert_books_match(pool, server, database.name)
         pool.put(session)
-        assert_all_idle(pool, 1)
-        assert_books_match(pool, server, database.name)
+        assert_at_rest(pool, server, database.name, 1)
 
 
 def test_failed_freshness_check_puts_the_session_back(server: LocalSpanner) -> None:
@@ -168,8 +168,7 @@ def test_failed_pings_replace_the_sessions_and_none_is_handed_out_twice(
             lost,
         )
         assert stats["sessions_deleted"] == lost  # a session in doubt is deleted, not kept
-        assert_all_idle(pool, 4)
-        assert_books_match(pool, server, database.name)
+        assert_at_rest(pool, server, database.name, 4)
         after = live_names(server, database.name)
         assert len(before - after) == lost
 
@@ -305,8 +304,7 @@ def test_database_run_in_transaction_and_batch_survive_a_lost_session(
         assert count_accounts(database) == 2
         assert pool.get_stats()["sessions_replaced"] == 2
         assert not live_names(server, database.name) & lost
-        assert_all_idle(pool, 1)
-        assert_books_match(pool, server, database.name)
+        assert_at_rest(pool, server, database.name, 1)
 
 
 def test_a_replacement_the_pool_cannot_keep_is_deleted_and_the_error_is_the_servers(
@@ -329,8 +327,7 @@ def test_a_replacement_the_pool_cannot_keep_is_deleted_and_the_error_is_the_serv
         session = waiter.result()
         pool.put(session)
         assert eventually(lambda: server.session_count(database.name) == 1)
-        assert_all_idle(pool, 1)
-        assert_books_match(pool, server, database.name)
+        assert_at_rest(pool, server, database.name, 1)
 
 
 def test_a_replacement_put_into_a_closed_pool_is_deleted(server: LocalSpanner) -> None:

@@ -40,6 +40,7 @@ from ._support_async import (
     Background,
     Pools,
     assert_all_idle,
+    assert_at_rest,
     assert_books_match,
     count_accounts,
     eventually,
@@ -127,8 +128,7 @@ async def test_failed_session_creation_on_get_loses_nothing(
         assert session.name in live_names(server, database.name)
         assert_books_match(pool, server, database.name)
         await pool.put(session)
-        assert_all_idle(pool, 1)
-        assert_books_match(pool, server, database.name)
+        assert_at_rest(pool, server, database.name, 1)
 
 
 async def test_failed_freshness_check_puts_the_session_back(server: LocalSpanner) -> None:
@@ -167,8 +167,7 @@ async def test_failed_pings_replace_the_sessions_and_none_is_handed_out_twice(
             lost,
         )
         assert stats["sessions_deleted"] == lost  # a session in doubt is deleted, not kept
-        assert_all_idle(pool, 4)
-        assert_books_match(pool, server, database.name)
+        assert_at_rest(pool, server, database.name, 4)
         after = live_names(server, database.name)
         assert len(before - after) == lost
 
@@ -306,8 +305,7 @@ async def test_database_run_in_transaction_and_batch_survive_a_lost_session(
         assert await count_accounts(database) == 2
         assert pool.get_stats()["sessions_replaced"] == 2
         assert not live_names(server, database.name) & lost
-        assert_all_idle(pool, 1)
-        assert_books_match(pool, server, database.name)
+        assert_at_rest(pool, server, database.name, 1)
 
 
 async def test_a_replacement_the_pool_cannot_keep_is_deleted_and_the_error_is_the_servers(
@@ -331,8 +329,7 @@ async def test_a_replacement_the_pool_cannot_keep_is_deleted_and_the_error_is_th
         session = await waiter.result()
         await pool.put(session)
         assert await eventually(lambda: server.session_count(database.name) == 1)
-        assert_all_idle(pool, 1)
-        assert_books_match(pool, server, database.name)
+        assert_at_rest(pool, server, database.name, 1)
 
 
 async def test_a_replacement_put_into_a_closed_pool_is_deleted(server: LocalSpanner) -> None:

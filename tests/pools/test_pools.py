@@ -36,6 +36,7 @@ from ._support import (
     Background,
     Pools,
     assert_all_idle,
+    assert_at_rest,
     assert_books_match,
     count_accounts,
     eventually,
@@ -296,8 +297,7 @@ def test_session_checkout_returns_the_session_even_when_the_block_fails(
         with pytest.raises(RuntimeError, match="boom"), pool.session() as session:
             assert select_one(session) == [[1]]
             raise RuntimeError("boom")
-        assert_all_idle(pool, 1)
-        assert_books_match(pool, server, database.name)
+        assert_at_rest(pool, server, database.name, 1)
 
 
 # -- TransactionPingingPool, stats, order -----------------------------------------------------
@@ -476,8 +476,7 @@ def test_get_is_served_while_a_ping_is_in_flight(server: LocalSpanner, clock: Fa
         pinging.result()
         stats = pool.get_stats()
         assert stats["pings"] >= 3
-        assert_all_idle(pool, 4)
-        assert_books_match(pool, server, database.name)
+        assert_at_rest(pool, server, database.name, 4)
 
 
 def test_public_names() -> None:

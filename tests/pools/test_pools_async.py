@@ -34,6 +34,7 @@ from ._support_async import (
     Background,
     Pools,
     assert_all_idle,
+    assert_at_rest,
     assert_books_match,
     count_accounts,
     eventually,
@@ -296,8 +297,7 @@ async def test_session_checkout_returns_the_session_even_when_the_block_fails(
             async with pool.session() as session:
                 assert await select_one(session) == [[1]]
                 raise RuntimeError("boom")
-        assert_all_idle(pool, 1)
-        assert_books_match(pool, server, database.name)
+        assert_at_rest(pool, server, database.name, 1)
 
 
 # -- TransactionPingingPool, stats, order -----------------------------------------------------
@@ -478,8 +478,7 @@ async def test_get_is_served_while_a_ping_is_in_flight(
         await pinging.result()
         stats = pool.get_stats()
         assert stats["pings"] >= 3
-        assert_all_idle(pool, 4)
-        assert_books_match(pool, server, database.name)
+        assert_at_rest(pool, server, database.name, 4)
 
 
 def test_public_names() -> None:
