@@ -35,9 +35,18 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import spanner_v1
 
 from spanpool.bridge.common import give_aware_last_use
-from spanpool.testing import REGULAR_SESSIONS_ENV, serve_in_process
+from spanpool.testing import serve_in_process
 
-from .harness import JOIN_SECONDS, KINDS, SIDES, Settings, pool_arguments, progress, settings_for
+from .harness import (
+    JOIN_SECONDS,
+    KINDS,
+    SIDES,
+    Settings,
+    pool_arguments,
+    progress,
+    session_routing,
+    settings_for,
+)
 from .pools import parse_args
 from .table import (
     FAIRNESS,
@@ -227,15 +236,15 @@ async def scenarios(endpoint: str, settings: Settings) -> list[Row]:
 
 def run(args: Any) -> list[Row]:
     settings = settings_for(args)
-    os.environ.update(REGULAR_SESSIONS_ENV)
     endpoint = getattr(args, "endpoint", None)
-    if endpoint:
-        rows = asyncio.run(scenarios(endpoint, settings))
-        for row in rows:
-            row.latency = "endpoint"
-        return rows
-    with serve_in_process() as server:
-        return asyncio.run(scenarios(server.endpoint, settings))
+    with session_routing(regular=True):
+        if endpoint:
+            rows = asyncio.run(scenarios(endpoint, settings))
+            for row in rows:
+                row.latency = "endpoint"
+            return rows
+        with serve_in_process() as server:
+            return asyncio.run(scenarios(server.endpoint, settings))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,7 +45,7 @@ from typing import Any
 from spanpool import BurstyPool, CacheSessionPool
 from spanpool.testing import connect, serve_in_process
 
-from .harness import open_store
+from .harness import open_store, session_routing
 from .progress import report
 
 PROCESS_COUNTS = (1, 4, 16)
@@ -335,7 +335,8 @@ def run(args: argparse.Namespace) -> int:
         if redis_url is not None:
             query_stores.append(("redis", redis_url))
         report("cache", f"queries through the Database ({time.monotonic() - began:.0f} s)")
-        scenarios.database_scenario(slow.endpoint, query_stores, rounds=6 if args.quick else 20)
+        with session_routing(regular=True):
+            scenarios.database_scenario(slow.endpoint, query_stores, rounds=6 if args.quick else 20)
         print()
         report("cache", f"hand-back ({time.monotonic() - began:.0f} s)")
         scenarios.hand_back(context, endpoint, query_stores, rounds=3 if args.quick else 7)

@@ -4,7 +4,6 @@ of a session leased by one process to another that found the pool full."""
 
 from __future__ import annotations
 
-import os
 import queue
 import statistics
 import time
@@ -25,10 +24,8 @@ def database_scenario(endpoint: str, stores: list[tuple[str, str]], rounds: int)
     """Snapshot queries through the official Database with RPC_MS per RPC: BurstyPool and
     CacheSessionPool over each store take turns query by query (the first one changing every
     round), ``rounds`` rounds of 20 queries each; the median time per query is compared, so
-    that the load of other processes on the machine falls on every pool alike."""
-    from ..bridge.common import REGULAR_SESSIONS_ENV
-
-    os.environ.update(REGULAR_SESSIONS_ENV)
+    that the load of other processes on the machine falls on every pool alike. Run it under
+    ``harness.session_routing(regular=True)``: the official Database then uses these pools."""
     pools: dict[str, Any] = {"bursty": BurstyPool(target_size=4)}
     opened = []
     for kind, address in stores:

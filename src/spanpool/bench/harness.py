@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -15,7 +16,7 @@ from typing import Any, TypeVar
 
 from google.cloud.spanner_v1 import pool as official_pool
 
-from spanpool.testing import LocalSpanner, connect
+from spanpool.testing import REGULAR_SESSIONS_ENV, LocalSpanner, connect
 
 from .progress import report
 from .table import Failed, Metrics, attempt
@@ -49,6 +50,31 @@ LATENCIES_MS = (0.0, 5.0)
 JOIN_SECONDS = 30.0  # how long a stuck get() or ping() is waited for before giving up on it
 
 K = TypeVar("K")
+
+
+@contextmanager
+def session_routing(regular: bool) -> Iterator[None]:
+    """Run a suite with the client's session variables set for it, and as they were after.
+
+    ``regular``: every operation on regular sessions, so that the official ``Database`` uses
+    the pool it is given (the pools suites). Otherwise the client's defaults, multiplexed
+    sessions (the multiplexed suite), whatever the environment says. Restored afterwards, so
+    that a later suite of the same ``spanpool bench`` run, and the processes it starts, get
+    their own settings and not a previous suite's."""
+    saved = {name: os.environ.get(name) for name in REGULAR_SESSIONS_ENV}
+    for name, value in REGULAR_SESSIONS_ENV.items():
+        if regular:
+            os.environ[name] = value
+        else:
+            os.environ.pop(name, None)
+    try:
+        yield
+    finally:
+        for name, before in saved.items():
+            if before is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = before
 
 
 def progress(message: str) -> None:

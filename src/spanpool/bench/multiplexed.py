@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
-from .harness import open_store
+from .harness import open_store, session_routing
 from .pools import Failed, Goal, Row, side_by_side
 
 LATENCY_MS = 5.0
@@ -296,8 +296,13 @@ def _ms(seconds: float) -> str:
 
 def run(quick: bool, latency_ms: float = LATENCY_MS, table: list[Row] | None = None) -> int:
     """Measure, print the table; with ``table``, also add the measurements there as rows of
-    spanpool against the client's manager (for ``spanpool bench``'s summary and chart)."""
-    table = [] if table is None else table
+    spanpool against the client's manager (for ``spanpool bench``'s summary and chart). On the
+    client's default routing, whatever the environment or an earlier suite set."""
+    with session_routing(regular=False):
+        return _measure(quick, latency_ms, [] if table is None else table)
+
+
+def _measure(quick: bool, latency_ms: float, table: list[Row]) -> int:
     context = _context()
     workers = 3 if quick else 7
     requests = 200 if quick else 1000

@@ -40,7 +40,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from spanpool.testing import REGULAR_SESSIONS_ENV, LocalSpanner, serve_in_process
+from spanpool.testing import LocalSpanner, serve_in_process
 
 from .chart import write_chart
 from .harness import (
@@ -53,6 +53,7 @@ from .harness import (
     interleaved,
     measure_pools,
     progress,
+    session_routing,
     settings_for,
     unbound_pool,
 )
@@ -370,13 +371,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def measure(args: argparse.Namespace) -> list[Row]:
     """Measure the chosen scenarios (``--scenario``, all by default) and return the rows."""
     settings = settings_for(args)
-    os.environ.update(REGULAR_SESSIONS_ENV)  # the official Database then uses its pool
     endpoint = getattr(args, "endpoint", None)
     chosen = getattr(args, "scenario", None)
     wanted = tuple(getattr(args, "latency", None) or LATENCIES_MS)
     began = time.monotonic()
     rows: list[Row] = []
     with ExitStack() as servers:
+        servers.enter_context(session_routing(regular=True))  # the official Database's pool
         if endpoint:
             endpoints = {0.0: endpoint}
         else:
