@@ -406,11 +406,13 @@ def _measure(quick: bool, latency_ms: float, table: list[Row]) -> int:
                 (
                     "threads after 100 dropped Databases",
                     "official manager",
-                    f"+{official_threads}",
+                    f"{official_threads:+}",
                     "",
                 )
             )
-            rows.append(("threads after 100 dropped Databases", "spanpool", f"+{ours_threads}", ""))
+            rows.append(
+                ("threads after 100 dropped Databases", "spanpool", f"{ours_threads:+}", "")
+            )
             table.append(
                 side_by_side(
                     "threads after 100 dropped Databases",
@@ -418,7 +420,7 @@ def _measure(quick: bool, latency_ms: float, table: list[Row]) -> int:
                     "MultiplexedPool",
                     official_threads,
                     ours_threads,
-                    "+{:.0f}".format,
+                    "{:+.0f}".format,
                     absolute=True,
                 )
             )
