@@ -354,11 +354,6 @@ def prepare(
     return prepared
 
 
-def tables_of(prepared: _Prepared) -> frozenset[str]:
-    """The tables a prepared statement reads or writes."""
-    return prepared.translation.tables
-
-
 def execute(
     conn: sqlite3.Connection,
     catalog: Catalog,
